@@ -1,0 +1,31 @@
+//! The client-server API (spec: `client-server-api`), one module per spec section.
+
+mod account;
+mod account_data;
+mod auth;
+mod devices;
+mod discovery;
+mod membership;
+mod profile;
+mod rooms;
+mod session;
+mod sync;
+
+use axum::Router;
+
+use crate::AppState;
+
+pub use auth::Auth;
+
+pub fn routes() -> Router<AppState> {
+    let r = Router::new();
+    let r = discovery::routes(r);
+    let r = session::routes(r);
+    let r = account::routes(r);
+    let r = devices::routes(r);
+    let r = profile::routes(r);
+    let r = account_data::routes(r);
+    let r = rooms::routes(r);
+    let r = membership::routes(r);
+    sync::routes(r)
+}

@@ -1,0 +1,37 @@
+//! `/versions` and `/capabilities` (spec: "Capabilities negotiation").
+
+use axum::{routing::get, Json, Router};
+use serde_json::{json, Value};
+use tessera_core::rooms::{DEFAULT_VERSION, SUPPORTED_VERSIONS};
+
+use super::Auth;
+use crate::AppState;
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/_matrix/client/versions", get(versions))
+        .route("/_matrix/client/v3/capabilities", get(capabilities))
+        .route("/_matrix/client/r0/capabilities", get(capabilities))
+}
+
+/// Only versions whose mandatory parts we serve are listed.
+async fn versions() -> Json<Value> {
+    Json(json!({
+        "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"],
+        "unstable_features": {},
+    }))
+}
+
+async fn capabilities(_auth: Auth) -> Json<Value> {
+    let available: serde_json::Map<String, Value> =
+        SUPPORTED_VERSIONS.iter().map(|v| (v.to_string(), Value::from("stable"))).collect();
+    Json(json!({
+        "capabilities": {
+            "m.room_versions": { "default": DEFAULT_VERSION, "available": available },
+            "m.change_password": { "enabled": true },
+            "m.set_displayname": { "enabled": true },
+            "m.set_avatar_url": { "enabled": true },
+            "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": false },
+        }
+    }))
+}

@@ -1,0 +1,320 @@
+//! Room creation, events, state and reads (spec: "Rooms", "Events", "Room aliases",
+//! "Typing Notifications").
+
+use axum::{
+    extract::{Path, Query, State},
+    routing::{get, post, put},
+    Json, Router,
+};
+use ruma::{
+    api::client::room::{create_room, Visibility},
+    events::{StateEventType, TimelineEventType},
+    serde::Raw,
+    RoomAliasId, RoomId, UserId,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tessera_core::{
+    rooms::{
+        create::{CreateRoom, Preset},
+        read::Direction,
+        send::NewEvent,
+        write::Txn,
+    },
+    sync::{filter, token::parse_position},
+    Error,
+};
+
+use super::{account_data::json_body, Auth};
+use crate::{ruma_route, ApiError, AppState, Ruma};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let mut r = ruma_route!(r, create_room::v3::Request, create);
+    for v in ["v3", "r0"] {
+        let p = |s: &str| format!("/_matrix/client/{v}{s}");
+        r = r
+            .route(&p("/rooms/{room_id}/send/{kind}/{txn_id}"), put(send))
+            .route(&p("/rooms/{room_id}/state"), get(all_state))
+            .route(&p("/rooms/{room_id}/state/{kind}"), get(get_state_empty_key).put(put_state_empty_key))
+            .route(&p("/rooms/{room_id}/state/{kind}/"), get(get_state_empty_key).put(put_state_empty_key))
+            .route(&p("/rooms/{room_id}/state/{kind}/{state_key}"), get(get_state).put(put_state))
+            .route(&p("/rooms/{room_id}/messages"), get(messages))
+            .route(&p("/rooms/{room_id}/event/{event_id}"), get(event))
+            .route(&p("/rooms/{room_id}/members"), get(members))
+            .route(&p("/rooms/{room_id}/joined_members"), get(joined_members))
+            .route(&p("/rooms/{room_id}/typing/{user_id}"), put(typing))
+            .route(&p("/joined_rooms"), get(joined_rooms))
+            .route(&p("/directory/room/{alias}"), get(get_alias).put(put_alias).delete(delete_alias));
+    }
+    r.route("/_matrix/client/v3/createRoom/", post(|| async { crate::error::unrecognized().await }))
+}
+
+pub fn room_id(s: &str) -> Result<ruma::OwnedRoomId, ApiError> {
+    RoomId::parse(s).map_err(|_| ApiError(Error::invalid_param("Invalid room ID")))
+}
+
+fn object(v: Value) -> Result<Value, ApiError> {
+    if v.is_object() { Ok(v) } else { Err(ApiError(Error::bad_json("Content must be a JSON object"))) }
+}
+
+async fn create(State(s): State<AppState>, req: Ruma<create_room::v3::Request>) -> Result<Json<Value>, ApiError> {
+    let user = req.user()?.user_id.clone();
+    let b = req.body;
+    fn parse_raw<T>(raw: &Raw<T>) -> Result<Map<String, Value>, ApiError> {
+        serde_json::from_str(raw.json().get()).map_err(|_| ApiError(Error::bad_json("Expected a JSON object")))
+    }
+    let mut initial_state = Vec::new();
+    for raw in &b.initial_state {
+        let v: Value = serde_json::from_str(raw.json().get()).map_err(|_| Error::bad_json("Bad initial_state event"))?;
+        let kind = v["type"].as_str().ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let key = v["state_key"].as_str().unwrap_or("");
+        initial_state.push(NewEvent::state(StateEventType::from(kind), key, object(v["content"].clone())?));
+    }
+    let preset = b.preset.as_ref().map(|p| match p.as_str() {
+        "trusted_private_chat" => Preset::TrustedPrivateChat,
+        "public_chat" => Preset::PublicChat,
+        _ => Preset::PrivateChat,
+    });
+    let room = s
+        .hs
+        .create_room(
+            &user,
+            CreateRoom {
+                preset,
+                public: b.visibility == Visibility::Public,
+                room_version: b.room_version,
+                creation_content: b.creation_content.as_ref().map(parse_raw).transpose()?,
+                initial_state,
+                invite: b.invite,
+                is_direct: b.is_direct,
+                name: b.name,
+                topic: b.topic,
+                alias_localpart: b.room_alias_name,
+                power_level_override: b.power_level_content_override.as_ref().map(parse_raw).transpose()?,
+            },
+        )
+        .await?;
+    Ok(Json(json!({ "room_id": room })))
+}
+
+async fn send(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, kind, txn_id)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let content = object(json_body(&body)?)?;
+    let event = NewEvent::message(TimelineEventType::from(kind.as_str()), content);
+    let txn = Txn {
+        user_id: a.user_id.as_str(),
+        device_id: a.device_id.as_str(),
+        scope: format!("send/{room}/{kind}"),
+        txn_id: &txn_id,
+    };
+    require_joined(&s, &room, &a.user_id).await?;
+    let id = s.hs.send_event(&room, &a.user_id, event, Some(txn)).await?;
+    Ok(Json(json!({ "event_id": id })))
+}
+
+/// Unknown rooms are 404; membership itself is judged by the auth rules.
+async fn require_joined(s: &AppState, room: &RoomId, _user: &UserId) -> Result<(), ApiError> {
+    if !s.hs.room_exists(room).await? {
+        return Err(ApiError(Error::not_found("Unknown room")));
+    }
+    Ok(())
+}
+
+async fn all_state(State(s): State<AppState>, Auth(a): Auth, Path(room): Path<String>) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let events = s.hs.state_events(&room, &a.user_id).await?;
+    Ok(Json(Value::Array(events.iter().map(|p| p.to_client_json(&room)).collect())))
+}
+
+#[derive(Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+async fn get_state_inner(s: &AppState, a: &tessera_core::accounts::Session, room: &str, kind: &str, key: &str, format: Option<String>) -> Result<Json<Value>, ApiError> {
+    let room = room_id(room)?;
+    let pdu = s.hs.state_event(&room, &a.user_id, &StateEventType::from(kind), key).await?;
+    let event = pdu.to_client_json(&room);
+    Ok(Json(if format.as_deref() == Some("event") { event } else { event["content"].clone() }))
+}
+
+async fn get_state(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, kind, key)): Path<(String, String, String)>,
+    Query(q): Query<FormatQuery>,
+) -> Result<Json<Value>, ApiError> {
+    get_state_inner(&s, &a, &room, &kind, &key, q.format).await
+}
+
+async fn get_state_empty_key(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, kind)): Path<(String, String)>,
+    Query(q): Query<FormatQuery>,
+) -> Result<Json<Value>, ApiError> {
+    get_state_inner(&s, &a, &room, &kind, "", q.format).await
+}
+
+async fn put_state_inner(s: &AppState, a: &tessera_core::accounts::Session, room: &str, kind: &str, key: &str, body: &[u8]) -> Result<Json<Value>, ApiError> {
+    let room = room_id(room)?;
+    let content = object(json_body(body)?)?;
+    require_joined(s, &room, &a.user_id).await?;
+    let id = s.hs.send_event(&room, &a.user_id, NewEvent::state(StateEventType::from(kind), key, content), None).await?;
+    Ok(Json(json!({ "event_id": id })))
+}
+
+async fn put_state(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, kind, key)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    put_state_inner(&s, &a, &room, &kind, &key, &body).await
+}
+
+async fn put_state_empty_key(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, kind)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    put_state_inner(&s, &a, &room, &kind, "", &body).await
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    dir: Option<String>,
+    limit: Option<String>,
+    filter: Option<String>,
+}
+
+async fn messages(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path(room): Path<String>,
+    Query(q): Query<MessagesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let dir = match q.dir.as_deref() {
+        Some("b") => Direction::Backward,
+        Some("f") => Direction::Forward,
+        _ => return Err(ApiError(Error::invalid_param("dir must be b or f"))),
+    };
+    let limit = match q.limit {
+        Some(l) => l.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?,
+        None => 10,
+    };
+    let filter: ruma::api::client::filter::RoomEventFilter = match &q.filter {
+        Some(f) => serde_json::from_str(f).map_err(|_| Error::Matrix(ruma::api::error::ErrorKind::BadJson, "Invalid filter".into()))?,
+        None => Default::default(),
+    };
+    let from = q.from.as_deref().map(parse_position).transpose()?;
+    let to = q.to.as_deref().map(parse_position).transpose()?;
+    let keep = move |p: &tessera_core::rooms::Pdu| filter::event_allowed(&filter, p);
+    let page = s.hs.messages(&room, &a.user_id, from, to, dir, limit, &keep).await?;
+    let chunk: Vec<Value> = page.events.iter().map(|p| p.to_client_json(&room)).collect();
+    let mut body = json!({ "start": page.start.to_string(), "chunk": chunk });
+    if let Some(end) = page.end {
+        body["end"] = end.to_string().into();
+    }
+    Ok(Json(body))
+}
+
+async fn event(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, event_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let id = ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
+    let pdu = s.hs.event_for_user(&room, &a.user_id, &id).await?;
+    Ok(Json(pdu.to_client_json(&room)))
+}
+
+#[derive(Deserialize)]
+struct MembersQuery {
+    membership: Option<String>,
+    not_membership: Option<String>,
+}
+
+async fn members(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path(room): Path<String>,
+    Query(q): Query<MembersQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let events = s.hs.members(&room, &a.user_id, q.membership.as_deref(), q.not_membership.as_deref()).await?;
+    Ok(Json(json!({ "chunk": events.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>() })))
+}
+
+async fn joined_members(State(s): State<AppState>, Auth(a): Auth, Path(room): Path<String>) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let events = s.hs.members(&room, &a.user_id, Some("join"), None).await?;
+    let mut joined = Map::new();
+    for p in events {
+        let c: Value = serde_json::from_str(p.content.get()).unwrap_or_default();
+        if let Some(key) = &p.state_key {
+            joined.insert(key.clone(), json!({ "display_name": c.get("displayname"), "avatar_url": c.get("avatar_url") }));
+        }
+    }
+    Ok(Json(json!({ "joined": joined })))
+}
+
+async fn joined_rooms(State(s): State<AppState>, Auth(a): Auth) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "joined_rooms": s.hs.joined_rooms(&a.user_id).await? })))
+}
+
+async fn typing(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, user)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    if UserId::parse(&user).ok().as_deref() != Some(&*a.user_id) {
+        return Err(ApiError(Error::forbidden("Cannot set typing for another user")));
+    }
+    let body = json_body(&body)?;
+    let typing = body["typing"].as_bool().ok_or_else(|| Error::bad_json("`typing` must be a boolean"))?;
+    let timeout = body["timeout"].as_u64().unwrap_or(30_000);
+    if s.hs.membership(&room, &a.user_id).await?.as_deref() != Some("join") {
+        return Err(ApiError(Error::forbidden("You are not in this room")));
+    }
+    s.hs.set_typing(&room, &a.user_id, typing, timeout);
+    Ok(Json(json!({})))
+}
+
+fn alias(s: &str) -> Result<ruma::OwnedRoomAliasId, ApiError> {
+    RoomAliasId::parse(s).map_err(|_| ApiError(Error::invalid_param("Invalid room alias")))
+}
+
+async fn get_alias(State(s): State<AppState>, Path(a): Path<String>) -> Result<Json<Value>, ApiError> {
+    let a = alias(&a)?;
+    let room = s.hs.resolve_alias(&a).await?.ok_or_else(|| Error::not_found("Unknown alias"))?;
+    Ok(Json(json!({ "room_id": room, "servers": [s.hs.server_name()] })))
+}
+
+async fn put_alias(State(s): State<AppState>, Auth(u): Auth, Path(a): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let a = alias(&a)?;
+    let body = json_body(&body)?;
+    let room = room_id(body["room_id"].as_str().ok_or_else(|| Error::bad_json("room_id required"))?)?;
+    if !s.hs.room_exists(&room).await? {
+        return Err(ApiError(Error::not_found("Unknown room")));
+    }
+    s.hs.set_alias(&a, &room, &u.user_id).await?;
+    Ok(Json(json!({})))
+}
+
+async fn delete_alias(State(s): State<AppState>, Auth(u): Auth, Path(a): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.hs.delete_alias(&alias(&a)?, &u.user_id, u.is_admin).await?;
+    Ok(Json(json!({})))
+}

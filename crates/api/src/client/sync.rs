@@ -1,0 +1,41 @@
+//! `GET /sync` (spec: "Syncing").
+
+use axum::{extract::State, Json, Router};
+use ruma::api::client::{filter::FilterDefinition, sync::sync_events};
+use serde_json::Value;
+use tessera_core::{sync::SyncRequest, Error};
+
+use crate::{ruma_route, ApiError, AppState, Ruma};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    ruma_route!(r, sync_events::v3::Request, sync)
+}
+
+async fn sync(State(s): State<AppState>, req: Ruma<sync_events::v3::Request>) -> Result<Json<Value>, ApiError> {
+    let user = req.user()?.user_id.clone();
+    let b = req.body;
+    let filter = match b.filter {
+        None => FilterDefinition::default(),
+        Some(sync_events::v3::Filter::FilterDefinition(def)) => def,
+        Some(sync_events::v3::Filter::FilterId(id)) => {
+            let json = s.hs.get_filter(&user, &id).await?;
+            serde_json::from_value(json).map_err(|e| Error::bad_json(format!("stored filter invalid: {e}")))?
+        }
+        Some(_) => return Err(ApiError(Error::bad_json("Unsupported filter"))),
+    };
+    let since = b.since.as_deref().map(str::parse).transpose()?;
+    let body = s
+        .hs
+        .sync(
+            &user,
+            SyncRequest {
+                since,
+                full_state: b.full_state,
+                timeout_ms: b.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+                filter,
+                use_state_after: b.use_state_after,
+            },
+        )
+        .await?;
+    Ok(Json(body))
+}

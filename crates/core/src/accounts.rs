@@ -1,0 +1,13 @@
+//! Accounts, devices, tokens and user-interactive auth
+//! (spec: client-server API, "Client Authentication" and "Account management").
+
+pub mod devices;
+pub mod login;
+pub mod password;
+pub mod profile;
+pub mod register;
+pub mod session;
+pub mod tokens;
+pub mod uia;
+
+pub use session::Session;

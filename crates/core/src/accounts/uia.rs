@@ -1,0 +1,147 @@
+//! User-interactive authentication (spec: client-server API, "User-Interactive Authentication
+//! API"). Sessions are stored so a flow survives restarts and spans nodes.
+
+use ruma::api::{
+    client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo, UserIdentifier},
+    error::{ErrorKind, StandardErrorBody},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{password, tokens};
+use crate::{ports::Value, storage::query_opt, Error, Homeserver, Result};
+
+/// Sessions older than this are forgotten.
+const SESSION_LIFETIME_MS: i64 = 30 * 60 * 1000;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Progress {
+    stages: Vec<String>,
+    /// The registration token a completed `m.login.registration_token` stage used.
+    registration_token: Option<String>,
+}
+
+/// A completed flow.
+pub struct UiaDone {
+    pub session: String,
+    pub registration_token: Option<String>,
+}
+
+impl Homeserver {
+    /// Advances the UIA session in `auth` against `flows`. Returns `Error::Uia` (401) until a
+    /// flow is complete. `user` is whose password `m.login.password` must match.
+    pub async fn user_interactive_auth(
+        &self,
+        flows: &[Vec<AuthType>],
+        auth: Option<&AuthData>,
+        user: Option<&ruma::UserId>,
+    ) -> Result<UiaDone> {
+        let now = self.now();
+        let session = match auth.and_then(|a| a.session()) {
+            Some(s) => s.to_owned(),
+            None => tokens::random_string(24),
+        };
+        let mut progress = self.load_progress(&session, now).await?;
+        let mut auth_error = None;
+
+        if let Some(auth) = auth {
+            match self.check_stage(auth, user).await {
+                Ok((stage, token)) => {
+                    if !progress.stages.contains(&stage) {
+                        progress.stages.push(stage);
+                    }
+                    if token.is_some() {
+                        progress.registration_token = token;
+                    }
+                }
+                Err(Error::Matrix(kind, message)) => {
+                    auth_error = Some(StandardErrorBody::new(kind, message));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        let done = flows
+            .iter()
+            .any(|flow| flow.iter().all(|s| progress.stages.iter().any(|d| d == s.as_str())));
+        if done {
+            self.db
+                .execute("DELETE FROM uia_sessions WHERE session_id = $1", vec![Value::from(&session)])
+                .await?;
+            return Ok(UiaDone { session, registration_token: progress.registration_token });
+        }
+
+        self.db
+            .execute(
+                "INSERT INTO uia_sessions (session_id, completed, user_id, created_ts) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (session_id) DO UPDATE SET completed = excluded.completed",
+                vec![
+                    Value::from(&session),
+                    Value::from(serde_json::to_string(&progress)?),
+                    Value::from(user.map(|u| u.to_string())),
+                    Value::Int(now),
+                ],
+            )
+            .await?;
+        let mut info = UiaaInfo::new(flows.iter().map(|f| AuthFlow::new(f.clone())).collect());
+        info.completed = progress.stages.iter().map(|s| AuthType::from(s.as_str())).collect();
+        info.session = Some(session);
+        info.params = Some(serde_json::value::to_raw_value(&serde_json::json!({}))?);
+        info.auth_error = auth_error.map(Box::new);
+        Err(Error::Uia(Box::new(info)))
+    }
+
+    async fn load_progress(&self, session: &str, now: i64) -> Result<Progress> {
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT completed FROM uia_sessions WHERE session_id = $1 AND created_ts > $2",
+            vec![Value::from(session), Value::Int(now - SESSION_LIFETIME_MS)],
+        )
+        .await?;
+        match row {
+            Some(row) => Ok(serde_json::from_str(&row.text(0)?)?),
+            None => Ok(Progress::default()),
+        }
+    }
+
+    /// Checks one stage; returns its type and, for registration tokens, the token.
+    async fn check_stage(
+        &self,
+        auth: &AuthData,
+        user: Option<&ruma::UserId>,
+    ) -> Result<(String, Option<String>)> {
+        match auth {
+            AuthData::Dummy(_) => Ok((AuthType::Dummy.to_string(), None)),
+            AuthData::RegistrationToken(t) => {
+                if !self.registration_token_valid(&t.token).await? {
+                    return Err(Error::Matrix(ErrorKind::Unauthorized, "Invalid registration token".into()));
+                }
+                Ok((AuthType::RegistrationToken.to_string(), Some(t.token.clone())))
+            }
+            AuthData::Password(p) => {
+                let user = user.ok_or_else(|| Error::forbidden("No user to check a password for"))?;
+                let UserIdentifier::Matrix(id) = &p.identifier else {
+                    return Err(Error::Matrix(ErrorKind::Unauthorized, "Unsupported identifier".into()));
+                };
+                let named = self.parse_user_localpart_or_id(&id.user)?;
+                if named != user || !self.check_password(user, &p.password).await? {
+                    return Err(Error::forbidden("Invalid password"));
+                }
+                Ok((AuthType::Password.to_string(), None))
+            }
+            _ => Err(Error::Matrix(ErrorKind::Unrecognized, "Unsupported authentication type".into())),
+        }
+    }
+
+    pub(crate) async fn check_password(&self, user: &ruma::UserId, pw: &str) -> Result<bool> {
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT password_hash FROM users WHERE user_id = $1 AND deactivated = 0",
+            vec![Value::from(user.as_str())],
+        )
+        .await?;
+        Ok(match row.map(|r| r.opt_text(0)).transpose()?.flatten() {
+            Some(hash) => password::verify(pw, &hash),
+            None => false,
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! The homeserver's shared state: configuration, ports, signing key, stream position and
+//! the per-room write locks.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use base64::Engine as _;
+use ruma::{
+    signatures::Ed25519KeyPair,
+    OwnedRoomId,
+};
+
+use crate::{
+    ports::{Clock, Database, Statement, Value, Wakeups},
+    storage, Config, Error, Result,
+};
+
+pub struct Homeserver {
+    pub config: Config,
+    pub db: Arc<dyn Database>,
+    pub clock: Arc<dyn Clock>,
+    pub wakeups: Arc<dyn Wakeups>,
+    pub signing_key: Ed25519KeyPair,
+    /// Highest committed position of the global stream; everything at or below it is visible.
+    current_pos: AtomicI64,
+    /// Serialises position allocation with the commit, so positions become visible in order.
+    commit_lock: async_lock::Mutex<()>,
+    room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
+    pub(crate) typing: crate::sync::typing::Typing,
+    pub(crate) state_cache: crate::rooms::state::GroupCache,
+}
+
+/// Tables whose rows carry a position in the global stream.
+const STREAM_TABLES: &[&str] = &[
+    "SELECT MAX(stream_pos) FROM events",
+    "SELECT MAX(stream_pos) FROM account_data",
+    "SELECT MAX(stream_pos) FROM memberships",
+];
+
+impl Homeserver {
+    pub async fn new(
+        config: Config,
+        db: Arc<dyn Database>,
+        clock: Arc<dyn Clock>,
+        wakeups: Arc<dyn Wakeups>,
+    ) -> Result<Self> {
+        storage::migrate(db.as_ref()).await?;
+        let signing_key = load_or_create_key(db.as_ref(), clock.now_ms()).await?;
+        let mut pos = 0;
+        for sql in STREAM_TABLES {
+            if let Some(row) = storage::query_opt(db.as_ref(), sql, vec![]).await? {
+                pos = pos.max(row.opt_int(0)?.unwrap_or(0));
+            }
+        }
+        Ok(Self {
+            config,
+            db,
+            clock,
+            wakeups,
+            signing_key,
+            current_pos: AtomicI64::new(pos),
+            commit_lock: async_lock::Mutex::new(()),
+            room_locks: Mutex::new(HashMap::new()),
+            typing: Default::default(),
+            state_cache: Default::default(),
+        })
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.config.server_name
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms() as i64
+    }
+
+    pub fn current_pos(&self) -> i64 {
+        self.current_pos.load(Ordering::Acquire)
+    }
+
+    /// Commits a batch stamped with the next stream position, atomically, then wakes syncs.
+    pub async fn commit<F>(&self, build: F) -> Result<i64>
+    where
+        F: FnOnce(i64) -> Vec<Statement>,
+    {
+        let guard = self.commit_lock.lock().await;
+        let pos = self.current_pos() + 1;
+        self.db.batch(build(pos)).await?;
+        self.current_pos.store(pos, Ordering::Release);
+        drop(guard);
+        self.wakeups.notify();
+        Ok(pos)
+    }
+
+    /// The write lock of one room: one writer per room (design brief, "Write path").
+    pub(crate) fn room_lock(&self, room_id: &ruma::RoomId) -> Arc<async_lock::Mutex<()>> {
+        let mut locks = self.room_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    pub fn public_key_base64(&self) -> String {
+        ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(
+            self.signing_key.public_key().to_vec(),
+        )
+        .encode()
+    }
+}
+
+async fn load_or_create_key(db: &dyn Database, now: u64) -> Result<Ed25519KeyPair> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let row = storage::query_opt(
+        db,
+        "SELECT key_id, secret_pkcs8 FROM server_keys ORDER BY created_ts LIMIT 1",
+        vec![],
+    )
+    .await?;
+    let (version, der) = match row {
+        Some(row) => {
+            let id = row.text(0)?;
+            let der = b64.decode(row.text(1)?).map_err(Error::internal)?;
+            (id.trim_start_matches("ed25519:").to_owned(), der)
+        }
+        None => {
+            let der = Ed25519KeyPair::generate().to_vec();
+            let version = crate::accounts::tokens::random_string(6);
+            // Another node may have raced us: keep whichever key landed first.
+            db.execute(
+                "INSERT INTO server_keys (key_id, secret_pkcs8, created_ts) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                vec![
+                    Value::from(format!("ed25519:{version}")),
+                    Value::from(b64.encode(&der)),
+                    Value::Int(now as i64),
+                ],
+            )
+            .await?;
+            return Box::pin(load_or_create_key(db, now)).await;
+        }
+    };
+    Ed25519KeyPair::from_der(&der, version).map_err(Error::internal)
+}

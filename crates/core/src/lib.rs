@@ -1,0 +1,14 @@
+//! Tessera's Matrix logic. No I/O: the host supplies the ports in [`ports`].
+
+pub mod accounts;
+pub mod config;
+pub mod error;
+pub mod homeserver;
+pub mod ports;
+pub mod rooms;
+pub mod storage;
+pub mod sync;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use homeserver::Homeserver;

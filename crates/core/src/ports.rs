@@ -1,0 +1,140 @@
+//! The small traits a host implements (design brief, "Ports").
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A SQL value in the portable subset both engines understand.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Int(v as i64)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One result row, columns in `SELECT` order.
+#[derive(Clone, Debug, Default)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    pub fn int(&self, i: usize) -> Result<i64, DbError> {
+        match self.0.get(i) {
+            Some(Value::Int(v)) => Ok(*v),
+            other => Err(DbError::Decode(format!("column {i}: expected integer, got {other:?}"))),
+        }
+    }
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        match self.0.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => self.int(i).map(Some),
+        }
+    }
+    pub fn text(&self, i: usize) -> Result<String, DbError> {
+        match self.0.get(i) {
+            Some(Value::Text(v)) => Ok(v.clone()),
+            other => Err(DbError::Decode(format!("column {i}: expected text, got {other:?}"))),
+        }
+    }
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
+        match self.0.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+}
+
+/// A statement with `$1`-style placeholders; both engines accept them.
+#[derive(Clone, Debug)]
+pub struct Statement {
+    pub sql: &'static str,
+    pub params: Vec<Value>,
+    /// If set and the statement changes no row, the whole batch rolls back with
+    /// [`DbError::Conflict`]: a compare-and-swap that works on every engine.
+    pub expect_change: bool,
+}
+
+impl Statement {
+    pub fn new(sql: &'static str, params: Vec<Value>) -> Self {
+        Self { sql, params, expect_change: false }
+    }
+    pub fn expecting_change(mut self) -> Self {
+        self.expect_change = true;
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unique constraint violated")]
+    UniqueViolation,
+    #[error("a guarded statement changed nothing")]
+    Conflict,
+    #[error("decode: {0}")]
+    Decode(String),
+    #[error("database: {0}")]
+    Other(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The storage port: single statements, and atomic batches.
+#[async_trait]
+pub trait Database: Send + Sync {
+    fn engine(&self) -> Engine;
+    async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, DbError>;
+    async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError>;
+    /// Runs every statement in one transaction; all or nothing.
+    async fn batch(&self, statements: Vec<Statement>) -> Result<(), DbError>;
+    /// Runs a whole migration script (several statements) in one transaction.
+    async fn execute_script(&self, sql: &str) -> Result<(), DbError>;
+}
+
+/// Wall clock, in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// Tells waiting `/sync` requests that some stream moved.
+#[async_trait]
+pub trait Wakeups: Send + Sync {
+    /// A ticket to pass to [`Wakeups::wait`]; taken before looking, so no change is missed.
+    fn ticket(&self) -> u64;
+    fn notify(&self);
+    /// Returns when a notification came after `ticket`, or after `timeout`.
+    async fn wait(&self, ticket: u64, timeout: Duration);
+}

@@ -1,0 +1,18 @@
+//! Rooms: PDUs, the write path, state, membership, timeline reads
+//! (spec: server-server API "PDUs", room versions 1–12, client-server API "Rooms").
+
+pub mod auth_chain;
+pub mod create;
+pub mod membership;
+pub mod pdu;
+pub mod read;
+pub mod send;
+pub mod state;
+pub mod visibility;
+pub mod write;
+
+pub use pdu::Pdu;
+
+/// Room versions this server can create and join (spec: capabilities, `m.room_versions`).
+pub const SUPPORTED_VERSIONS: &[&str] = &["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
+pub const DEFAULT_VERSION: &str = "12";

@@ -1,0 +1,188 @@
+//! `POST /createRoom` (spec: client-server API, "Creation").
+
+use ruma::{
+    events::{StateEventType, TimelineEventType},
+    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+};
+use serde_json::{json, Map, Value as Json};
+
+use super::send::NewEvent;
+use crate::{ports::Value, Error, Homeserver, Result};
+
+/// Most invitees and initial state events one request may carry.
+pub const MAX_INITIAL_EVENTS: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    PrivateChat,
+    TrustedPrivateChat,
+    PublicChat,
+}
+
+/// The parts of a `createRoom` request, already parsed.
+#[derive(Default)]
+pub struct CreateRoom {
+    pub preset: Option<Preset>,
+    pub public: bool,
+    pub room_version: Option<RoomVersionId>,
+    pub creation_content: Option<Map<String, Json>>,
+    pub initial_state: Vec<NewEvent>,
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub alias_localpart: Option<String>,
+    pub power_level_override: Option<Map<String, Json>>,
+}
+
+impl Homeserver {
+    pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
+        let version = req.room_version.clone().unwrap_or(RoomVersionId::V12);
+        if !super::SUPPORTED_VERSIONS.contains(&version.as_str()) {
+            return Err(Error::Matrix(
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                "Unsupported room version".into(),
+            ));
+        }
+        if req.invite.len() + req.initial_state.len() > MAX_INITIAL_EVENTS {
+            return Err(Error::invalid_param("Too many invites or initial state events"));
+        }
+        let rules = version.rules().ok_or_else(|| Error::internal("room version without rules"))?;
+        let alias = match &req.alias_localpart {
+            Some(local) => {
+                let alias = ruma::RoomAliasId::parse(format!("#{local}:{}", self.server_name()))
+                    .map_err(|_| Error::Matrix(ruma::api::error::ErrorKind::InvalidParam, "Invalid alias".into()))?;
+                if self.resolve_alias(&alias).await?.is_some() {
+                    return Err(Error::Matrix(ruma::api::error::ErrorKind::RoomInUse, "Alias already taken".into()));
+                }
+                Some(alias)
+            }
+            None => None,
+        };
+
+        // 1. m.room.create
+        let mut create = req.creation_content.clone().unwrap_or_default();
+        create.insert("room_version".into(), version.as_str().into());
+        if !rules.authorization.use_room_create_sender {
+            create.insert("creator".into(), creator.as_str().into());
+        }
+        let trusted = req.preset == Some(Preset::TrustedPrivateChat);
+        let create_event = NewEvent::state(StateEventType::RoomCreate, "", Json::Object(create));
+        let (room_id, create_pdu) = if rules.authorization.room_create_event_id_as_room_id {
+            let pdu = self.build_pdu(None, &version, creator, create_event.clone()).await?;
+            let id = RoomId::parse(format!("!{}", pdu.event_id.as_str().trim_start_matches('$')))
+                .map_err(Error::internal)?;
+            (id, Some(pdu))
+        } else {
+            let local = crate::accounts::tokens::random_string(18);
+            (RoomId::parse(format!("!{local}:{}", self.server_name())).map_err(Error::internal)?, None)
+        };
+        let lock = self.room_lock(&room_id);
+        let _guard = lock.lock().await;
+        self.db
+            .execute(
+                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    room_id.as_str().into(),
+                    version.as_str().into(),
+                    creator.as_str().into(),
+                    Value::from(req.public),
+                    Value::Int(self.now()),
+                ],
+            )
+            .await?;
+        let create_pdu = match create_pdu {
+            Some(p) => p,
+            None => self.build_pdu(Some(&room_id), &version, creator, create_event).await?,
+        };
+        self.append_pdu(&room_id, &version, create_pdu, None).await?;
+
+        let mut events = Vec::new();
+        // 2. the creator joins
+        let profile = self.get_profile(creator).await.unwrap_or_default();
+        events.push(NewEvent::state(StateEventType::RoomMember, creator.as_str(), member_content("join", &profile)));
+
+        // 3. power levels, with the trusted preset's invitees as admins
+        let mut users = Map::new();
+        if !rules.authorization.explicitly_privilege_room_creators {
+            users.insert(creator.to_string(), 100.into());
+        }
+        if trusted {
+            for u in &req.invite {
+                users.insert(u.to_string(), 100.into());
+            }
+        }
+        let mut pl = json!({
+            "users": users,
+            "users_default": 0,
+            "events": {
+                "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+                "m.room.server_acl": 100, "m.room.encryption": 100,
+            },
+            "events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+        });
+        if let (Some(over), Some(obj)) = (&req.power_level_override, pl.as_object_mut()) {
+            for (k, v) in over {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        events.push(NewEvent::state(StateEventType::RoomPowerLevels, "", pl));
+
+        // 4. canonical alias
+        if let Some(alias) = &alias {
+            events.push(NewEvent::state(StateEventType::RoomCanonicalAlias, "", json!({ "alias": alias })));
+        }
+
+        // 5. preset
+        let preset = req.preset.unwrap_or(if req.public { Preset::PublicChat } else { Preset::PrivateChat });
+        let (join_rule, guest) = match preset {
+            Preset::PublicChat => ("public", "forbidden"),
+            _ => ("invite", "can_join"),
+        };
+        events.push(NewEvent::state(StateEventType::RoomJoinRules, "", json!({ "join_rule": join_rule })));
+        events.push(NewEvent::state(StateEventType::RoomHistoryVisibility, "", json!({ "history_visibility": "shared" })));
+        events.push(NewEvent::state(StateEventType::RoomGuestAccess, "", json!({ "guest_access": guest })));
+
+        // 6. initial_state, then 7. name and topic
+        events.extend(req.initial_state);
+        if let Some(name) = req.name {
+            events.push(NewEvent::state(StateEventType::RoomName, "", json!({ "name": name })));
+        }
+        if let Some(topic) = req.topic {
+            events.push(NewEvent::state(StateEventType::RoomTopic, "", json!({ "topic": topic })));
+        }
+        // 8. invites
+        for invitee in &req.invite {
+            let profile = self.get_profile(invitee).await.unwrap_or_default();
+            let mut content = member_content("invite", &profile);
+            if req.is_direct {
+                content["is_direct"] = true.into();
+            }
+            events.push(NewEvent::state(StateEventType::RoomMember, invitee.as_str(), content));
+        }
+
+        for event in events {
+            if event.kind == TimelineEventType::RoomCreate {
+                return Err(Error::bad_json("initial_state may not hold m.room.create"));
+            }
+            let pdu = self.build_pdu(Some(&room_id), &version, creator, event).await?;
+            self.append_pdu(&room_id, &version, pdu, None).await?;
+        }
+        if let Some(alias) = alias {
+            self.set_alias(&alias, &room_id, creator).await?;
+        }
+        Ok(room_id)
+    }
+}
+
+/// A member event's content with the user's profile (spec: `m.room.member`).
+pub fn member_content(membership: &str, profile: &Map<String, Json>) -> Json {
+    let mut c = json!({ "membership": membership });
+    for key in ["displayname", "avatar_url"] {
+        if let Some(v) = profile.get(key) {
+            c[key] = v.clone();
+        }
+    }
+    c
+}

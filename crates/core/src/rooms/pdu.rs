@@ -1,0 +1,184 @@
+//! The PDU as stored and as handed to ruma's auth and state resolution.
+
+use ruma::{
+    events::TimelineEventType, CanonicalJsonObject, CanonicalJsonValue, EventId,
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+};
+use serde_json::value::RawValue;
+
+use crate::{Error, Result};
+
+/// An event in a room, with the fields auth and state resolution read, and its full JSON.
+#[derive(Clone, Debug)]
+pub struct Pdu {
+    pub event_id: OwnedEventId,
+    /// Absent from the JSON of a v12 `m.room.create` event.
+    pub room_id: Option<OwnedRoomId>,
+    pub sender: OwnedUserId,
+    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
+    pub kind: TimelineEventType,
+    pub content: Box<RawValue>,
+    pub state_key: Option<String>,
+    pub prev_events: Vec<OwnedEventId>,
+    pub auth_events: Vec<OwnedEventId>,
+    pub redacts: Option<OwnedEventId>,
+    pub depth: u64,
+    /// The signed event as it travels between servers (no `event_id` from v3 on).
+    pub json: CanonicalJsonObject,
+}
+
+fn field<'a>(obj: &'a CanonicalJsonObject, key: &str) -> Result<&'a CanonicalJsonValue> {
+    obj.get(key).ok_or_else(|| Error::bad_json(format!("event has no `{key}`")))
+}
+
+fn string(obj: &CanonicalJsonObject, key: &str) -> Result<String> {
+    match field(obj, key)? {
+        CanonicalJsonValue::String(s) => Ok(s.clone()),
+        _ => Err(Error::bad_json(format!("`{key}` is not a string"))),
+    }
+}
+
+fn id_list(obj: &CanonicalJsonObject, key: &str) -> Result<Vec<OwnedEventId>> {
+    let CanonicalJsonValue::Array(items) = field(obj, key)? else {
+        return Err(Error::bad_json(format!("`{key}` is not an array")));
+    };
+    items
+        .iter()
+        .map(|v| match v {
+            CanonicalJsonValue::String(s) => {
+                EventId::parse(s).map_err(|_| Error::bad_json(format!("bad event ID in `{key}`")))
+            }
+            // Room v1/v2 reference events as [id, hashes].
+            CanonicalJsonValue::Array(pair) => match pair.first() {
+                Some(CanonicalJsonValue::String(s)) => {
+                    EventId::parse(s).map_err(|_| Error::bad_json(format!("bad event ID in `{key}`")))
+                }
+                _ => Err(Error::bad_json(format!("bad entry in `{key}`"))),
+            },
+            _ => Err(Error::bad_json(format!("bad entry in `{key}`"))),
+        })
+        .collect()
+}
+
+impl Pdu {
+    /// Reads a PDU from its JSON; `event_id` is computed by the caller for v3+ rooms.
+    pub fn from_json(event_id: OwnedEventId, json: CanonicalJsonObject) -> Result<Self> {
+        let room_id = match json.get("room_id") {
+            Some(CanonicalJsonValue::String(s)) => {
+                Some(RoomId::parse(s).map_err(|_| Error::bad_json("bad room_id"))?)
+            }
+            _ => None,
+        };
+        let sender = UserId::parse(string(&json, "sender")?).map_err(|_| Error::bad_json("bad sender"))?;
+        let ts = match field(&json, "origin_server_ts")? {
+            CanonicalJsonValue::Integer(i) => UInt::try_from(i64::from(*i)).map_err(|_| Error::bad_json("bad origin_server_ts"))?,
+            _ => return Err(Error::bad_json("bad origin_server_ts")),
+        };
+        let depth = match field(&json, "depth")? {
+            CanonicalJsonValue::Integer(i) => u64::try_from(i64::from(*i)).map_err(|_| Error::bad_json("bad depth"))?,
+            _ => return Err(Error::bad_json("bad depth")),
+        };
+        let content = match field(&json, "content")? {
+            v @ CanonicalJsonValue::Object(_) => serde_json::value::to_raw_value(v)?,
+            _ => return Err(Error::bad_json("content is not an object")),
+        };
+        let state_key = match json.get("state_key") {
+            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+            None => None,
+            _ => return Err(Error::bad_json("state_key is not a string")),
+        };
+        // v11+ carry `redacts` in content; earlier versions at the top level.
+        let redacts = match json.get("redacts").or_else(|| match json.get("content") {
+            Some(CanonicalJsonValue::Object(c)) => c.get("redacts"),
+            _ => None,
+        }) {
+            Some(CanonicalJsonValue::String(s)) => EventId::parse(s).ok(),
+            _ => None,
+        };
+        Ok(Self {
+            event_id,
+            room_id,
+            sender,
+            origin_server_ts: MilliSecondsSinceUnixEpoch(ts),
+            kind: string(&json, "type")?.into(),
+            content,
+            state_key,
+            prev_events: id_list(&json, "prev_events")?,
+            auth_events: id_list(&json, "auth_events")?,
+            redacts,
+            depth,
+            json,
+        })
+    }
+
+    /// Parses a stored event (`json` column).
+    pub fn from_stored(event_id: &str, json: &str) -> Result<Self> {
+        let obj: CanonicalJsonObject = serde_json::from_str(json)?;
+        Self::from_json(EventId::parse(event_id).map_err(Error::internal)?, obj)
+    }
+
+    pub fn is_state(&self) -> bool {
+        self.state_key.is_some()
+    }
+
+    /// The client-format event (spec: client-server API, "Room Event Format").
+    pub fn to_client_json(&self, room_id: &RoomId) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "event_id": self.event_id,
+            "room_id": room_id,
+            "sender": self.sender,
+            "origin_server_ts": self.origin_server_ts,
+            "type": self.kind.to_string(),
+            "content": serde_json::from_str::<serde_json::Value>(self.content.get()).unwrap_or_default(),
+        });
+        if let Some(sk) = &self.state_key {
+            v["state_key"] = sk.clone().into();
+        }
+        if let Some(r) = &self.redacts {
+            v["redacts"] = r.to_string().into();
+        }
+        if let Some(CanonicalJsonValue::Object(u)) = self.json.get("unsigned") {
+            v["unsigned"] = serde_json::to_value(u).unwrap_or_default();
+        }
+        v
+    }
+}
+
+impl ruma::state_res::Event for Pdu {
+    type Id = OwnedEventId;
+
+    fn event_id(&self) -> &Self::Id {
+        &self.event_id
+    }
+    fn room_id(&self) -> Option<&RoomId> {
+        self.room_id.as_deref()
+    }
+    fn sender(&self) -> &UserId {
+        &self.sender
+    }
+    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
+        self.origin_server_ts
+    }
+    fn event_type(&self) -> &TimelineEventType {
+        &self.kind
+    }
+    fn content(&self) -> &RawValue {
+        &self.content
+    }
+    fn state_key(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.prev_events.iter())
+    }
+    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.auth_events.iter())
+    }
+    fn redacts(&self) -> Option<&Self::Id> {
+        self.redacts.as_ref()
+    }
+    fn rejected(&self) -> bool {
+        // Rejected events are never stored, so every event we hand out was accepted.
+        false
+    }
+}

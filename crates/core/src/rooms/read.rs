@@ -1,0 +1,189 @@
+//! Reading rooms: `/messages`, `/event`, `/state`, `/members` (spec: client-server API,
+//! "Getting events for a room").
+
+use ruma::{events::StateEventType, EventId, RoomId, UserId};
+use serde_json::Value as Json;
+
+use super::{state::StateIds, write::membership_of, Pdu};
+use crate::{ports::Value, Error, Homeserver, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Backward,
+    Forward,
+}
+
+/// One page of `/messages`.
+pub struct Page {
+    pub events: Vec<Pdu>,
+    pub start: i64,
+    pub end: Option<i64>,
+}
+
+impl Homeserver {
+    /// The user's membership and the stream position it changed at, or `M_FORBIDDEN`.
+    pub async fn require_membership(&self, room_id: &RoomId, user: &UserId) -> Result<(String, i64)> {
+        let row = crate::storage::query_opt(
+            self.db.as_ref(),
+            "SELECT membership, stream_pos FROM memberships WHERE room_id = $1 AND user_id = $2",
+            vec![room_id.as_str().into(), user.as_str().into()],
+        )
+        .await?;
+        match row {
+            Some(r) => Ok((r.text(0)?, r.int(1)?)),
+            None => Err(Error::forbidden("You are not a member of this room")),
+        }
+    }
+
+    /// The state a user may read: current while joined, else as of their leaving.
+    pub async fn visible_state(&self, room_id: &RoomId, user: &UserId) -> Result<StateIds> {
+        let (membership, _) = self.require_membership(room_id, user).await?;
+        if membership == "join" {
+            return self.current_state_ids(room_id).await;
+        }
+        if membership == "invite" || membership == "knock" {
+            return Err(Error::forbidden("You are not a member of this room"));
+        }
+        let member = self
+            .current_state_event_id(room_id, &StateEventType::RoomMember, user.as_str())
+            .await?
+            .ok_or_else(|| Error::forbidden("You are not a member of this room"))?;
+        let place = self.event_place(&member).await?.ok_or_else(|| Error::internal("member event missing"))?;
+        Ok((*self.state_group(place.state_after).await?.0).clone())
+    }
+
+    pub async fn state_event(&self, room_id: &RoomId, user: &UserId, kind: &StateEventType, key: &str) -> Result<Pdu> {
+        let state = self.visible_state(room_id, user).await?;
+        let id = state
+            .get(&(kind.clone(), key.to_owned()))
+            .ok_or_else(|| Error::not_found("Event not found"))?;
+        self.get_pdu(id).await?.ok_or_else(|| Error::not_found("Event not found"))
+    }
+
+    pub async fn state_events(&self, room_id: &RoomId, user: &UserId) -> Result<Vec<Pdu>> {
+        let state = self.visible_state(room_id, user).await?;
+        self.load_pdus(state.values()).await
+    }
+
+    pub async fn load_pdus<'a>(&self, ids: impl IntoIterator<Item = &'a ruma::OwnedEventId>) -> Result<Vec<Pdu>> {
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(p) = self.get_pdu(id).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `/members`, optionally filtered by membership.
+    pub async fn members(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: Option<&str>,
+        not_membership: Option<&str>,
+    ) -> Result<Vec<Pdu>> {
+        let state = self.visible_state(room_id, user).await?;
+        let ids: Vec<ruma::OwnedEventId> = state
+            .iter()
+            .filter_map(|((k, _), v)| (*k == StateEventType::RoomMember).then(|| v.clone()))
+            .collect();
+        Ok(self
+            .load_pdus(&ids)
+            .await?
+            .into_iter()
+            .filter(|p| {
+                let m = membership_of(p);
+                membership.is_none_or(|x| x == m) && not_membership.is_none_or(|x| x != m)
+            })
+            .collect())
+    }
+
+    /// `/event/{eventId}`, subject to history visibility.
+    pub async fn event_for_user(&self, room_id: &RoomId, user: &UserId, id: &EventId) -> Result<Pdu> {
+        let (membership, _) = self.require_membership(room_id, user).await?;
+        let pdu = self.get_pdu(id).await?.ok_or_else(|| Error::not_found("Event not found"))?;
+        if pdu.room_id.as_deref().is_some_and(|r| r != room_id) && pdu.room_id.is_some() {
+            return Err(Error::not_found("Event not found"));
+        }
+        if !self.can_see(user, room_id, &pdu, Some(&membership)).await? {
+            return Err(Error::not_found("Event not found"));
+        }
+        Ok(pdu)
+    }
+
+    /// `/messages`: events by stream position from `from` (exclusive) in `dir`, stopping at
+    /// `to`, keeping those `keep` accepts and the user may see. A user who left sees nothing
+    /// after leaving.
+    pub async fn messages(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        from: Option<i64>,
+        to: Option<i64>,
+        dir: Direction,
+        limit: usize,
+        keep: &(dyn Fn(&Pdu) -> bool + Send + Sync),
+    ) -> Result<Page> {
+        let (membership, member_pos) = self.require_membership(room_id, user).await?;
+        let ceiling = if membership == "join" { i64::MAX } else { member_pos };
+        let limit = limit.clamp(1, self.config.max_timeline_limit);
+        let start = from.unwrap_or(match dir {
+            Direction::Backward => self.current_pos() + 1,
+            Direction::Forward => 0,
+        });
+        let mut events = Vec::new();
+        let mut cursor = start;
+        // Reads in chunks so filtered-out events do not shorten the page.
+        'outer: loop {
+            let rows = match dir {
+                Direction::Backward => {
+                    self.db
+                        .query(
+                            "SELECT event_id, json, stream_pos FROM events WHERE room_id = $1 AND stream_pos < $2
+                             AND stream_pos <= $3 ORDER BY stream_pos DESC LIMIT $4",
+                            vec![room_id.as_str().into(), Value::Int(cursor), Value::Int(ceiling), Value::Int(limit as i64 * 2)],
+                        )
+                        .await?
+                }
+                Direction::Forward => {
+                    self.db
+                        .query(
+                            "SELECT event_id, json, stream_pos FROM events WHERE room_id = $1 AND stream_pos > $2
+                             AND stream_pos <= $3 ORDER BY stream_pos ASC LIMIT $4",
+                            vec![room_id.as_str().into(), Value::Int(cursor), Value::Int(ceiling), Value::Int(limit as i64 * 2)],
+                        )
+                        .await?
+                }
+            };
+            if rows.is_empty() {
+                return Ok(Page { events, start, end: None });
+            }
+            for r in &rows {
+                let pos = r.int(2)?;
+                let past_to = match (dir, to) {
+                    (Direction::Backward, Some(t)) => pos < t,
+                    (Direction::Forward, Some(t)) => pos >= t,
+                    _ => false,
+                };
+                if past_to {
+                    break 'outer;
+                }
+                cursor = pos;
+                let pdu = Pdu::from_stored(&r.text(0)?, &r.text(1)?)?;
+                if keep(&pdu) && self.can_see(user, room_id, &pdu, Some(&membership)).await? {
+                    events.push(pdu);
+                    if events.len() >= limit {
+                        return Ok(Page { events, start, end: Some(cursor) });
+                    }
+                }
+            }
+        }
+        Ok(Page { events, start, end: None })
+    }
+}
+
+/// A content field as a string, for filters and summaries.
+pub fn content_str(pdu: &Pdu, key: &str) -> Option<String> {
+    serde_json::from_str::<Json>(pdu.content.get()).ok()?.get(key)?.as_str().map(str::to_owned)
+}

@@ -1,0 +1,190 @@
+//! Building, hashing and signing local PDUs (spec: server-server API, "PDUs"; room
+//! versions' "Event format" and "Event IDs").
+
+use ruma::{
+    canonical_json::to_canonical_value,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion},
+    signatures, CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomId,
+    RoomVersionId, UserId,
+};
+use serde_json::Value as Json;
+
+use super::{write::Txn, Pdu};
+use crate::{ports::Value, storage::query_opt, Error, Homeserver, Result};
+
+/// Spec: PDUs are at most 65536 bytes.
+pub const MAX_PDU_BYTES: usize = 65_536;
+/// Most `prev_events` a local event references.
+const MAX_PREV_EVENTS: usize = 20;
+
+/// A local event to build.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub kind: TimelineEventType,
+    pub content: Json,
+    pub state_key: Option<String>,
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl NewEvent {
+    pub fn state(kind: StateEventType, key: impl Into<String>, content: Json) -> Self {
+        Self { kind: kind.to_string().into(), content, state_key: Some(key.into()), redacts: None }
+    }
+    pub fn message(kind: TimelineEventType, content: Json) -> Self {
+        Self { kind, content, state_key: None, redacts: None }
+    }
+}
+
+fn too_large() -> Error {
+    Error::Matrix(ruma::api::error::ErrorKind::TooLarge, "Event too large".into())
+}
+
+impl Homeserver {
+    /// Sends a local event through the write path; idempotent per client transaction.
+    pub async fn send_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<Txn<'_>>,
+    ) -> Result<OwnedEventId> {
+        let lock = self.room_lock(room_id);
+        let _guard = lock.lock().await;
+        if let Some(t) = &txn {
+            if let Some(row) = query_opt(
+                self.db.as_ref(),
+                "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
+                vec![t.user_id.into(), t.device_id.into(), t.scope.as_str().into(), t.txn_id.into()],
+            )
+            .await?
+            {
+                return OwnedEventId::try_from(row.text(0)?).map_err(Error::internal);
+            }
+        }
+        let version = self.room_version(room_id).await?;
+        let pdu = self.build_pdu(Some(room_id), &version, sender, event).await?;
+        let id = pdu.event_id.clone();
+        self.append_pdu(room_id, &version, pdu, txn).await?;
+        Ok(id)
+    }
+
+    /// Builds and signs a PDU on top of the room's forward extremities. `room_id` is `None`
+    /// only for a v12 `m.room.create`, whose ID is derived from the event.
+    pub(crate) async fn build_pdu(
+        &self,
+        room_id: Option<&RoomId>,
+        version: &RoomVersionId,
+        sender: &UserId,
+        event: NewEvent,
+    ) -> Result<Pdu> {
+        let rules = version.rules().ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
+        let content = match to_canonical_value(&event.content) {
+            Ok(v @ CanonicalJsonValue::Object(_)) => v,
+            _ => return Err(Error::bad_json("content must be a JSON object with integers in range")),
+        };
+        let (prev, auth, depth) = match room_id {
+            Some(room_id) => {
+                let mut prev = self.forward_extremities(room_id).await?;
+                prev.truncate(MAX_PREV_EVENTS);
+                let mut depth = 0u64;
+                let mut prev_pdus = Vec::new();
+                for id in &prev {
+                    let p = self.get_pdu(id).await?.ok_or_else(|| Error::internal("missing extremity"))?;
+                    depth = depth.max(p.depth);
+                    prev_pdus.push(p);
+                }
+                let state = self.current_state_ids(room_id).await?;
+                let content_raw = serde_json::value::to_raw_value(&content)?;
+                let auth_types = ruma::state_res::auth_types_for_event(
+                    &event.kind,
+                    sender,
+                    event.state_key.as_deref(),
+                    &content_raw,
+                    &rules.authorization,
+                )
+                .map_err(Error::bad_json)?;
+                let mut auth = Vec::new();
+                for key in auth_types {
+                    if let Some(id) = state.get(&key) {
+                        if !auth.contains(id) {
+                            auth.push(id.clone());
+                        }
+                    }
+                }
+                (prev, auth, depth.saturating_add(1).min(i64::MAX as u64))
+            }
+            None => (vec![], vec![], 1),
+        };
+
+        let mut obj = CanonicalJsonObject::new();
+        obj.insert("type".into(), event.kind.to_string().into());
+        obj.insert("sender".into(), sender.as_str().into());
+        obj.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(ruma::Int::try_from(self.now()).unwrap_or_default()));
+        obj.insert("content".into(), content);
+        obj.insert("depth".into(), CanonicalJsonValue::Integer(ruma::Int::try_from(depth).unwrap_or(ruma::Int::MAX)));
+        if let Some(room_id) = room_id {
+            obj.insert("room_id".into(), room_id.as_str().into());
+        }
+        if let Some(key) = &event.state_key {
+            obj.insert("state_key".into(), key.as_str().into());
+        }
+        if let Some(r) = &event.redacts {
+            if !rules.redaction.content_field_redacts {
+                obj.insert("redacts".into(), r.as_str().into());
+            }
+        }
+        if version == &RoomVersionId::V1 || version == &RoomVersionId::V2 {
+            obj.insert("origin".into(), self.server_name().as_str().into());
+        }
+        let refs = |ids: &[OwnedEventId]| -> Result<CanonicalJsonValue> {
+            Ok(CanonicalJsonValue::Array(ids.iter().map(|id| id.as_str().into()).collect()))
+        };
+        let (prev_v, auth_v) = match rules.events_reference_format {
+            EventsReferenceFormatVersion::V1 => (self.v1_refs(&prev).await?, self.v1_refs(&auth).await?),
+            _ => (refs(&prev)?, refs(&auth)?),
+        };
+        obj.insert("prev_events".into(), prev_v);
+        obj.insert("auth_events".into(), auth_v);
+        if rules.event_id_format == EventIdFormatVersion::V1 {
+            let id = format!("${}:{}", crate::accounts::tokens::random_string(18), self.server_name());
+            obj.insert("event_id".into(), id.into());
+        }
+
+        signatures::hash_and_sign_event(self.server_name().as_str(), &self.signing_key, &mut obj, &rules.redaction)
+            .map_err(Error::internal)?;
+        if serde_json::to_string(&obj)?.len() > MAX_PDU_BYTES {
+            return Err(too_large());
+        }
+        let event_id = match obj.get("event_id") {
+            Some(CanonicalJsonValue::String(s)) => EventId::parse(s).map_err(Error::internal)?,
+            _ => {
+                let hash = signatures::reference_hash(&obj, &rules).map_err(|_| too_large())?;
+                EventId::parse(format!("${hash}")).map_err(Error::internal)?
+            }
+        };
+        Pdu::from_json(event_id, obj)
+    }
+
+    /// Room v1/v2 event references: `[event_id, {"sha256": hash}]`.
+    async fn v1_refs(&self, ids: &[OwnedEventId]) -> Result<CanonicalJsonValue> {
+        let mut out = Vec::new();
+        for id in ids {
+            let p = self.get_pdu(id).await?.ok_or_else(|| Error::internal("missing referenced event"))?;
+            let hashes = p.json.get("hashes").cloned().unwrap_or(CanonicalJsonValue::Object(Default::default()));
+            out.push(CanonicalJsonValue::Array(vec![id.as_str().into(), hashes]));
+        }
+        Ok(CanonicalJsonValue::Array(out))
+    }
+
+    /// The user's membership in a room (`join`, `invite`, `leave`, `ban`, `knock`), if any.
+    pub async fn membership(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2",
+            vec![Value::from(room_id.as_str()), Value::from(user.as_str())],
+        )
+        .await?;
+        row.map(|r| r.text(0)).transpose().map_err(Into::into)
+    }
+}

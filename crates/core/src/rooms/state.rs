@@ -1,0 +1,157 @@
+//! State snapshots ("state groups"): each is a delta on an earlier group, with chains kept
+//! short by writing a full copy every `MAX_CHAIN` steps. Groups never change once written.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{events::StateEventType, state_res::StateMap, OwnedEventId, RoomId};
+
+use crate::{
+    ports::{Statement, Value},
+    storage::query_opt,
+    Error, Homeserver, Result,
+};
+
+/// Longest delta chain before a group is written in full.
+const MAX_CHAIN: i64 = 32;
+/// Groups kept in memory.
+const CACHE_GROUPS: usize = 2048;
+
+pub type StateIds = StateMap<OwnedEventId>;
+
+#[derive(Default)]
+pub struct GroupCache(Mutex<HashMap<i64, (Arc<StateIds>, i64)>>);
+
+impl GroupCache {
+    fn get(&self, id: i64) -> Option<(Arc<StateIds>, i64)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+    fn put(&self, id: i64, state: Arc<StateIds>, chain: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CACHE_GROUPS {
+            map.clear();
+        }
+        map.insert(id, (state, chain));
+    }
+}
+
+/// A group about to be written: its id, the statements, and its content for the cache.
+pub struct NewGroup {
+    pub id: i64,
+    pub statements: Vec<Statement>,
+    pub state: Arc<StateIds>,
+    pub chain: i64,
+}
+
+impl Homeserver {
+    /// Loads a state group with its chain length.
+    pub async fn state_group(&self, id: i64) -> Result<(Arc<StateIds>, i64)> {
+        if let Some(hit) = self.state_cache.get(id) {
+            return Ok(hit);
+        }
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT prev_group, chain_len FROM state_groups WHERE group_id = $1",
+            vec![Value::Int(id)],
+        )
+        .await?
+        .ok_or_else(|| Error::Internal(format!("state group {id} missing")))?;
+        let (prev, chain) = (row.opt_int(0)?, row.int(1)?);
+        let mut state = match prev {
+            Some(p) => (*Box::pin(self.state_group(p)).await?.0).clone(),
+            None => StateIds::new(),
+        };
+        for r in self
+            .db
+            .query(
+                "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = $1",
+                vec![Value::Int(id)],
+            )
+            .await?
+        {
+            let event_id = OwnedEventId::try_from(r.text(2)?).map_err(Error::internal)?;
+            state.insert((StateEventType::from(r.text(0)?), r.text(1)?), event_id);
+        }
+        let state = Arc::new(state);
+        self.state_cache.put(id, state.clone(), chain);
+        Ok((state, chain))
+    }
+
+    /// Plans a new group `id` equal to `state`, as a delta on `base` where that is short.
+    pub async fn plan_group(
+        &self,
+        room_id: &RoomId,
+        id: i64,
+        base: Option<i64>,
+        state: StateIds,
+    ) -> Result<NewGroup> {
+        let base = match base {
+            Some(b) => {
+                let (s, chain) = self.state_group(b).await?;
+                (chain < MAX_CHAIN).then_some((b, s, chain))
+            }
+            None => None,
+        };
+        let (prev, entries, chain): (Option<i64>, Vec<_>, i64) = match &base {
+            Some((b, base_state, chain)) => {
+                // Delta: entries that differ from the base. State never loses keys, so a
+                // delta of changed and added entries is complete.
+                let delta = state.iter().filter(|(k, v)| base_state.get(*k) != Some(*v)).collect();
+                (Some(*b), delta, chain + 1)
+            }
+            None => (None, state.iter().collect(), 0),
+        };
+        let mut statements = vec![Statement::new(
+            "INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)",
+            vec![Value::Int(id), room_id.as_str().into(), prev.into(), Value::Int(chain)],
+        )];
+        for ((kind, key), event_id) in entries {
+            statements.push(Statement::new(
+                "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+                vec![Value::Int(id), kind.to_string().into(), key.as_str().into(), event_id.as_str().into()],
+            ));
+        }
+        Ok(NewGroup { id, statements, state: Arc::new(state), chain })
+    }
+
+    pub(crate) fn cache_group(&self, group: &NewGroup) {
+        self.state_cache.put(group.id, group.state.clone(), group.chain);
+    }
+
+    /// The room's current state, as resolved after its forward extremities.
+    pub async fn current_state_ids(&self, room_id: &RoomId) -> Result<StateIds> {
+        let rows = self
+            .db
+            .query(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1",
+                vec![room_id.as_str().into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    (StateEventType::from(r.text(0)?), r.text(1)?),
+                    OwnedEventId::try_from(r.text(2)?).map_err(Error::internal)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The current state event ID for one key.
+    pub async fn current_state_event_id(
+        &self,
+        room_id: &RoomId,
+        kind: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            vec![room_id.as_str().into(), kind.to_string().into(), state_key.into()],
+        )
+        .await?;
+        row.map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal)).transpose()
+    }
+}

@@ -1,0 +1,46 @@
+//! The SQL Tessera needs, written once for both engines, and the migrations.
+
+use crate::{
+    ports::{Database, DbError, Value},
+    Error, Result,
+};
+
+/// Versioned migrations; index + 1 is the schema version. An engine may get its own text
+/// where the portable subset is not enough.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    include_str!("storage/migrations/0001_init.sql"),
+    include_str!("storage/migrations/0001_init.sql"),
+)];
+
+/// Applies missing migrations; refuses a database newer than this binary.
+pub async fn migrate(db: &dyn Database) -> Result<usize> {
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)", vec![])
+        .await?;
+    let rows = db.query("SELECT MAX(version) FROM schema_version", vec![]).await?;
+    let current = rows.first().map(|r| r.opt_int(0)).transpose()?.flatten().unwrap_or(0) as usize;
+    if current > MIGRATIONS.len() {
+        return Err(Error::Internal(format!(
+            "database schema version {current} is newer than this binary knows ({}); refusing to start",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, (sqlite, postgres)) in MIGRATIONS.iter().enumerate().skip(current) {
+        let script = match db.engine() {
+            crate::ports::Engine::Sqlite => sqlite,
+            crate::ports::Engine::Postgres => postgres,
+        };
+        let version = (i + 1) as i64;
+        let full = format!("{script}\nINSERT INTO schema_version (version) VALUES ({version});");
+        db.execute_script(&full).await?;
+    }
+    Ok(MIGRATIONS.len() - current)
+}
+
+/// Runs a query expected to return at most one row.
+pub async fn query_opt(
+    db: &dyn Database,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<Option<crate::ports::Row>, DbError> {
+    Ok(db.query(sql, params).await?.into_iter().next())
+}

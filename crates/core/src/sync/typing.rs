@@ -1,0 +1,65 @@
+//! Typing notifications: in memory, with timeouts (spec: "Typing Notifications").
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+};
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use crate::Homeserver;
+
+/// Longest typing timeout honoured.
+pub const MAX_TYPING_TIMEOUT_MS: u64 = 120_000;
+
+#[derive(Default)]
+pub struct Typing {
+    serial: AtomicU64,
+    /// room → (user → expiry ms), and the serial at which the room last changed.
+    rooms: Mutex<HashMap<OwnedRoomId, (HashMap<OwnedUserId, u64>, u64)>>,
+}
+
+impl Typing {
+    pub fn serial(&self) -> u64 {
+        self.serial.load(Ordering::Acquire)
+    }
+}
+
+impl Homeserver {
+    pub fn set_typing(&self, room: &RoomId, user: &UserId, typing: bool, timeout_ms: u64) {
+        let now = self.clock.now_ms();
+        {
+            let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = rooms.entry(room.to_owned()).or_default();
+            if typing {
+                entry.0.insert(user.to_owned(), now + timeout_ms.min(MAX_TYPING_TIMEOUT_MS));
+            } else if entry.0.remove(user).is_none() {
+                return;
+            }
+            entry.1 = self.typing.serial.fetch_add(1, Ordering::AcqRel) + 1;
+        }
+        self.wakeups.notify();
+    }
+
+    /// Current typers, if the room's typing changed after `since`. Expired typers are dropped.
+    pub fn typing_since(&self, room: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
+        let now = self.clock.now_ms();
+        let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = rooms.get_mut(room)?;
+        let before = entry.0.len();
+        entry.0.retain(|_, exp| *exp > now);
+        if entry.0.len() != before {
+            entry.1 = self.typing.serial.fetch_add(1, Ordering::AcqRel) + 1;
+        }
+        if since.is_some_and(|s| entry.1 <= s) {
+            return None;
+        }
+        if since.is_none() && entry.0.is_empty() {
+            return None;
+        }
+        Some(entry.0.keys().cloned().collect())
+    }
+}

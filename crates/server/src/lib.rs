@@ -1,0 +1,86 @@
+//! The native host: configuration, the SQL engines, and the HTTP listener.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+pub mod config;
+pub mod db;
+mod ports;
+
+pub use config::Config;
+pub use tessera_core::Homeserver;
+pub use ports::{SystemClock, WatchWakeups};
+
+/// How long in-flight requests (long-polling syncs included) may finish after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Opens the database, applies migrations and builds the homeserver.
+pub async fn open_homeserver(config: &Config) -> anyhow::Result<Arc<Homeserver>> {
+    let db = db::connect(&config.database_url()).await?;
+    let hs = Homeserver::new(
+        config.core()?,
+        db,
+        Arc::new(SystemClock),
+        Arc::new(WatchWakeups::new()),
+    )
+    .await
+    .context("starting the homeserver")?;
+    Ok(Arc::new(hs))
+}
+
+pub struct RunningServer {
+    /// The bound address: the real port when `listen.client` asked for port 0.
+    pub addr: SocketAddr,
+    pub hs: Arc<Homeserver>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish for a short grace period, then
+    /// drops whatever is left.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("server stopped with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
+            Err(_) => {
+                tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; dropping them");
+                self.task.abort();
+            }
+        }
+    }
+}
+
+/// Starts serving the client API on `listen.client`.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let hs = open_homeserver(&config).await?;
+    let listener = TcpListener::bind(&config.listen.client)
+        .await
+        .with_context(|| format!("binding {}", config.listen.client))?;
+    let addr = listener.local_addr()?;
+    let app = tessera_api::router(hs.clone(), config.api())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(
+        "Tessera for {} listening on http://{addr}; create the first user with `tessera user create NAME --admin`",
+        config.server_name
+    );
+    Ok(RunningServer {
+        addr,
+        hs,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,77 @@
+//! The native host's clock and wake-ups.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tessera_core::ports::{Clock, Wakeups};
+use tokio::sync::watch;
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        // A clock before 1970 is a broken host; 0 is as good an answer as any.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// A counter in a watch channel: a ticket is the counter's value, and a waiter wakes once
+/// the counter has passed it, so a notify between `ticket` and `wait` is never lost.
+pub struct WatchWakeups {
+    tx: watch::Sender<u64>,
+}
+
+impl WatchWakeups {
+    pub fn new() -> Self {
+        Self {
+            tx: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Default for WatchWakeups {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Wakeups for WatchWakeups {
+    fn ticket(&self) -> u64 {
+        *self.tx.borrow()
+    }
+
+    fn notify(&self) {
+        // send_modify updates even when nobody is subscribed.
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    async fn wait(&self, ticket: u64, timeout: Duration) {
+        let mut rx = self.tx.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|n| *n != ticket)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn notify_after_ticket_is_not_lost() {
+        let w = WatchWakeups::new();
+        let ticket = w.ticket();
+        w.notify();
+        // Would take the full minute if the notification were lost.
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            w.wait(ticket, Duration::from_secs(60)),
+        )
+        .await
+        .expect("wait returned");
+        let start = std::time::Instant::now();
+        w.wait(w.ticket(), Duration::from_millis(50)).await;
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+}

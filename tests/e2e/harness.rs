@@ -1,0 +1,115 @@
+//! Starts a server for one test, on its own database.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+use tessera_server::{config::Config, RunningServer};
+
+pub struct TestServer {
+    pub url: String,
+    pub server: Option<RunningServer>,
+    pg_db: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct Options {
+    pub registration_open: bool,
+    pub rate_limits: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { registration_open: true, rate_limits: false }
+    }
+}
+
+pub async fn start() -> TestServer {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(opts: Options) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::default();
+    config.listen.client = "127.0.0.1:0".into();
+    config.data_dir = dir.path().to_owned();
+    config.registration.open = opts.registration_open;
+    config.registration.token_required = false;
+    config.rate_limits.enabled = opts.rate_limits;
+    config.rate_limits.per_second = 1.0;
+    config.rate_limits.burst = 5;
+    let mut pg_db = None;
+    if let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") {
+        let name = format!("tessera_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
+        let base_no_db = base.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(base.clone());
+        config.database.url = Some(format!("{base_no_db}/{name}"));
+        pg_db = Some((base, name));
+    }
+    let server = tessera_server::start(config).await.expect("server starts");
+    TestServer {
+        url: format!("http://{}", server.addr),
+        server: Some(server),
+        pg_db,
+        _dir: dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestServer {
+    /// Stops the server and drops its database.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        if let Some((base, name)) = self.pg_db.take() {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+            }
+        }
+    }
+
+    pub fn hs(&self) -> &tessera_server::Homeserver {
+        &self.server.as_ref().expect("running").hs
+    }
+
+    /// Raw request; returns status and JSON body (Null when not JSON).
+    pub async fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Registers with `m.login.dummy`; returns (user_id, access_token).
+    pub async fn register(&self, name: &str) -> (String, String) {
+        let (status, body) = self
+            .req(
+                "POST",
+                "/_matrix/client/v3/register",
+                None,
+                Some(json!({ "username": name, "password": "correct horse battery", "auth": { "type": "m.login.dummy" } })),
+            )
+            .await;
+        assert_eq!(status, 200, "register {name}: {body}");
+        (body["user_id"].as_str().unwrap().to_owned(), body["access_token"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn sdk_client(&self, name: &str) -> matrix_sdk::Client {
+        let client = matrix_sdk::Client::builder().homeserver_url(&self.url).build().await.expect("client");
+        client.matrix_auth().login_username(name, "correct horse battery").send().await.expect("login");
+        client
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real server on a free port, driven by matrix-sdk and raw HTTP.
+//! SQLite by default; PostgreSQL when `TESSERA_TEST_POSTGRES_URL` is set.
+#![recursion_limit = "256"]
+
+mod harness;
+
+mod accounts;
+mod client_flow;
+mod errors;
+mod rooms;
+mod sync;
