@@ -32,6 +32,10 @@ pub async fn start() -> TestServer {
 }
 
 pub async fn start_with(opts: Options) -> TestServer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::default();
     config.listen.client = "127.0.0.1:0".into();

@@ -79,21 +79,10 @@ impl Homeserver {
         Ok((state, chain))
     }
 
-    /// Plans a new group `id` equal to `state`, as a delta on `base` where that is short.
-    pub async fn plan_group(
-        &self,
-        room_id: &RoomId,
-        id: i64,
-        base: Option<i64>,
-        state: StateIds,
-    ) -> Result<NewGroup> {
-        let base = match base {
-            Some(b) => {
-                let (s, chain) = self.state_group(b).await?;
-                (chain < MAX_CHAIN).then_some((b, s, chain))
-            }
-            None => None,
-        };
+    /// Plans a new group `id` equal to `state`, as a delta on `base` (id, state, chain
+    /// length) where that chain is short. The base may itself be planned in the same batch.
+    pub fn plan_group(&self, room_id: &RoomId, id: i64, base: Option<(i64, Arc<StateIds>, i64)>, state: StateIds) -> NewGroup {
+        let base = base.filter(|(_, _, chain)| *chain < MAX_CHAIN);
         let (prev, entries, chain): (Option<i64>, Vec<_>, i64) = match &base {
             Some((b, base_state, chain)) => {
                 // Delta: entries that differ from the base. State never loses keys, so a
@@ -113,7 +102,7 @@ impl Homeserver {
                 vec![Value::Int(id), kind.to_string().into(), key.as_str().into(), event_id.as_str().into()],
             ));
         }
-        Ok(NewGroup { id, statements, state: Arc::new(state), chain })
+        NewGroup { id, statements, state: Arc::new(state), chain }
     }
 
     pub(crate) fn cache_group(&self, group: &NewGroup) {

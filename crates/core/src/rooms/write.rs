@@ -122,13 +122,14 @@ impl Homeserver {
         .map_err(|e| Error::forbidden(format!("state resolution failed: {e}")))
     }
 
-    /// The state after an event, from its stored group.
-    async fn state_after(&self, id: &ruma::EventId) -> Result<(Arc<StateIds>, i64)> {
+    /// The state after an event, from its stored group: (state, group id, chain length).
+    async fn state_after(&self, id: &ruma::EventId) -> Result<(Arc<StateIds>, i64, i64)> {
         let place = self
             .event_place(id)
             .await?
             .ok_or_else(|| Error::Internal(format!("unknown prev event {id}")))?;
-        Ok((self.state_group(place.state_after).await?.0, place.state_after))
+        let (state, chain) = self.state_group(place.state_after).await?;
+        Ok((state, place.state_after, chain))
     }
 
     /// Authorises and persists one PDU. The caller holds the room lock. Checks (spec:
@@ -158,24 +159,22 @@ impl Homeserver {
             prev_states.push(self.state_after(prev).await?);
         }
         let mut groups = Vec::new();
-        let (before, before_id) = match prev_states.as_slice() {
+        let (before, before_id, before_chain) = match prev_states.as_slice() {
             [] => {
-                let g = self.plan_group(room_id, new_group_id(), None, StateIds::new()).await?;
-                (g.state.clone(), {
-                    let id = g.id;
-                    groups.push(g);
-                    id
-                })
-            }
-            [(state, id)] => (state.clone(), *id),
-            many => {
-                let states: Vec<_> = many.iter().map(|(s, _)| s.clone()).collect();
-                let resolved = self.resolve_states(&rules, &states).await?;
-                let g = self.plan_group(room_id, new_group_id(), Some(many[0].1), resolved).await?;
-                let id = g.id;
-                let state = g.state.clone();
+                let g = self.plan_group(room_id, new_group_id(), None, StateIds::new());
+                let planned = (g.state.clone(), g.id, g.chain);
                 groups.push(g);
-                (state, id)
+                planned
+            }
+            [(state, id, chain)] => (state.clone(), *id, *chain),
+            many => {
+                let states: Vec<_> = many.iter().map(|(s, _, _)| s.clone()).collect();
+                let resolved = self.resolve_states(&rules, &states).await?;
+                let (s0, id0, c0) = &many[0];
+                let g = self.plan_group(room_id, new_group_id(), Some((*id0, s0.clone(), *c0)), resolved);
+                let planned = (g.state.clone(), g.id, g.chain);
+                groups.push(g);
+                planned
             }
         };
 
@@ -186,11 +185,10 @@ impl Homeserver {
             Some(key) => {
                 let mut state = (*before).clone();
                 state.insert((StateEventType::from(pdu.kind.to_string()), key.clone()), pdu.event_id.clone());
-                let g = self.plan_group(room_id, new_group_id(), Some(before_id), state).await?;
-                let id = g.id;
-                let state = g.state.clone();
+                let g = self.plan_group(room_id, new_group_id(), Some((before_id, before.clone(), before_chain)), state);
+                let planned = (g.state.clone(), g.id);
                 groups.push(g);
-                (state, id)
+                planned
             }
             None => (before.clone(), before_id),
         };
