@@ -7,8 +7,7 @@ use matrix_sdk::{
     room::MessagesOptions,
     ruma::{
         api::client::room::create_room::v3::Request as CreateRoom,
-        events::room::message::RoomMessageEventContent,
-        OwnedUserId,
+        events::room::message::RoomMessageEventContent, OwnedUserId,
     },
 };
 
@@ -31,7 +30,10 @@ async fn two_users_chat_paginate_and_leave() {
     let (bob_id, _) = server.register("bob").await;
     let alice = server.sdk_client("alice").await;
     let bob = server.sdk_client("bob").await;
-    assert_eq!(alice.user_id().map(|u| u.to_string()), Some(alice_id.clone()));
+    assert_eq!(
+        alice.user_id().map(|u| u.to_string()),
+        Some(alice_id.clone())
+    );
 
     // Alice creates a room and invites Bob.
     let mut req = CreateRoom::new();
@@ -41,23 +43,38 @@ async fn two_users_chat_paginate_and_leave() {
     room.invite_user_by_id(&bob_user).await.expect("invite");
 
     // Bob sees the invite through sync and joins.
-    bob.sync_once(SyncSettings::default()).await.expect("bob sync");
-    let invited = bob.get_room(room.room_id()).expect("bob knows the invited room");
+    bob.sync_once(SyncSettings::default())
+        .await
+        .expect("bob sync");
+    let invited = bob
+        .get_room(room.room_id())
+        .expect("bob knows the invited room");
     assert_eq!(invited.state(), matrix_sdk::RoomState::Invited);
     bob.join_room_by_id(room.room_id()).await.expect("join");
 
     // They exchange messages.
-    room.send(RoomMessageEventContent::text_plain("hello bob")).await.expect("alice sends");
+    room.send(RoomMessageEventContent::text_plain("hello bob"))
+        .await
+        .expect("alice sends");
     let bob_room = bob.get_room(room.room_id()).expect("bob room");
     for i in 0..25 {
-        bob_room.send(RoomMessageEventContent::text_plain(format!("reply {i}"))).await.expect("bob sends");
+        bob_room
+            .send(RoomMessageEventContent::text_plain(format!("reply {i}")))
+            .await
+            .expect("bob sends");
     }
 
     // Alice's sync sees Bob joined, and her client knows the room name.
-    alice.sync_once(SyncSettings::default().timeout(Duration::from_secs(0))).await.expect("alice sync");
+    alice
+        .sync_once(SyncSettings::default().timeout(Duration::from_secs(0)))
+        .await
+        .expect("alice sync");
     let alice_room = alice.get_room(room.room_id()).expect("alice room");
     assert_eq!(alice_room.name().as_deref(), Some("Tea"));
-    let members = alice_room.members(matrix_sdk::RoomMemberships::JOIN).await.expect("members");
+    let members = alice_room
+        .members(matrix_sdk::RoomMemberships::JOIN)
+        .await
+        .expect("members");
     assert_eq!(members.len(), 2);
 
     // Paginate back through the whole history, 10 at a time.
@@ -79,16 +96,35 @@ async fn two_users_chat_paginate_and_leave() {
     assert_eq!(bodies, expected);
 
     // Profile changes reach the room as a member event.
-    alice.account().set_display_name(Some("Alice L.")).await.expect("set displayname");
-    assert_eq!(alice.account().get_display_name().await.unwrap().as_deref(), Some("Alice L."));
-    bob.sync_once(SyncSettings::default().timeout(Duration::from_secs(0))).await.expect("bob sync");
-    let member = bob_room.get_member(alice.user_id().unwrap()).await.unwrap().expect("alice member");
+    alice
+        .account()
+        .set_display_name(Some("Alice L."))
+        .await
+        .expect("set displayname");
+    assert_eq!(
+        alice.account().get_display_name().await.unwrap().as_deref(),
+        Some("Alice L.")
+    );
+    bob.sync_once(SyncSettings::default().timeout(Duration::from_secs(0)))
+        .await
+        .expect("bob sync");
+    let member = bob_room
+        .get_member(alice.user_id().unwrap())
+        .await
+        .unwrap()
+        .expect("alice member");
     assert_eq!(member.display_name(), Some("Alice L."));
 
     // Bob leaves; Alice sees one joined member.
     bob_room.leave().await.expect("leave");
-    alice.sync_once(SyncSettings::default().timeout(Duration::from_secs(0))).await.expect("alice sync");
-    let members = alice_room.members(matrix_sdk::RoomMemberships::JOIN).await.expect("members");
+    alice
+        .sync_once(SyncSettings::default().timeout(Duration::from_secs(0)))
+        .await
+        .expect("alice sync");
+    let members = alice_room
+        .members(matrix_sdk::RoomMemberships::JOIN)
+        .await
+        .expect("members");
     assert_eq!(members.len(), 1);
     server.stop().await;
 }

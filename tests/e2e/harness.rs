@@ -23,7 +23,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { registration_open: true, rate_limits: false }
+        Self {
+            registration_open: true,
+            rate_limits: false,
+        }
     }
 }
 
@@ -47,10 +50,22 @@ pub async fn start_with(opts: Options) -> TestServer {
     config.rate_limits.burst = 5;
     let mut pg_db = None;
     if let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") {
-        let name = format!("tessera_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-        let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to postgres");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
-        let base_no_db = base.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(base.clone());
+        let name = format!(
+            "tessera_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let base_no_db = base
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(base.clone());
         config.database.url = Some(format!("{base_no_db}/{name}"));
         pg_db = Some((base, name));
     }
@@ -72,7 +87,11 @@ impl TestServer {
         }
         if let Some((base, name)) = self.pg_db.take() {
             if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
             }
         }
     }
@@ -82,7 +101,13 @@ impl TestServer {
     }
 
     /// Raw request; returns status and JSON body (Null when not JSON).
-    pub async fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut r = self.http.request(method, format!("{}{}", self.url, path));
         if let Some(t) = token {
@@ -108,12 +133,24 @@ impl TestServer {
             )
             .await;
         assert_eq!(status, 200, "register {name}: {body}");
-        (body["user_id"].as_str().unwrap().to_owned(), body["access_token"].as_str().unwrap().to_owned())
+        (
+            body["user_id"].as_str().unwrap().to_owned(),
+            body["access_token"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub async fn sdk_client(&self, name: &str) -> matrix_sdk::Client {
-        let client = matrix_sdk::Client::builder().homeserver_url(&self.url).build().await.expect("client");
-        client.matrix_auth().login_username(name, "correct horse battery").send().await.expect("login");
+        let client = matrix_sdk::Client::builder()
+            .homeserver_url(&self.url)
+            .build()
+            .await
+            .expect("client");
+        client
+            .matrix_auth()
+            .login_username(name, "correct horse battery")
+            .send()
+            .await
+            .expect("login");
         client
     }
 }

@@ -11,25 +11,69 @@ async fn long_poll_wakes_on_message_typing_and_account_data() {
     let server = harness::start().await;
     let (_, alice) = server.register("alice").await;
     let (bob_id, bob) = server.register("bob").await;
-    let (_, room) = server.req("POST", "/_matrix/client/v3/createRoom", Some(&alice), Some(json!({ "invite": [bob_id] }))).await;
+    let (_, room) = server
+        .req(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(json!({ "invite": [bob_id] })),
+        )
+        .await;
     let room = room["room_id"].as_str().unwrap().to_owned();
 
     // Bob's initial sync shows the invite with stripped state.
-    let (_, body) = server.req("GET", "/_matrix/client/v3/sync", Some(&bob), None).await;
+    let (_, body) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&bob), None)
+        .await;
     let invite = &body["rooms"]["invite"][&room]["invite_state"]["events"];
-    assert!(invite.as_array().unwrap().iter().any(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "invite"), "{body}");
-    server.req("POST", &format!("/_matrix/client/v3/join/{room}"), Some(&bob), Some(json!({}))).await;
-    let (_, body) = server.req("GET", "/_matrix/client/v3/sync", Some(&bob), None).await;
+    assert!(
+        invite
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "invite"),
+        "{body}"
+    );
+    server
+        .req(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&bob),
+            Some(json!({})),
+        )
+        .await;
+    let (_, body) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&bob), None)
+        .await;
     let mut since = body["next_batch"].as_str().unwrap().to_owned();
     let joined = &body["rooms"]["join"][&room];
     // The create event is in the state block or, for a short room, in the timeline.
-    let in_state = joined["state"]["events"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create");
-    let in_timeline = joined["timeline"]["events"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create");
+    let in_state = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "m.room.create");
+    let in_timeline = joined["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "m.room.create");
     assert!(in_state != in_timeline, "{body}");
 
     // An idle long-poll returns empty at its timeout with the same position.
-    let (_, body) = server.req("GET", &format!("/_matrix/client/v3/sync?since={since}&timeout=300"), Some(&bob), None).await;
-    assert_eq!(body["rooms"]["join"].as_object().map(|o| o.len()), Some(0), "{body}");
+    let (_, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=300"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(
+        body["rooms"]["join"].as_object().map(|o| o.len()),
+        Some(0),
+        "{body}"
+    );
     since = body["next_batch"].as_str().unwrap().to_owned();
 
     let wait = |since: String| {
@@ -37,7 +81,9 @@ async fn long_poll_wakes_on_message_typing_and_account_data() {
         tokio::spawn(async move {
             let started = Instant::now();
             let body: Value = reqwest::Client::new()
-                .get(format!("{url}/_matrix/client/v3/sync?since={since}&timeout=20000"))
+                .get(format!(
+                    "{url}/_matrix/client/v3/sync?since={since}&timeout=20000"
+                ))
                 .bearer_auth(&bob)
                 .send()
                 .await
@@ -52,10 +98,20 @@ async fn long_poll_wakes_on_message_typing_and_account_data() {
     // A message wakes the poll well before its timeout.
     let poll = wait(since.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    server.req("PUT", &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/1"), Some(&alice), Some(json!({ "body": "ping" }))).await;
+    server
+        .req(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/1"),
+            Some(&alice),
+            Some(json!({ "body": "ping" })),
+        )
+        .await;
     let (body, took) = poll.await.unwrap();
     assert!(took < Duration::from_secs(10), "woke after {took:?}");
-    let events = body["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
+    let events = body["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(events.len(), 1, "{body}");
     assert_eq!(events[0]["content"]["body"], "ping");
     since = body["next_batch"].as_str().unwrap().to_owned();
@@ -64,7 +120,12 @@ async fn long_poll_wakes_on_message_typing_and_account_data() {
     let poll = wait(since.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = server
-        .req("PUT", &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"), Some(&alice), Some(json!({ "typing": true, "timeout": 10000 })))
+        .req(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"),
+            Some(&alice),
+            Some(json!({ "typing": true, "timeout": 10000 })),
+        )
         .await;
     assert_eq!(status, 200);
     let (body, _) = poll.await.unwrap();
@@ -77,11 +138,19 @@ async fn long_poll_wakes_on_message_typing_and_account_data() {
     let poll = wait(since.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = server
-        .req("PUT", "/_matrix/client/v3/user/@bob:localhost/account_data/org.example.x", Some(&bob), Some(json!({ "a": 1 })))
+        .req(
+            "PUT",
+            "/_matrix/client/v3/user/@bob:localhost/account_data/org.example.x",
+            Some(&bob),
+            Some(json!({ "a": 1 })),
+        )
         .await;
     assert_eq!(status, 200);
     let (body, _) = poll.await.unwrap();
-    assert_eq!(body["account_data"]["events"][0]["type"], "org.example.x", "{body}");
+    assert_eq!(
+        body["account_data"]["events"][0]["type"], "org.example.x",
+        "{body}"
+    );
     server.stop().await;
 }
 
@@ -89,39 +158,105 @@ async fn long_poll_wakes_on_message_typing_and_account_data() {
 async fn limited_timeline_filters_and_leave() {
     let server = harness::start().await;
     let (_, alice) = server.register("alice").await;
-    let (_, room) = server.req("POST", "/_matrix/client/v3/createRoom", Some(&alice), Some(json!({}))).await;
+    let (_, room) = server
+        .req(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(json!({})),
+        )
+        .await;
     let room = room["room_id"].as_str().unwrap().to_owned();
-    let (_, body) = server.req("GET", "/_matrix/client/v3/sync", Some(&alice), None).await;
+    let (_, body) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&alice), None)
+        .await;
     let since = body["next_batch"].as_str().unwrap().to_owned();
     for i in 0..15 {
-        server.req("PUT", &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{i}"), Some(&alice), Some(json!({ "body": format!("m{i}") }))).await;
+        server
+            .req(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{i}"),
+                Some(&alice),
+                Some(json!({ "body": format!("m{i}") })),
+            )
+            .await;
     }
     // A stored filter with a timeline limit of 5.
     let (status, body) = server
-        .req("POST", "/_matrix/client/v3/user/@alice:localhost/filter", Some(&alice), Some(json!({ "room": { "timeline": { "limit": 5 } } })))
+        .req(
+            "POST",
+            "/_matrix/client/v3/user/@alice:localhost/filter",
+            Some(&alice),
+            Some(json!({ "room": { "timeline": { "limit": 5 } } })),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let filter = body["filter_id"].as_str().unwrap().to_owned();
-    let (_, body) = server.req("GET", &format!("/_matrix/client/v3/sync?since={since}&filter={filter}"), Some(&alice), None).await;
+    let (_, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={since}&filter={filter}"),
+            Some(&alice),
+            None,
+        )
+        .await;
     let tl = &body["rooms"]["join"][&room]["timeline"];
     assert_eq!(tl["limited"], true);
-    let bodies: Vec<_> = tl["events"].as_array().unwrap().iter().map(|e| e["content"]["body"].as_str().unwrap()).collect();
+    let bodies: Vec<_> = tl["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap())
+        .collect();
     assert_eq!(bodies, vec!["m10", "m11", "m12", "m13", "m14"]);
     // prev_batch continues backwards with no gap.
     let prev = tl["prev_batch"].as_str().unwrap();
-    let (_, body) = server.req("GET", &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={prev}&limit=3"), Some(&alice), None).await;
-    let bodies: Vec<_> = body["chunk"].as_array().unwrap().iter().map(|e| e["content"]["body"].as_str().unwrap()).collect();
+    let (_, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={prev}&limit=3"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    let bodies: Vec<_> = body["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap())
+        .collect();
     assert_eq!(bodies, vec!["m9", "m8", "m7"]);
 
     // not_types filter drops messages.
     let f = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22not_types%22%3A%5B%22m.room.message%22%5D%7D%7D%7D";
-    let (_, body) = server.req("GET", &format!("/_matrix/client/v3/sync?since={since}&filter={f}"), Some(&alice), None).await;
+    let (_, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={since}&filter={f}"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert!(body["rooms"]["join"].get(&room).is_none(), "{body}");
 
     // Leaving shows the room under `leave` on the next sync.
     let next = body["next_batch"].as_str().unwrap().to_owned();
-    server.req("POST", &format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&alice), Some(json!({}))).await;
-    let (_, body) = server.req("GET", &format!("/_matrix/client/v3/sync?since={next}"), Some(&alice), None).await;
+    server
+        .req(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&alice),
+            Some(json!({})),
+        )
+        .await;
+    let (_, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={next}"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert!(body["rooms"]["leave"].get(&room).is_some(), "{body}");
     server.stop().await;
 }

@@ -5,7 +5,10 @@ use bytes::BytesMut;
 use http::StatusCode;
 use ruma::api::{
     client::uiaa::UiaaResponse,
-    error::{DeserializationError, Error as RumaError, ErrorBody, ErrorKind, FromHttpRequestError, StandardErrorBody},
+    error::{
+        DeserializationError, Error as RumaError, ErrorBody, ErrorKind, FromHttpRequestError,
+        StandardErrorBody,
+    },
     OutgoingResponseExt,
 };
 use tessera_core::Error;
@@ -22,7 +25,9 @@ impl<E: Into<Error>> From<E> for ApiError {
 pub fn status_for(kind: &ErrorKind) -> StatusCode {
     use ErrorKind::*;
     match kind {
-        Forbidden | GuestAccessForbidden | UserDeactivated | ThreepidDenied | InviteBlocked => StatusCode::FORBIDDEN,
+        Forbidden | GuestAccessForbidden | UserDeactivated | ThreepidDenied | InviteBlocked => {
+            StatusCode::FORBIDDEN
+        }
         UnknownToken(_) | MissingToken | Unauthorized => StatusCode::UNAUTHORIZED,
         NotFound | Unrecognized => StatusCode::NOT_FOUND,
         LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -38,9 +43,14 @@ fn matrix(kind: ErrorKind, message: String) -> Response {
 }
 
 fn ruma_error(status: StatusCode, kind: ErrorKind, message: String) -> Response {
-    let err = RumaError::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)));
+    let err = RumaError::new(
+        status,
+        ErrorBody::Standard(StandardErrorBody::new(kind, message)),
+    );
     match err.try_into_http_response::<BytesMut>() {
-        Ok(res) => res.map(|b| axum::body::Body::from(b.freeze())).into_response(),
+        Ok(res) => res
+            .map(|b| axum::body::Body::from(b.freeze()))
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -49,17 +59,29 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self.0 {
             Error::Matrix(kind, message) => matrix(kind, message),
-            Error::Uia(info) => match UiaaResponse::AuthResponse(*info).try_into_http_response::<BytesMut>() {
-                Ok(res) => res.map(|b| axum::body::Body::from(b.freeze())).into_response(),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            },
+            Error::Uia(info) => {
+                match UiaaResponse::AuthResponse(*info).try_into_http_response::<BytesMut>() {
+                    Ok(res) => res
+                        .map(|b| axum::body::Body::from(b.freeze()))
+                        .into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
             Error::Db(e) => {
                 tracing::error!("database error: {e}");
-                ruma_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown, "Internal server error".into())
+                ruma_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::Unknown,
+                    "Internal server error".into(),
+                )
             }
             Error::Internal(e) => {
                 tracing::error!("internal error: {e}");
-                ruma_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown, "Internal server error".into())
+                ruma_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::Unknown,
+                    "Internal server error".into(),
+                )
             }
         }
     }
@@ -69,7 +91,9 @@ impl IntoResponse for ApiError {
 pub fn from_request_error(e: FromHttpRequestError) -> ApiError {
     let (kind, msg) = match &e {
         FromHttpRequestError::MethodMismatch { .. } => (ErrorKind::Unrecognized, e.to_string()),
-        FromHttpRequestError::Deserialization(DeserializationError::Json(_)) => (ErrorKind::BadJson, e.to_string()),
+        FromHttpRequestError::Deserialization(DeserializationError::Json(_)) => {
+            (ErrorKind::BadJson, e.to_string())
+        }
         FromHttpRequestError::Deserialization(_) => (ErrorKind::InvalidParam, e.to_string()),
         _ => (ErrorKind::BadJson, e.to_string()),
     };
@@ -81,5 +105,9 @@ pub async fn unrecognized() -> Response {
 }
 
 pub async fn method_not_allowed() -> Response {
-    ruma_error(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized, "Method not allowed".into())
+    ruma_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::Unrecognized,
+        "Method not allowed".into(),
+    )
 }

@@ -27,7 +27,12 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { rate_limits_enabled: true, rate_limit_per_second: 10.0, rate_limit_burst: 50, max_body_bytes: 8 * 1024 * 1024 }
+        Self {
+            rate_limits_enabled: true,
+            rate_limit_per_second: 10.0,
+            rate_limit_burst: 50,
+            max_body_bytes: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -39,7 +44,10 @@ pub struct AppState {
 }
 
 pub fn router(hs: Arc<Homeserver>, cfg: ApiConfig) -> Router {
-    let state = AppState { hs, limiter: Arc::new(rate_limit::RateLimiter::new(&cfg)) };
+    let state = AppState {
+        hs,
+        limiter: Arc::new(rate_limit::RateLimiter::new(&cfg)),
+    };
     client::routes()
         .merge(well_known::routes())
         .fallback(error::unrecognized)

@@ -27,14 +27,21 @@ pub struct Ruma<T> {
 impl<T> Ruma<T> {
     /// The session of an endpoint that requires one.
     pub fn user(&self) -> Result<&Session, ApiError> {
-        self.session
-            .as_ref()
-            .ok_or_else(|| ApiError(Error::Matrix(ErrorKind::MissingToken, "Missing access token".into())))
+        self.session.as_ref().ok_or_else(|| {
+            ApiError(Error::Matrix(
+                ErrorKind::MissingToken,
+                "Missing access token".into(),
+            ))
+        })
     }
 }
 
 pub(crate) fn access_token(req: &http::request::Parts) -> Option<String> {
-    if let Some(h) = req.headers.get(http::header::AUTHORIZATION).and_then(|h| h.to_str().ok()) {
+    if let Some(h) = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    {
         return h.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
     }
     // Deprecated, still allowed by the spec.
@@ -42,7 +49,9 @@ pub(crate) fn access_token(req: &http::request::Parts) -> Option<String> {
 }
 
 fn url_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn limited(wait: std::time::Duration) -> ApiError {
@@ -69,10 +78,19 @@ where
                 Ok(Path(args)) => args.into_iter().map(|(_, v)| v).collect(),
                 Err(_) => vec![],
             };
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
         let body: Bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
             .await
-            .map_err(|_| ApiError(Error::Matrix(ErrorKind::TooLarge, "Request body too large".into())))?;
+            .map_err(|_| {
+                ApiError(Error::Matrix(
+                    ErrorKind::TooLarge,
+                    "Request body too large".into(),
+                ))
+            })?;
 
         let auth = TypeId::of::<T::Authentication>();
         let needs_token = auth == TypeId::of::<AccessToken>();
@@ -80,25 +98,44 @@ where
         let session = match access_token(&parts) {
             Some(token) if needs_token || optional => Some(state.hs.authenticate(&token).await?),
             None if needs_token => {
-                return Err(ApiError(Error::Matrix(ErrorKind::MissingToken, "Missing access token".into())));
+                return Err(ApiError(Error::Matrix(
+                    ErrorKind::MissingToken,
+                    "Missing access token".into(),
+                )));
             }
             _ => None,
         };
         if T::RATE_LIMITED {
-            let key = session.as_ref().map(|s| s.user_id.to_string()).unwrap_or(ip);
+            let key = session
+                .as_ref()
+                .map(|s| s.user_id.to_string())
+                .unwrap_or(ip);
             state.limiter.check(&key).map_err(limited)?;
         }
 
         // Distinguish a body that is not JSON at all (M_NOT_JSON) from one of the wrong shape.
         let is_json_body = matches!(parts.method, http::Method::POST | http::Method::PUT);
-        if is_json_body && !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-            return Err(ApiError(Error::Matrix(ErrorKind::NotJson, "Body is not JSON".into())));
+        if is_json_body
+            && !body.is_empty()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err()
+        {
+            return Err(ApiError(Error::Matrix(
+                ErrorKind::NotJson,
+                "Body is not JSON".into(),
+            )));
         }
-        let body_ref: &[u8] = if is_json_body && body.is_empty() { b"{}" } else { &body };
+        let body_ref: &[u8] = if is_json_body && body.is_empty() {
+            b"{}"
+        } else {
+            &body
+        };
         let http_req = http::Request::from_parts(parts, body_ref);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let parsed = T::try_from_http_request(http_req, &args).map_err(from_request_error)?;
-        Ok(Ruma { body: parsed, session })
+        Ok(Ruma {
+            body: parsed,
+            session,
+        })
     }
 }
 
@@ -120,7 +157,8 @@ macro_rules! ruma_route {
     ($router:expr, $req:ty, $handler:expr) => {{
         use ruma::api::{path_builder::PathBuilder as _, Metadata as _};
         let mut router = $router;
-        let filter = axum::routing::MethodFilter::try_from(<$req>::METHOD).expect("ruma methods are standard");
+        let filter = axum::routing::MethodFilter::try_from(<$req>::METHOD)
+            .expect("ruma methods are standard");
         for path in <$req>::PATH_BUILDER.all_paths() {
             router = router.route(path, axum::routing::on(filter, $handler));
         }

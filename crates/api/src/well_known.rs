@@ -10,6 +10,10 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn client(State(s): State<AppState>) -> Json<Value> {
-    let base = s.hs.config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", s.hs.server_name()));
+    let base =
+        s.hs.config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", s.hs.server_name()));
     Json(json!({ "m.homeserver": { "base_url": base } }))
 }

@@ -10,10 +10,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use ruma::{
-    signatures::Ed25519KeyPair,
-    OwnedRoomId,
-};
+use ruma::{signatures::Ed25519KeyPair, OwnedRoomId};
 
 use crate::{
     ports::{Clock, Database, Statement, Value, Wakeups},

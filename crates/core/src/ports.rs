@@ -51,7 +51,9 @@ impl Row {
     pub fn int(&self, i: usize) -> Result<i64, DbError> {
         match self.0.get(i) {
             Some(Value::Int(v)) => Ok(*v),
-            other => Err(DbError::Decode(format!("column {i}: expected integer, got {other:?}"))),
+            other => Err(DbError::Decode(format!(
+                "column {i}: expected integer, got {other:?}"
+            ))),
         }
     }
     pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
@@ -63,7 +65,9 @@ impl Row {
     pub fn text(&self, i: usize) -> Result<String, DbError> {
         match self.0.get(i) {
             Some(Value::Text(v)) => Ok(v.clone()),
-            other => Err(DbError::Decode(format!("column {i}: expected text, got {other:?}"))),
+            other => Err(DbError::Decode(format!(
+                "column {i}: expected text, got {other:?}"
+            ))),
         }
     }
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
@@ -86,7 +90,11 @@ pub struct Statement {
 
 impl Statement {
     pub fn new(sql: &'static str, params: Vec<Value>) -> Self {
-        Self { sql, params, expect_change: false }
+        Self {
+            sql,
+            params,
+            expect_change: false,
+        }
     }
     pub fn expecting_change(mut self) -> Self {
         self.expect_change = true;

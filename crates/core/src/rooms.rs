@@ -14,5 +14,7 @@ pub mod write;
 pub use pdu::Pdu;
 
 /// Room versions this server can create and join (spec: capabilities, `m.room_versions`).
-pub const SUPPORTED_VERSIONS: &[&str] = &["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+];
 pub const DEFAULT_VERSION: &str = "12";

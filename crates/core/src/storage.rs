@@ -14,10 +14,20 @@ const MIGRATIONS: &[(&str, &str)] = &[(
 
 /// Applies missing migrations; refuses a database newer than this binary.
 pub async fn migrate(db: &dyn Database) -> Result<usize> {
-    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)", vec![])
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
+        vec![],
+    )
+    .await?;
+    let rows = db
+        .query("SELECT MAX(version) FROM schema_version", vec![])
         .await?;
-    let rows = db.query("SELECT MAX(version) FROM schema_version", vec![]).await?;
-    let current = rows.first().map(|r| r.opt_int(0)).transpose()?.flatten().unwrap_or(0) as usize;
+    let current = rows
+        .first()
+        .map(|r| r.opt_int(0))
+        .transpose()?
+        .flatten()
+        .unwrap_or(0) as usize;
     if current > MIGRATIONS.len() {
         return Err(Error::Internal(format!(
             "database schema version {current} is newer than this binary knows ({}); refusing to start",

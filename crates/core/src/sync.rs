@@ -32,22 +32,36 @@ impl Homeserver {
         let deadline = self.clock.now_ms() + timeout;
         loop {
             let ticket = self.wakeups.ticket();
-            let now = SyncToken { pos: self.current_pos(), typing: self.typing.serial() };
+            let now = SyncToken {
+                pos: self.current_pos(),
+                typing: self.typing.serial(),
+            };
             let (body, empty) = self.sync_once(user, &req, now).await?;
             let remaining = deadline.saturating_sub(self.clock.now_ms());
             if !empty || req.since.is_none() || req.full_state || remaining == 0 {
                 return Ok(body);
             }
-            self.wakeups.wait(ticket, Duration::from_millis(remaining)).await;
+            self.wakeups
+                .wait(ticket, Duration::from_millis(remaining))
+                .await;
         }
     }
 
-    async fn sync_once(&self, user: &UserId, req: &SyncRequest, now: SyncToken) -> Result<(Json, bool)> {
+    async fn sync_once(
+        &self,
+        user: &UserId,
+        req: &SyncRequest,
+        now: SyncToken,
+    ) -> Result<(Json, bool)> {
         let since = req.since.map(|s| s.clamp_to(now));
         let rooms = self.sync_rooms(user, req, since, now).await?;
-        let account_data = self.account_data_since(user, None, since.map(|s| s.pos), now.pos).await?;
-        let account_data: Vec<Json> =
-            account_data.into_iter().filter(|e| filter::account_data_allowed(&req.filter, e)).collect();
+        let account_data = self
+            .account_data_since(user, None, since.map(|s| s.pos), now.pos)
+            .await?;
+        let account_data: Vec<Json> = account_data
+            .into_iter()
+            .filter(|e| filter::account_data_allowed(&req.filter, e))
+            .collect();
         let empty = rooms.is_empty() && account_data.is_empty();
         let body = json!({
             "next_batch": now.to_string(),

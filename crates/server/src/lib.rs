@@ -11,8 +11,8 @@ pub mod db;
 mod ports;
 
 pub use config::Config;
-pub use tessera_core::Homeserver;
 pub use ports::{SystemClock, WatchWakeups};
+pub use tessera_core::Homeserver;
 
 /// How long in-flight requests (long-polling syncs included) may finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -1,7 +1,11 @@
 //! Registration, password change, deactivation (spec: "Account registration and
 //! management").
 
-use axum::{extract::{Query, State}, routing::get, Json, Router};
+use axum::{
+    extract::{Query, State},
+    routing::get,
+    Json, Router,
+};
 use ruma::api::{
     client::{
         account::{change_password, deactivate, register},
@@ -19,7 +23,10 @@ use crate::{ruma_route, ApiError, AppState, Ruma};
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = r
         .route("/_matrix/client/v3/register/available", get(available))
-        .route("/_matrix/client/v1/register/m.login.registration_token/validity", get(token_validity));
+        .route(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            get(token_validity),
+        );
     let r = ruma_route!(r, register::v3::Request, register);
     let r = ruma_route!(r, change_password::v3::Request, change_password);
     ruma_route!(r, deactivate::v3::Request, deactivate)
@@ -30,10 +37,16 @@ struct UsernameQuery {
     username: String,
 }
 
-async fn available(State(s): State<AppState>, Query(q): Query<UsernameQuery>) -> Result<Json<Value>, ApiError> {
+async fn available(
+    State(s): State<AppState>,
+    Query(q): Query<UsernameQuery>,
+) -> Result<Json<Value>, ApiError> {
     let user_id = s.hs.user_id_for_localpart(&q.username)?;
     if s.hs.user_exists(&user_id).await? {
-        return Err(ApiError(Error::Matrix(ErrorKind::UserInUse, "User ID already taken".into())));
+        return Err(ApiError(Error::Matrix(
+            ErrorKind::UserInUse,
+            "User ID already taken".into(),
+        )));
     }
     Ok(Json(json!({ "available": true })))
 }
@@ -43,8 +56,13 @@ struct TokenQuery {
     token: String,
 }
 
-async fn token_validity(State(s): State<AppState>, Query(q): Query<TokenQuery>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "valid": s.hs.registration_token_valid(&q.token).await? })))
+async fn token_validity(
+    State(s): State<AppState>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "valid": s.hs.registration_token_valid(&q.token).await? }),
+    ))
 }
 
 /// The flows on offer (see README, `registration.*`).
@@ -57,29 +75,50 @@ fn registration_flows(s: &AppState) -> Vec<Vec<AuthType>> {
     flows
 }
 
-async fn register(State(s): State<AppState>, req: Ruma<register::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn register(
+    State(s): State<AppState>,
+    req: Ruma<register::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let req = req.body;
     if req.kind == register::RegistrationKind::Guest {
-        return Err(ApiError(Error::Matrix(ErrorKind::GuestAccessForbidden, "Guest access is disabled".into())));
+        return Err(ApiError(Error::Matrix(
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled".into(),
+        )));
     }
     let user_id = match &req.username {
         Some(name) => s.hs.user_id_for_localpart(&name.to_lowercase())?,
-        None => s.hs.user_id_for_localpart(&tessera_core::accounts::tokens::random_string(12).to_lowercase())?,
+        None => s.hs.user_id_for_localpart(
+            &tessera_core::accounts::tokens::random_string(12).to_lowercase(),
+        )?,
     };
     // Spec: check the username before starting user-interactive auth.
     if s.hs.user_exists(&user_id).await? {
-        return Err(ApiError(Error::Matrix(ErrorKind::UserInUse, "User ID already taken".into())));
+        return Err(ApiError(Error::Matrix(
+            ErrorKind::UserInUse,
+            "User ID already taken".into(),
+        )));
     }
-    let done = s.hs.user_interactive_auth(&registration_flows(&s), req.auth.as_ref(), None).await?;
-    s.hs
-        .create_user_with(&user_id, req.password.as_deref(), false, done.registration_token.as_deref())
-        .await?;
+    let done =
+        s.hs.user_interactive_auth(&registration_flows(&s), req.auth.as_ref(), None)
+            .await?;
+    s.hs.create_user_with(
+        &user_id,
+        req.password.as_deref(),
+        false,
+        done.registration_token.as_deref(),
+    )
+    .await?;
     if req.inhibit_login {
         return Ok(Json(json!({ "user_id": user_id })));
     }
-    let tokens = s
-        .hs
-        .open_device(&user_id, req.device_id, req.initial_device_display_name, req.refresh_token)
+    let tokens =
+        s.hs.open_device(
+            &user_id,
+            req.device_id,
+            req.initial_device_display_name,
+            req.refresh_token,
+        )
         .await?;
     Ok(Json(tokens_json(&user_id, &tokens)))
 }
@@ -90,19 +129,33 @@ async fn change_password(
 ) -> Result<Json<Value>, ApiError> {
     let session = req.user()?.clone();
     let req = req.body;
-    s.hs
-        .user_interactive_auth(&[vec![AuthType::Password]], req.auth.as_ref(), Some(&session.user_id))
+    s.hs.user_interactive_auth(
+        &[vec![AuthType::Password]],
+        req.auth.as_ref(),
+        Some(&session.user_id),
+    )
+    .await?;
+    let keep = if req.logout_devices {
+        Some(session.device_id.as_str())
+    } else {
+        None
+    };
+    s.hs.change_password(&session.user_id, &req.new_password, keep)
         .await?;
-    let keep = if req.logout_devices { Some(session.device_id.as_str()) } else { None };
-    s.hs.change_password(&session.user_id, &req.new_password, keep).await?;
     Ok(Json(json!({})))
 }
 
-async fn deactivate(State(s): State<AppState>, req: Ruma<deactivate::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn deactivate(
+    State(s): State<AppState>,
+    req: Ruma<deactivate::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let session = req.user()?.clone();
-    s.hs
-        .user_interactive_auth(&[vec![AuthType::Password]], req.body.auth.as_ref(), Some(&session.user_id))
-        .await?;
+    s.hs.user_interactive_auth(
+        &[vec![AuthType::Password]],
+        req.body.auth.as_ref(),
+        Some(&session.user_id),
+    )
+    .await?;
     s.hs.deactivate(&session.user_id).await?;
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }

@@ -16,15 +16,32 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let mut r = r;
     for v in ["v3", "r0"] {
         r = r
-            .route(&format!("/_matrix/client/{v}/user/{{user_id}}/account_data/{{kind}}"), get(get_global).put(set_global))
             .route(
-                &format!("/_matrix/client/{v}/user/{{user_id}}/rooms/{{room_id}}/account_data/{{kind}}"),
+                &format!("/_matrix/client/{v}/user/{{user_id}}/account_data/{{kind}}"),
+                get(get_global).put(set_global),
+            )
+            .route(
+                &format!(
+                    "/_matrix/client/{v}/user/{{user_id}}/rooms/{{room_id}}/account_data/{{kind}}"
+                ),
                 get(get_room).put(set_room),
             )
-            .route(&format!("/_matrix/client/{v}/user/{{user_id}}/rooms/{{room_id}}/tags"), get(get_tags))
-            .route(&format!("/_matrix/client/{v}/user/{{user_id}}/rooms/{{room_id}}/tags/{{tag}}"), put(put_tag).delete(delete_tag))
-            .route(&format!("/_matrix/client/{v}/user/{{user_id}}/filter"), post(create_filter))
-            .route(&format!("/_matrix/client/{v}/user/{{user_id}}/filter/{{filter_id}}"), get(get_filter));
+            .route(
+                &format!("/_matrix/client/{v}/user/{{user_id}}/rooms/{{room_id}}/tags"),
+                get(get_tags),
+            )
+            .route(
+                &format!("/_matrix/client/{v}/user/{{user_id}}/rooms/{{room_id}}/tags/{{tag}}"),
+                put(put_tag).delete(delete_tag),
+            )
+            .route(
+                &format!("/_matrix/client/{v}/user/{{user_id}}/filter"),
+                post(create_filter),
+            )
+            .route(
+                &format!("/_matrix/client/{v}/user/{{user_id}}/filter/{{filter_id}}"),
+                get(get_filter),
+            );
     }
     r
 }
@@ -32,7 +49,9 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 fn own(session: &Session, user: &str) -> Result<(), ApiError> {
     match UserId::parse(user) {
         Ok(u) if u == session.user_id => Ok(()),
-        Ok(_) => Err(ApiError(Error::forbidden("Cannot access another user's data"))),
+        Ok(_) => Err(ApiError(Error::forbidden(
+            "Cannot access another user's data",
+        ))),
         Err(_) => Err(ApiError(Error::invalid_param("Invalid user ID"))),
     }
 }
@@ -42,19 +61,30 @@ fn room(id: &str) -> Result<ruma::OwnedRoomId, ApiError> {
 }
 
 pub fn json_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|_| ApiError(Error::Matrix(ruma::api::error::ErrorKind::NotJson, "Body is not JSON".into())))
+    serde_json::from_slice(body).map_err(|_| {
+        ApiError(Error::Matrix(
+            ruma::api::error::ErrorKind::NotJson,
+            "Body is not JSON".into(),
+        ))
+    })
 }
 
 /// Spec: `m.fully_read` and `m.push_rules` may not be set through these endpoints.
 fn settable(kind: &str) -> Result<(), ApiError> {
     if kind == "m.fully_read" || kind == "m.push_rules" {
-        return Err(ApiError(Error::Matrix(ruma::api::error::ErrorKind::BadJson, format!("Cannot set {kind} here"))));
+        return Err(ApiError(Error::Matrix(
+            ruma::api::error::ErrorKind::BadJson,
+            format!("Cannot set {kind} here"),
+        )));
     }
     Ok(())
 }
 
-async fn get_global(State(s): State<AppState>, Auth(a): Auth, Path((user, kind)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn get_global(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((user, kind)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     Ok(Json(s.hs.get_account_data(&a.user_id, None, &kind).await?))
 }
@@ -67,7 +97,8 @@ async fn set_global(
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     settable(&kind)?;
-    s.hs.set_account_data(&a.user_id, None, &kind, &json_body(&body)?).await?;
+    s.hs.set_account_data(&a.user_id, None, &kind, &json_body(&body)?)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -77,7 +108,10 @@ async fn get_room(
     Path((user, room_id, kind)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
-    Ok(Json(s.hs.get_account_data(&a.user_id, Some(&room(&room_id)?), &kind).await?))
+    Ok(Json(
+        s.hs.get_account_data(&a.user_id, Some(&room(&room_id)?), &kind)
+            .await?,
+    ))
 }
 
 async fn set_room(
@@ -88,19 +122,33 @@ async fn set_room(
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     settable(&kind)?;
-    s.hs.set_account_data(&a.user_id, Some(&room(&room_id)?), &kind, &json_body(&body)?).await?;
+    s.hs.set_account_data(
+        &a.user_id,
+        Some(&room(&room_id)?),
+        &kind,
+        &json_body(&body)?,
+    )
+    .await?;
     Ok(Json(json!({})))
 }
 
 async fn tags_of(s: &AppState, a: &Session, room_id: &RoomId) -> Result<Value, ApiError> {
-    match s.hs.get_account_data(&a.user_id, Some(room_id), "m.tag").await {
+    match s
+        .hs
+        .get_account_data(&a.user_id, Some(room_id), "m.tag")
+        .await
+    {
         Ok(v) => Ok(v),
         Err(Error::Matrix(ruma::api::error::ErrorKind::NotFound, _)) => Ok(json!({ "tags": {} })),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn get_tags(State(s): State<AppState>, Auth(a): Auth, Path((user, room_id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn get_tags(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((user, room_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     Ok(Json(tags_of(&s, &a, &room(&room_id)?).await?))
 }
@@ -119,7 +167,8 @@ async fn put_tag(
     }
     let mut tags = tags_of(&s, &a, &room_id).await?;
     tags["tags"][tag] = info;
-    s.hs.set_account_data(&a.user_id, Some(&room_id), "m.tag", &tags).await?;
+    s.hs.set_account_data(&a.user_id, Some(&room_id), "m.tag", &tags)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -134,7 +183,8 @@ async fn delete_tag(
     if let Some(map) = tags["tags"].as_object_mut() {
         map.remove(&tag);
     }
-    s.hs.set_account_data(&a.user_id, Some(&room_id), "m.tag", &tags).await?;
+    s.hs.set_account_data(&a.user_id, Some(&room_id), "m.tag", &tags)
+        .await?;
     Ok(Json(json!({})))
 }
 

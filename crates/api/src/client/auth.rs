@@ -11,9 +11,16 @@ pub struct Auth(pub Session);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = access_token(parts)
-            .ok_or_else(|| ApiError(Error::Matrix(ErrorKind::MissingToken, "Missing access token".into())))?;
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let token = access_token(parts).ok_or_else(|| {
+            ApiError(Error::Matrix(
+                ErrorKind::MissingToken,
+                "Missing access token".into(),
+            ))
+        })?;
         Ok(Auth(state.hs.authenticate(&token).await?))
     }
 }

@@ -27,34 +27,65 @@ fn device_json(d: &DeviceInfo) -> Value {
     })
 }
 
-async fn list(State(s): State<AppState>, req: Ruma<get_devices::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(s): State<AppState>,
+    req: Ruma<get_devices::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let devices = s.hs.list_devices(&req.user()?.user_id).await?;
-    Ok(Json(json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
+    ))
 }
 
-async fn get(State(s): State<AppState>, req: Ruma<get_device::v3::Request>) -> Result<Json<Value>, ApiError> {
-    let d = s.hs.get_device(&req.user()?.user_id, req.body.device_id.as_str()).await?;
+async fn get(
+    State(s): State<AppState>,
+    req: Ruma<get_device::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let d =
+        s.hs.get_device(&req.user()?.user_id, req.body.device_id.as_str())
+            .await?;
     Ok(Json(device_json(&d)))
 }
 
-async fn update(State(s): State<AppState>, req: Ruma<update_device::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn update(
+    State(s): State<AppState>,
+    req: Ruma<update_device::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let user = req.user()?.user_id.clone();
-    s.hs.rename_device(&user, req.body.device_id.as_str(), req.body.display_name).await?;
+    s.hs.rename_device(&user, req.body.device_id.as_str(), req.body.display_name)
+        .await?;
     Ok(Json(json!({})))
 }
 
-async fn delete(State(s): State<AppState>, req: Ruma<delete_device::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn delete(
+    State(s): State<AppState>,
+    req: Ruma<delete_device::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let user = req.user()?.user_id.clone();
     // Unknown devices are 404 before any auth is asked for.
     s.hs.get_device(&user, req.body.device_id.as_str()).await?;
-    s.hs.user_interactive_auth(&[vec![AuthType::Password]], req.body.auth.as_ref(), Some(&user)).await?;
-    s.hs.delete_devices(&user, &[req.body.device_id.to_string()]).await?;
+    s.hs.user_interactive_auth(
+        &[vec![AuthType::Password]],
+        req.body.auth.as_ref(),
+        Some(&user),
+    )
+    .await?;
+    s.hs.delete_devices(&user, &[req.body.device_id.to_string()])
+        .await?;
     Ok(Json(json!({})))
 }
 
-async fn delete_many(State(s): State<AppState>, req: Ruma<delete_devices::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn delete_many(
+    State(s): State<AppState>,
+    req: Ruma<delete_devices::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let user = req.user()?.user_id.clone();
-    s.hs.user_interactive_auth(&[vec![AuthType::Password]], req.body.auth.as_ref(), Some(&user)).await?;
+    s.hs.user_interactive_auth(
+        &[vec![AuthType::Password]],
+        req.body.auth.as_ref(),
+        Some(&user),
+    )
+    .await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
     s.hs.delete_devices(&user, &ids).await?;
     Ok(Json(json!({})))

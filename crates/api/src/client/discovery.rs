@@ -22,8 +22,10 @@ async fn versions() -> Json<Value> {
 }
 
 async fn capabilities(_auth: Auth) -> Json<Value> {
-    let available: serde_json::Map<String, Value> =
-        SUPPORTED_VERSIONS.iter().map(|v| (v.to_string(), Value::from("stable"))).collect();
+    let available: serde_json::Map<String, Value> = SUPPORTED_VERSIONS
+        .iter()
+        .map(|v| (v.to_string(), Value::from("stable")))
+        .collect();
     Json(json!({
         "capabilities": {
             "m.room_versions": { "default": DEFAULT_VERSION, "available": available },

@@ -21,28 +21,49 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
             .route(&p("/knock/{target}"), post(knock))
             .route(&p("/rooms/{room_id}/join"), post(join))
             .route(&p("/rooms/{room_id}/{action}"), post(action))
-            .route(&p("/rooms/{room_id}/joined_members_count"), get(|| async { crate::error::unrecognized().await }));
+            .route(
+                &p("/rooms/{room_id}/joined_members_count"),
+                get(|| async { crate::error::unrecognized().await }),
+            );
     }
     r
 }
 
 fn body_json(body: &[u8]) -> Result<Value, ApiError> {
-    if body.is_empty() { Ok(json!({})) } else { json_body(body) }
+    if body.is_empty() {
+        Ok(json!({}))
+    } else {
+        json_body(body)
+    }
 }
 
 fn reason(body: &Value) -> Option<String> {
-    body.get("reason").and_then(|r| r.as_str()).map(str::to_owned)
+    body.get("reason")
+        .and_then(|r| r.as_str())
+        .map(str::to_owned)
 }
 
-async fn join(State(s): State<AppState>, Auth(a): Auth, Path(target): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let target = <&RoomOrAliasId>::try_from(target.as_str()).map_err(|_| Error::invalid_param("Invalid room ID or alias"))?;
+async fn join(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path(target): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let target = <&RoomOrAliasId>::try_from(target.as_str())
+        .map_err(|_| Error::invalid_param("Invalid room ID or alias"))?;
     let body = body_json(&body)?;
     let room = s.hs.join_room(&a.user_id, target, reason(&body)).await?;
     Ok(Json(json!({ "room_id": room })))
 }
 
-async fn knock(State(s): State<AppState>, Auth(a): Auth, Path(target): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let target = <&RoomOrAliasId>::try_from(target.as_str()).map_err(|_| Error::invalid_param("Invalid room ID or alias"))?;
+async fn knock(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path(target): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let target = <&RoomOrAliasId>::try_from(target.as_str())
+        .map_err(|_| Error::invalid_param("Invalid room ID or alias"))?;
     let body = body_json(&body)?;
     let room = s.hs.knock(&a.user_id, target, reason(&body)).await?;
     Ok(Json(json!({ "room_id": room })))
@@ -57,18 +78,35 @@ async fn action(
     let room = room_id(&room)?;
     let body = body_json(&body)?;
     let target = || -> Result<ruma::OwnedUserId, ApiError> {
-        let id = body.get("user_id").and_then(|u| u.as_str()).ok_or_else(|| Error::bad_json("user_id required"))?;
+        let id = body
+            .get("user_id")
+            .and_then(|u| u.as_str())
+            .ok_or_else(|| Error::bad_json("user_id required"))?;
         UserId::parse(id).map_err(|_| ApiError(Error::invalid_param("Invalid user ID")))
     };
     let hs = &s.hs;
     match action.as_str() {
         "leave" => hs.leave_room(&a.user_id, &room, reason(&body)).await?,
         "forget" => hs.forget(&a.user_id, &room).await?,
-        "invite" => hs.invite(&a.user_id, &room, &target()?, reason(&body)).await?,
-        "kick" => hs.kick(&a.user_id, &room, &target()?, reason(&body)).await?,
+        "invite" => {
+            hs.invite(&a.user_id, &room, &target()?, reason(&body))
+                .await?
+        }
+        "kick" => {
+            hs.kick(&a.user_id, &room, &target()?, reason(&body))
+                .await?
+        }
         "ban" => hs.ban(&a.user_id, &room, &target()?, reason(&body)).await?,
-        "unban" => hs.unban(&a.user_id, &room, &target()?, reason(&body)).await?,
-        _ => return Err(ApiError(Error::Matrix(ruma::api::error::ErrorKind::Unrecognized, "Unrecognized request".into()))),
+        "unban" => {
+            hs.unban(&a.user_id, &room, &target()?, reason(&body))
+                .await?
+        }
+        _ => {
+            return Err(ApiError(Error::Matrix(
+                ruma::api::error::ErrorKind::Unrecognized,
+                "Unrecognized request".into(),
+            )))
+        }
     }
     Ok(Json(json!({})))
 }

@@ -16,7 +16,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let mut r = r;
     for v in ["v3", "r0"] {
         r = r
-            .route(&format!("/_matrix/client/{v}/profile/{{user_id}}"), get(profile))
+            .route(
+                &format!("/_matrix/client/{v}/profile/{{user_id}}"),
+                get(profile),
+            )
             .route(
                 &format!("/_matrix/client/{v}/profile/{{user_id}}/{{key}}"),
                 get(get_field).put(set_field).delete(delete_field),
@@ -29,13 +32,23 @@ fn parse_user(s: &str) -> Result<ruma::OwnedUserId, ApiError> {
     UserId::parse(s).map_err(|_| ApiError(Error::invalid_param("Invalid user ID")))
 }
 
-async fn profile(State(s): State<AppState>, Path(user): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(Value::Object(s.hs.get_profile(&parse_user(&user)?).await?)))
+async fn profile(
+    State(s): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(Value::Object(
+        s.hs.get_profile(&parse_user(&user)?).await?,
+    )))
 }
 
-async fn get_field(State(s): State<AppState>, Path((user, key)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn get_field(
+    State(s): State<AppState>,
+    Path((user, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let profile = s.hs.get_profile(&parse_user(&user)?).await?;
-    let value = profile.get(&key).ok_or_else(|| Error::not_found("Profile field not set"))?;
+    let value = profile
+        .get(&key)
+        .ok_or_else(|| Error::not_found("Profile field not set"))?;
     Ok(Json(json!({ key: value })))
 }
 
@@ -47,13 +60,26 @@ async fn set_field(
 ) -> Result<Json<Value>, ApiError> {
     let user = parse_user(&user)?;
     if user != session.user_id {
-        return Err(ApiError(Error::forbidden("You may only change your own profile")));
+        return Err(ApiError(Error::forbidden(
+            "You may only change your own profile",
+        )));
     }
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|_| ApiError(Error::Matrix(ruma::api::error::ErrorKind::NotJson, "Body is not JSON".into())))?;
-    let value = body.get(&key).cloned().ok_or_else(|| Error::bad_json(format!("Body must contain `{key}`")))?;
-    if matches!(key.as_str(), "displayname" | "avatar_url") && !(value.is_string() || value.is_null()) {
-        return Err(ApiError(Error::bad_json(format!("`{key}` must be a string"))));
+    let body: Value = serde_json::from_slice(&body).map_err(|_| {
+        ApiError(Error::Matrix(
+            ruma::api::error::ErrorKind::NotJson,
+            "Body is not JSON".into(),
+        ))
+    })?;
+    let value = body
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| Error::bad_json(format!("Body must contain `{key}`")))?;
+    if matches!(key.as_str(), "displayname" | "avatar_url")
+        && !(value.is_string() || value.is_null())
+    {
+        return Err(ApiError(Error::bad_json(format!(
+            "`{key}` must be a string"
+        ))));
     }
     s.hs.set_profile_field(&user, &key, Some(value)).await?;
     Ok(Json(json!({})))
@@ -66,7 +92,9 @@ async fn delete_field(
 ) -> Result<Json<Value>, ApiError> {
     let user = parse_user(&user)?;
     if user != session.user_id {
-        return Err(ApiError(Error::forbidden("You may only change your own profile")));
+        return Err(ApiError(Error::forbidden(
+            "You may only change your own profile",
+        )));
     }
     s.hs.set_profile_field(&user, &key, None).await?;
     Ok(Json(json!({})))

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use tessera_core::{
     rooms::{
         create::{CreateRoom, Preset},
-        read::Direction,
+        read::{Direction, PageRequest},
         send::NewEvent,
         write::Txn,
     },
@@ -35,18 +35,33 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         r = r
             .route(&p("/rooms/{room_id}/send/{kind}/{txn_id}"), put(send))
             .route(&p("/rooms/{room_id}/state"), get(all_state))
-            .route(&p("/rooms/{room_id}/state/{kind}"), get(get_state_empty_key).put(put_state_empty_key))
-            .route(&p("/rooms/{room_id}/state/{kind}/"), get(get_state_empty_key).put(put_state_empty_key))
-            .route(&p("/rooms/{room_id}/state/{kind}/{state_key}"), get(get_state).put(put_state))
+            .route(
+                &p("/rooms/{room_id}/state/{kind}"),
+                get(get_state_empty_key).put(put_state_empty_key),
+            )
+            .route(
+                &p("/rooms/{room_id}/state/{kind}/"),
+                get(get_state_empty_key).put(put_state_empty_key),
+            )
+            .route(
+                &p("/rooms/{room_id}/state/{kind}/{state_key}"),
+                get(get_state).put(put_state),
+            )
             .route(&p("/rooms/{room_id}/messages"), get(messages))
             .route(&p("/rooms/{room_id}/event/{event_id}"), get(event))
             .route(&p("/rooms/{room_id}/members"), get(members))
             .route(&p("/rooms/{room_id}/joined_members"), get(joined_members))
             .route(&p("/rooms/{room_id}/typing/{user_id}"), put(typing))
             .route(&p("/joined_rooms"), get(joined_rooms))
-            .route(&p("/directory/room/{alias}"), get(get_alias).put(put_alias).delete(delete_alias));
+            .route(
+                &p("/directory/room/{alias}"),
+                get(get_alias).put(put_alias).delete(delete_alias),
+            );
     }
-    r.route("/_matrix/client/v3/createRoom/", post(|| async { crate::error::unrecognized().await }))
+    r.route(
+        "/_matrix/client/v3/createRoom/",
+        post(|| async { crate::error::unrecognized().await }),
+    )
 }
 
 pub fn room_id(s: &str) -> Result<ruma::OwnedRoomId, ApiError> {
@@ -54,30 +69,44 @@ pub fn room_id(s: &str) -> Result<ruma::OwnedRoomId, ApiError> {
 }
 
 fn object(v: Value) -> Result<Value, ApiError> {
-    if v.is_object() { Ok(v) } else { Err(ApiError(Error::bad_json("Content must be a JSON object"))) }
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(ApiError(Error::bad_json("Content must be a JSON object")))
+    }
 }
 
-async fn create(State(s): State<AppState>, req: Ruma<create_room::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn create(
+    State(s): State<AppState>,
+    req: Ruma<create_room::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let user = req.user()?.user_id.clone();
     let b = req.body;
     fn parse_raw<T>(raw: &Raw<T>) -> Result<Map<String, Value>, ApiError> {
-        serde_json::from_str(raw.json().get()).map_err(|_| ApiError(Error::bad_json("Expected a JSON object")))
+        serde_json::from_str(raw.json().get())
+            .map_err(|_| ApiError(Error::bad_json("Expected a JSON object")))
     }
     let mut initial_state = Vec::new();
     for raw in &b.initial_state {
-        let v: Value = serde_json::from_str(raw.json().get()).map_err(|_| Error::bad_json("Bad initial_state event"))?;
-        let kind = v["type"].as_str().ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let v: Value = serde_json::from_str(raw.json().get())
+            .map_err(|_| Error::bad_json("Bad initial_state event"))?;
+        let kind = v["type"]
+            .as_str()
+            .ok_or_else(|| Error::bad_json("initial_state event without type"))?;
         let key = v["state_key"].as_str().unwrap_or("");
-        initial_state.push(NewEvent::state(StateEventType::from(kind), key, object(v["content"].clone())?));
+        initial_state.push(NewEvent::state(
+            StateEventType::from(kind),
+            key,
+            object(v["content"].clone())?,
+        ));
     }
     let preset = b.preset.as_ref().map(|p| match p.as_str() {
         "trusted_private_chat" => Preset::TrustedPrivateChat,
         "public_chat" => Preset::PublicChat,
         _ => Preset::PrivateChat,
     });
-    let room = s
-        .hs
-        .create_room(
+    let room =
+        s.hs.create_room(
             &user,
             CreateRoom {
                 preset,
@@ -90,7 +119,11 @@ async fn create(State(s): State<AppState>, req: Ruma<create_room::v3::Request>) 
                 name: b.name,
                 topic: b.topic,
                 alias_localpart: b.room_alias_name,
-                power_level_override: b.power_level_content_override.as_ref().map(parse_raw).transpose()?,
+                power_level_override: b
+                    .power_level_content_override
+                    .as_ref()
+                    .map(parse_raw)
+                    .transpose()?,
             },
         )
         .await?;
@@ -125,10 +158,16 @@ async fn require_joined(s: &AppState, room: &RoomId, _user: &UserId) -> Result<(
     Ok(())
 }
 
-async fn all_state(State(s): State<AppState>, Auth(a): Auth, Path(room): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn all_state(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path(room): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
     let events = s.hs.state_events(&room, &a.user_id).await?;
-    Ok(Json(Value::Array(events.iter().map(|p| p.to_client_json(&room)).collect())))
+    Ok(Json(Value::Array(
+        events.iter().map(|p| p.to_client_json(&room)).collect(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -136,11 +175,24 @@ struct FormatQuery {
     format: Option<String>,
 }
 
-async fn get_state_inner(s: &AppState, a: &tessera_core::accounts::Session, room: &str, kind: &str, key: &str, format: Option<String>) -> Result<Json<Value>, ApiError> {
+async fn get_state_inner(
+    s: &AppState,
+    a: &tessera_core::accounts::Session,
+    room: &str,
+    kind: &str,
+    key: &str,
+    format: Option<String>,
+) -> Result<Json<Value>, ApiError> {
     let room = room_id(room)?;
-    let pdu = s.hs.state_event(&room, &a.user_id, &StateEventType::from(kind), key).await?;
+    let pdu =
+        s.hs.state_event(&room, &a.user_id, &StateEventType::from(kind), key)
+            .await?;
     let event = pdu.to_client_json(&room);
-    Ok(Json(if format.as_deref() == Some("event") { event } else { event["content"].clone() }))
+    Ok(Json(if format.as_deref() == Some("event") {
+        event
+    } else {
+        event["content"].clone()
+    }))
 }
 
 async fn get_state(
@@ -161,11 +213,25 @@ async fn get_state_empty_key(
     get_state_inner(&s, &a, &room, &kind, "", q.format).await
 }
 
-async fn put_state_inner(s: &AppState, a: &tessera_core::accounts::Session, room: &str, kind: &str, key: &str, body: &[u8]) -> Result<Json<Value>, ApiError> {
+async fn put_state_inner(
+    s: &AppState,
+    a: &tessera_core::accounts::Session,
+    room: &str,
+    kind: &str,
+    key: &str,
+    body: &[u8],
+) -> Result<Json<Value>, ApiError> {
     let room = room_id(room)?;
     let content = object(json_body(body)?)?;
     require_joined(s, &room, &a.user_id).await?;
-    let id = s.hs.send_event(&room, &a.user_id, NewEvent::state(StateEventType::from(kind), key, content), None).await?;
+    let id =
+        s.hs.send_event(
+            &room,
+            &a.user_id,
+            NewEvent::state(StateEventType::from(kind), key, content),
+            None,
+        )
+        .await?;
     Ok(Json(json!({ "event_id": id })))
 }
 
@@ -209,18 +275,41 @@ async fn messages(
         _ => return Err(ApiError(Error::invalid_param("dir must be b or f"))),
     };
     let limit = match q.limit {
-        Some(l) => l.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| Error::invalid_param("Invalid limit"))?,
         None => 10,
     };
     let filter: ruma::api::client::filter::RoomEventFilter = match &q.filter {
-        Some(f) => serde_json::from_str(f).map_err(|_| Error::Matrix(ruma::api::error::ErrorKind::BadJson, "Invalid filter".into()))?,
+        Some(f) => serde_json::from_str(f).map_err(|_| {
+            Error::Matrix(
+                ruma::api::error::ErrorKind::BadJson,
+                "Invalid filter".into(),
+            )
+        })?,
         None => Default::default(),
     };
     let from = q.from.as_deref().map(parse_position).transpose()?;
     let to = q.to.as_deref().map(parse_position).transpose()?;
     let keep = move |p: &tessera_core::rooms::Pdu| filter::event_allowed(&filter, p);
-    let page = s.hs.messages(&room, &a.user_id, from, to, dir, limit, &keep).await?;
-    let chunk: Vec<Value> = page.events.iter().map(|p| p.to_client_json(&room)).collect();
+    let page =
+        s.hs.messages(
+            &room,
+            &a.user_id,
+            PageRequest {
+                from,
+                to,
+                dir,
+                limit,
+            },
+            &keep,
+        )
+        .await?;
+    let chunk: Vec<Value> = page
+        .events
+        .iter()
+        .map(|p| p.to_client_json(&room))
+        .collect();
     let mut body = json!({ "start": page.start.to_string(), "chunk": chunk });
     if let Some(end) = page.end {
         body["end"] = end.to_string().into();
@@ -234,7 +323,8 @@ async fn event(
     Path((room, event_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
-    let id = ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
+    let id =
+        ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
     let pdu = s.hs.event_for_user(&room, &a.user_id, &id).await?;
     Ok(Json(pdu.to_client_json(&room)))
 }
@@ -252,25 +342,43 @@ async fn members(
     Query(q): Query<MembersQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
-    let events = s.hs.members(&room, &a.user_id, q.membership.as_deref(), q.not_membership.as_deref()).await?;
-    Ok(Json(json!({ "chunk": events.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>() })))
+    let events =
+        s.hs.members(
+            &room,
+            &a.user_id,
+            q.membership.as_deref(),
+            q.not_membership.as_deref(),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "chunk": events.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>() }),
+    ))
 }
 
-async fn joined_members(State(s): State<AppState>, Auth(a): Auth, Path(room): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn joined_members(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path(room): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
     let events = s.hs.members(&room, &a.user_id, Some("join"), None).await?;
     let mut joined = Map::new();
     for p in events {
         let c: Value = serde_json::from_str(p.content.get()).unwrap_or_default();
         if let Some(key) = &p.state_key {
-            joined.insert(key.clone(), json!({ "display_name": c.get("displayname"), "avatar_url": c.get("avatar_url") }));
+            joined.insert(
+                key.clone(),
+                json!({ "display_name": c.get("displayname"), "avatar_url": c.get("avatar_url") }),
+            );
         }
     }
     Ok(Json(json!({ "joined": joined })))
 }
 
 async fn joined_rooms(State(s): State<AppState>, Auth(a): Auth) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "joined_rooms": s.hs.joined_rooms(&a.user_id).await? })))
+    Ok(Json(
+        json!({ "joined_rooms": s.hs.joined_rooms(&a.user_id).await? }),
+    ))
 }
 
 async fn typing(
@@ -281,10 +389,14 @@ async fn typing(
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
     if UserId::parse(&user).ok().as_deref() != Some(&*a.user_id) {
-        return Err(ApiError(Error::forbidden("Cannot set typing for another user")));
+        return Err(ApiError(Error::forbidden(
+            "Cannot set typing for another user",
+        )));
     }
     let body = json_body(&body)?;
-    let typing = body["typing"].as_bool().ok_or_else(|| Error::bad_json("`typing` must be a boolean"))?;
+    let typing = body["typing"]
+        .as_bool()
+        .ok_or_else(|| Error::bad_json("`typing` must be a boolean"))?;
     let timeout = body["timeout"].as_u64().unwrap_or(30_000);
     if s.hs.membership(&room, &a.user_id).await?.as_deref() != Some("join") {
         return Err(ApiError(Error::forbidden("You are not in this room")));
@@ -297,16 +409,33 @@ fn alias(s: &str) -> Result<ruma::OwnedRoomAliasId, ApiError> {
     RoomAliasId::parse(s).map_err(|_| ApiError(Error::invalid_param("Invalid room alias")))
 }
 
-async fn get_alias(State(s): State<AppState>, Path(a): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_alias(
+    State(s): State<AppState>,
+    Path(a): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let a = alias(&a)?;
-    let room = s.hs.resolve_alias(&a).await?.ok_or_else(|| Error::not_found("Unknown alias"))?;
-    Ok(Json(json!({ "room_id": room, "servers": [s.hs.server_name()] })))
+    let room =
+        s.hs.resolve_alias(&a)
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown alias"))?;
+    Ok(Json(
+        json!({ "room_id": room, "servers": [s.hs.server_name()] }),
+    ))
 }
 
-async fn put_alias(State(s): State<AppState>, Auth(u): Auth, Path(a): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn put_alias(
+    State(s): State<AppState>,
+    Auth(u): Auth,
+    Path(a): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let a = alias(&a)?;
     let body = json_body(&body)?;
-    let room = room_id(body["room_id"].as_str().ok_or_else(|| Error::bad_json("room_id required"))?)?;
+    let room = room_id(
+        body["room_id"]
+            .as_str()
+            .ok_or_else(|| Error::bad_json("room_id required"))?,
+    )?;
     if !s.hs.room_exists(&room).await? {
         return Err(ApiError(Error::not_found("Unknown room")));
     }
@@ -314,7 +443,12 @@ async fn put_alias(State(s): State<AppState>, Auth(u): Auth, Path(a): Path<Strin
     Ok(Json(json!({})))
 }
 
-async fn delete_alias(State(s): State<AppState>, Auth(u): Auth, Path(a): Path<String>) -> Result<Json<Value>, ApiError> {
-    s.hs.delete_alias(&alias(&a)?, &u.user_id, u.is_admin).await?;
+async fn delete_alias(
+    State(s): State<AppState>,
+    Auth(u): Auth,
+    Path(a): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    s.hs.delete_alias(&alias(&a)?, &u.user_id, u.is_admin)
+        .await?;
     Ok(Json(json!({})))
 }

@@ -43,38 +43,60 @@ pub fn tokens_json(user_id: &ruma::UserId, t: &LoginTokens) -> Value {
     v
 }
 
-async fn login(State(s): State<AppState>, req: Ruma<login::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn login(
+    State(s): State<AppState>,
+    req: Ruma<login::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let req = req.body;
     let login::v3::LoginInfo::Password(pw) = &req.login_info else {
-        return Err(ApiError(Error::Matrix(ruma::api::error::ErrorKind::Unknown, "Unsupported login type".into())));
+        return Err(ApiError(Error::Matrix(
+            ruma::api::error::ErrorKind::Unknown,
+            "Unsupported login type".into(),
+        )));
     };
     let user = match &pw.identifier {
         Some(UserIdentifier::Matrix(id)) => &id.user,
         _ => return Err(ApiError(Error::forbidden("Unsupported identifier type"))),
     };
-    let user_id = s.hs.parse_user_localpart_or_id(user).map_err(|_| Error::forbidden("Invalid username or password"))?;
+    let user_id =
+        s.hs.parse_user_localpart_or_id(user)
+            .map_err(|_| Error::forbidden("Invalid username or password"))?;
     s.hs.verify_login(&user_id, &pw.password).await?;
-    let tokens = s
-        .hs
-        .open_device(&user_id, req.device_id, req.initial_device_display_name, req.refresh_token)
+    let tokens =
+        s.hs.open_device(
+            &user_id,
+            req.device_id,
+            req.initial_device_display_name,
+            req.refresh_token,
+        )
         .await?;
     let mut body = tokens_json(&user_id, &tokens);
     body["home_server"] = s.hs.server_name().as_str().into();
     Ok(Json(body))
 }
 
-async fn logout(State(s): State<AppState>, req: Ruma<logout::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn logout(
+    State(s): State<AppState>,
+    req: Ruma<logout::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let session = req.user()?;
-    s.hs.logout(&session.user_id, session.device_id.as_str()).await?;
+    s.hs.logout(&session.user_id, session.device_id.as_str())
+        .await?;
     Ok(Json(json!({})))
 }
 
-async fn logout_all(State(s): State<AppState>, req: Ruma<logout_all::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn logout_all(
+    State(s): State<AppState>,
+    req: Ruma<logout_all::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     s.hs.logout_all(&req.user()?.user_id).await?;
     Ok(Json(json!({})))
 }
 
-async fn refresh(State(s): State<AppState>, req: Ruma<refresh_token::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn refresh(
+    State(s): State<AppState>,
+    req: Ruma<refresh_token::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let t = s.hs.refresh(&req.body.refresh_token).await?;
     let mut v = json!({ "access_token": t.access_token, "refresh_token": t.refresh_token });
     if let Some(ms) = t.expires_in_ms {

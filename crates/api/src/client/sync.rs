@@ -11,7 +11,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     ruma_route!(r, sync_events::v3::Request, sync)
 }
 
-async fn sync(State(s): State<AppState>, req: Ruma<sync_events::v3::Request>) -> Result<Json<Value>, ApiError> {
+async fn sync(
+    State(s): State<AppState>,
+    req: Ruma<sync_events::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
     let user = req.user()?.user_id.clone();
     let b = req.body;
     let filter = match b.filter {
@@ -19,14 +22,14 @@ async fn sync(State(s): State<AppState>, req: Ruma<sync_events::v3::Request>) ->
         Some(sync_events::v3::Filter::FilterDefinition(def)) => def,
         Some(sync_events::v3::Filter::FilterId(id)) => {
             let json = s.hs.get_filter(&user, &id).await?;
-            serde_json::from_value(json).map_err(|e| Error::bad_json(format!("stored filter invalid: {e}")))?
+            serde_json::from_value(json)
+                .map_err(|e| Error::bad_json(format!("stored filter invalid: {e}")))?
         }
         Some(_) => return Err(ApiError(Error::bad_json("Unsupported filter"))),
     };
     let since = b.since.as_deref().map(str::parse).transpose()?;
-    let body = s
-        .hs
-        .sync(
+    let body =
+        s.hs.sync(
             &user,
             SyncRequest {
                 since,

@@ -49,7 +49,12 @@ impl Homeserver {
             .ok_or_else(|| Error::not_found("Unknown device"))
     }
 
-    pub async fn rename_device(&self, user: &UserId, device_id: &str, name: Option<String>) -> Result<()> {
+    pub async fn rename_device(
+        &self,
+        user: &UserId,
+        device_id: &str,
+        name: Option<String>,
+    ) -> Result<()> {
         let changed = self
             .db
             .execute(
@@ -84,7 +89,12 @@ impl Homeserver {
     }
 
     /// `/account/password`; other devices are logged out unless `keep_device` says otherwise.
-    pub async fn change_password(&self, user: &UserId, new: &str, keep_device: Option<&str>) -> Result<()> {
+    pub async fn change_password(
+        &self,
+        user: &UserId,
+        new: &str,
+        keep_device: Option<&str>,
+    ) -> Result<()> {
         let hash = password::hash(new)?;
         let mut batch = vec![Statement::new(
             "UPDATE users SET password_hash = $2 WHERE user_id = $1",
@@ -112,8 +122,14 @@ impl Homeserver {
                     "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1",
                     vec![user.as_str().into()],
                 ),
-                Statement::new("DELETE FROM access_tokens WHERE user_id = $1", vec![user.as_str().into()]),
-                Statement::new("DELETE FROM devices WHERE user_id = $1", vec![user.as_str().into()]),
+                Statement::new(
+                    "DELETE FROM access_tokens WHERE user_id = $1",
+                    vec![user.as_str().into()],
+                ),
+                Statement::new(
+                    "DELETE FROM devices WHERE user_id = $1",
+                    vec![user.as_str().into()],
+                ),
             ])
             .await?;
         for room in self.joined_rooms(user).await? {

@@ -37,7 +37,10 @@ impl Homeserver {
             return Err(Error::forbidden("Invalid username or password"));
         }
         if row.int(1)? != 0 {
-            return Err(Error::Matrix(ErrorKind::UserDeactivated, "This account has been deactivated".into()));
+            return Err(Error::Matrix(
+                ErrorKind::UserDeactivated,
+                "This account has been deactivated".into(),
+            ));
         }
         Ok(())
     }
@@ -51,7 +54,8 @@ impl Homeserver {
         display_name: Option<String>,
         with_refresh: bool,
     ) -> Result<LoginTokens> {
-        let device_id = device_id.unwrap_or_else(|| tokens::random_string(10).to_uppercase().into());
+        let device_id =
+            device_id.unwrap_or_else(|| tokens::random_string(10).to_uppercase().into());
         let access_token = tokens::new_token("syt");
         let refresh_token = with_refresh.then(|| tokens::new_token("syr"));
         let expires_in_ms = with_refresh.then_some(self.config.access_token_lifetime_ms);
@@ -69,7 +73,12 @@ impl Homeserver {
             self.insert_token(user, device_id.as_str(), &access_token, refresh_token.as_deref(), now),
         ];
         self.db.batch(batch).await?;
-        Ok(LoginTokens { device_id, access_token, refresh_token, expires_in_ms })
+        Ok(LoginTokens {
+            device_id,
+            access_token,
+            refresh_token,
+            expires_in_ms,
+        })
     }
 
     fn insert_token(
@@ -121,7 +130,13 @@ impl Homeserver {
                 vec![tokens::hash(refresh_token).into()],
             )
             .expecting_change(),
-            self.insert_token(&user, device_id.as_str(), &access_token, Some(&new_refresh), self.now()),
+            self.insert_token(
+                &user,
+                device_id.as_str(),
+                &access_token,
+                Some(&new_refresh),
+                self.now(),
+            ),
         ];
         match self.db.batch(batch).await {
             Ok(()) => Ok(LoginTokens {
@@ -144,8 +159,14 @@ impl Homeserver {
     pub async fn logout_all(&self, user: &UserId) -> Result<()> {
         self.db
             .batch(vec![
-                Statement::new("DELETE FROM access_tokens WHERE user_id = $1", vec![user.as_str().into()]),
-                Statement::new("DELETE FROM devices WHERE user_id = $1", vec![user.as_str().into()]),
+                Statement::new(
+                    "DELETE FROM access_tokens WHERE user_id = $1",
+                    vec![user.as_str().into()],
+                ),
+                Statement::new(
+                    "DELETE FROM devices WHERE user_id = $1",
+                    vec![user.as_str().into()],
+                ),
             ])
             .await?;
         Ok(())

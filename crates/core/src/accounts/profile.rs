@@ -23,7 +23,12 @@ impl Homeserver {
 
     /// Sets (`Some`) or removes (`None`) one field; `displayname` and `avatar_url` changes
     /// update the member event in every joined room.
-    pub async fn set_profile_field(&self, user: &UserId, key: &str, value: Option<Json>) -> Result<()> {
+    pub async fn set_profile_field(
+        &self,
+        user: &UserId,
+        key: &str,
+        value: Option<Json>,
+    ) -> Result<()> {
         if key.is_empty() || key.len() > 255 {
             return Err(Error::invalid_param("Invalid profile key"));
         }
@@ -34,10 +39,16 @@ impl Homeserver {
         };
         let text = serde_json::to_string(&profile)?;
         if text.len() > MAX_PROFILE_BYTES {
-            return Err(Error::Matrix(ruma::api::error::ErrorKind::ProfileTooLarge, "Profile too large".into()));
+            return Err(Error::Matrix(
+                ruma::api::error::ErrorKind::ProfileTooLarge,
+                "Profile too large".into(),
+            ));
         }
         self.db
-            .execute("UPDATE users SET profile = $2 WHERE user_id = $1", vec![user.as_str().into(), text.into()])
+            .execute(
+                "UPDATE users SET profile = $2 WHERE user_id = $1",
+                vec![user.as_str().into(), text.into()],
+            )
             .await?;
         if key == "displayname" || key == "avatar_url" {
             for room in self.joined_rooms(user).await? {

@@ -22,7 +22,10 @@ impl Homeserver {
                 .bytes()
                 .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
         if !valid {
-            return Err(Error::Matrix(ErrorKind::InvalidUsername, "Invalid username".into()));
+            return Err(Error::Matrix(
+                ErrorKind::InvalidUsername,
+                "Invalid username".into(),
+            ));
         }
         UserId::parse(format!("@{localpart}:{}", self.server_name()))
             .map_err(|_| Error::Matrix(ErrorKind::InvalidUsername, "Invalid username".into()))
@@ -87,20 +90,28 @@ impl Homeserver {
         ));
         match self.db.batch(batch).await {
             Ok(()) => Ok(()),
-            Err(DbError::UniqueViolation) => {
-                Err(Error::Matrix(ErrorKind::UserInUse, "User ID already taken".into()))
-            }
-            Err(DbError::Conflict) => {
-                Err(Error::Matrix(ErrorKind::Unauthorized, "Registration token no longer valid".into()))
-            }
+            Err(DbError::UniqueViolation) => Err(Error::Matrix(
+                ErrorKind::UserInUse,
+                "User ID already taken".into(),
+            )),
+            Err(DbError::Conflict) => Err(Error::Matrix(
+                ErrorKind::Unauthorized,
+                "Registration token no longer valid".into(),
+            )),
             Err(e) => Err(e.into()),
         }
     }
 
     /// The admin command's entry point.
-    pub async fn create_user(&self, localpart: &str, password: Option<&str>, admin: bool) -> Result<OwnedUserId> {
+    pub async fn create_user(
+        &self,
+        localpart: &str,
+        password: Option<&str>,
+        admin: bool,
+    ) -> Result<OwnedUserId> {
         let user_id = self.user_id_for_localpart(localpart)?;
-        self.create_user_with(&user_id, password, admin, None).await?;
+        self.create_user_with(&user_id, password, admin, None)
+            .await?;
         Ok(user_id)
     }
 

@@ -4,7 +4,11 @@ use rand::{distributions::Alphanumeric, Rng};
 use sha2::{Digest, Sha256};
 
 pub fn random_string(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 /// An opaque access or refresh token, prefixed so leaks are recognisable.

@@ -60,14 +60,21 @@ impl Homeserver {
             }
         }
 
-        let done = flows
-            .iter()
-            .any(|flow| flow.iter().all(|s| progress.stages.iter().any(|d| d == s.as_str())));
+        let done = flows.iter().any(|flow| {
+            flow.iter()
+                .all(|s| progress.stages.iter().any(|d| d == s.as_str()))
+        });
         if done {
             self.db
-                .execute("DELETE FROM uia_sessions WHERE session_id = $1", vec![Value::from(&session)])
+                .execute(
+                    "DELETE FROM uia_sessions WHERE session_id = $1",
+                    vec![Value::from(&session)],
+                )
                 .await?;
-            return Ok(UiaDone { session, registration_token: progress.registration_token });
+            return Ok(UiaDone {
+                session,
+                registration_token: progress.registration_token,
+            });
         }
 
         self.db
@@ -83,7 +90,11 @@ impl Homeserver {
             )
             .await?;
         let mut info = UiaaInfo::new(flows.iter().map(|f| AuthFlow::new(f.clone())).collect());
-        info.completed = progress.stages.iter().map(|s| AuthType::from(s.as_str())).collect();
+        info.completed = progress
+            .stages
+            .iter()
+            .map(|s| AuthType::from(s.as_str()))
+            .collect();
         info.session = Some(session);
         info.params = Some(serde_json::value::to_raw_value(&serde_json::json!({}))?);
         info.auth_error = auth_error.map(Box::new);
@@ -113,14 +124,24 @@ impl Homeserver {
             AuthData::Dummy(_) => Ok((AuthType::Dummy.to_string(), None)),
             AuthData::RegistrationToken(t) => {
                 if !self.registration_token_valid(&t.token).await? {
-                    return Err(Error::Matrix(ErrorKind::Unauthorized, "Invalid registration token".into()));
+                    return Err(Error::Matrix(
+                        ErrorKind::Unauthorized,
+                        "Invalid registration token".into(),
+                    ));
                 }
-                Ok((AuthType::RegistrationToken.to_string(), Some(t.token.clone())))
+                Ok((
+                    AuthType::RegistrationToken.to_string(),
+                    Some(t.token.clone()),
+                ))
             }
             AuthData::Password(p) => {
-                let user = user.ok_or_else(|| Error::forbidden("No user to check a password for"))?;
+                let user =
+                    user.ok_or_else(|| Error::forbidden("No user to check a password for"))?;
                 let UserIdentifier::Matrix(id) = &p.identifier else {
-                    return Err(Error::Matrix(ErrorKind::Unauthorized, "Unsupported identifier".into()));
+                    return Err(Error::Matrix(
+                        ErrorKind::Unauthorized,
+                        "Unsupported identifier".into(),
+                    ));
                 };
                 let named = self.parse_user_localpart_or_id(&id.user)?;
                 if named != user || !self.check_password(user, &p.password).await? {
@@ -128,7 +149,10 @@ impl Homeserver {
                 }
                 Ok((AuthType::Password.to_string(), None))
             }
-            _ => Err(Error::Matrix(ErrorKind::Unrecognized, "Unsupported authentication type".into())),
+            _ => Err(Error::Matrix(
+                ErrorKind::Unrecognized,
+                "Unsupported authentication type".into(),
+            )),
         }
     }
 

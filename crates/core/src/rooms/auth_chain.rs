@@ -16,7 +16,11 @@ pub type EventMap = HashMap<OwnedEventId, Pdu>;
 
 impl Homeserver {
     /// Loads `roots` and everything reachable through `auth_events` into `events`.
-    pub(crate) async fn load_auth_closure(&self, roots: impl IntoIterator<Item = OwnedEventId>, events: &mut EventMap) -> Result<()> {
+    pub(crate) async fn load_auth_closure(
+        &self,
+        roots: impl IntoIterator<Item = OwnedEventId>,
+        events: &mut EventMap,
+    ) -> Result<()> {
         let mut todo: Vec<OwnedEventId> = roots.into_iter().collect();
         while let Some(id) = todo.pop() {
             if events.contains_key(&id) {
@@ -25,7 +29,9 @@ impl Homeserver {
             if events.len() >= MAX_AUTH_EVENTS {
                 return Err(crate::Error::forbidden("auth chain too large"));
             }
-            let Some(pdu) = self.get_pdu(&id).await? else { continue };
+            let Some(pdu) = self.get_pdu(&id).await? else {
+                continue;
+            };
             todo.extend(pdu.auth_events.iter().cloned());
             events.insert(id, pdu);
         }
@@ -51,7 +57,10 @@ pub fn auth_chain(id: &EventId, events: &EventMap) -> HashSet<OwnedEventId> {
 
 /// Every event on an `auth_events` path between two events of the conflicted state set,
 /// endpoints included (spec: room v12, "Conflicted state subgraph").
-pub fn conflicted_subgraph(conflicted: &StateMap<Vec<OwnedEventId>>, events: &EventMap) -> HashSet<OwnedEventId> {
+pub fn conflicted_subgraph(
+    conflicted: &StateMap<Vec<OwnedEventId>>,
+    events: &EventMap,
+) -> HashSet<OwnedEventId> {
     let targets: HashSet<&EventId> = conflicted.values().flatten().map(|e| e.as_ref()).collect();
     // Memoised: does `id` reach a conflicted event (itself included) through auth events?
     fn reaches<'a>(
@@ -65,7 +74,11 @@ pub fn conflicted_subgraph(conflicted: &StateMap<Vec<OwnedEventId>>, events: &Ev
         }
         memo.insert(id, false);
         let r = targets.contains(id)
-            || events.get(id).is_some_and(|p| p.auth_events.iter().any(|a| reaches(a, targets, events, memo)));
+            || events.get(id).is_some_and(|p| {
+                p.auth_events
+                    .iter()
+                    .any(|a| reaches(a, targets, events, memo))
+            });
         memo.insert(id, r);
         r
     }

@@ -45,15 +45,27 @@ impl Homeserver {
             ));
         }
         if req.invite.len() + req.initial_state.len() > MAX_INITIAL_EVENTS {
-            return Err(Error::invalid_param("Too many invites or initial state events"));
+            return Err(Error::invalid_param(
+                "Too many invites or initial state events",
+            ));
         }
-        let rules = version.rules().ok_or_else(|| Error::internal("room version without rules"))?;
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::internal("room version without rules"))?;
         let alias = match &req.alias_localpart {
             Some(local) => {
                 let alias = ruma::RoomAliasId::parse(format!("#{local}:{}", self.server_name()))
-                    .map_err(|_| Error::Matrix(ruma::api::error::ErrorKind::InvalidParam, "Invalid alias".into()))?;
+                    .map_err(|_| {
+                        Error::Matrix(
+                            ruma::api::error::ErrorKind::InvalidParam,
+                            "Invalid alias".into(),
+                        )
+                    })?;
                 if self.resolve_alias(&alias).await?.is_some() {
-                    return Err(Error::Matrix(ruma::api::error::ErrorKind::RoomInUse, "Alias already taken".into()));
+                    return Err(Error::Matrix(
+                        ruma::api::error::ErrorKind::RoomInUse,
+                        "Alias already taken".into(),
+                    ));
                 }
                 Some(alias)
             }
@@ -69,13 +81,22 @@ impl Homeserver {
         let trusted = req.preset == Some(Preset::TrustedPrivateChat);
         let create_event = NewEvent::state(StateEventType::RoomCreate, "", Json::Object(create));
         let (room_id, create_pdu) = if rules.authorization.room_create_event_id_as_room_id {
-            let pdu = self.build_pdu(None, &version, creator, create_event.clone()).await?;
-            let id = RoomId::parse(format!("!{}", pdu.event_id.as_str().trim_start_matches('$')))
-                .map_err(Error::internal)?;
+            let pdu = self
+                .build_pdu(None, &version, creator, create_event.clone())
+                .await?;
+            let id = RoomId::parse(format!(
+                "!{}",
+                pdu.event_id.as_str().trim_start_matches('$')
+            ))
+            .map_err(Error::internal)?;
             (id, Some(pdu))
         } else {
             let local = crate::accounts::tokens::random_string(18);
-            (RoomId::parse(format!("!{local}:{}", self.server_name())).map_err(Error::internal)?, None)
+            (
+                RoomId::parse(format!("!{local}:{}", self.server_name()))
+                    .map_err(Error::internal)?,
+                None,
+            )
         };
         let lock = self.room_lock(&room_id);
         let _guard = lock.lock().await;
@@ -93,14 +114,22 @@ impl Homeserver {
             .await?;
         let create_pdu = match create_pdu {
             Some(p) => p,
-            None => self.build_pdu(Some(&room_id), &version, creator, create_event).await?,
+            None => {
+                self.build_pdu(Some(&room_id), &version, creator, create_event)
+                    .await?
+            }
         };
-        self.append_pdu(&room_id, &version, create_pdu, None).await?;
+        self.append_pdu(&room_id, &version, create_pdu, None)
+            .await?;
 
         let mut events = Vec::new();
         // 2. the creator joins
         let profile = self.get_profile(creator).await.unwrap_or_default();
-        events.push(NewEvent::state(StateEventType::RoomMember, creator.as_str(), member_content("join", &profile)));
+        events.push(NewEvent::state(
+            StateEventType::RoomMember,
+            creator.as_str(),
+            member_content("join", &profile),
+        ));
 
         // 3. power levels, with the trusted preset's invitees as admins
         let mut users = Map::new();
@@ -131,26 +160,54 @@ impl Homeserver {
 
         // 4. canonical alias
         if let Some(alias) = &alias {
-            events.push(NewEvent::state(StateEventType::RoomCanonicalAlias, "", json!({ "alias": alias })));
+            events.push(NewEvent::state(
+                StateEventType::RoomCanonicalAlias,
+                "",
+                json!({ "alias": alias }),
+            ));
         }
 
         // 5. preset
-        let preset = req.preset.unwrap_or(if req.public { Preset::PublicChat } else { Preset::PrivateChat });
+        let preset = req.preset.unwrap_or(if req.public {
+            Preset::PublicChat
+        } else {
+            Preset::PrivateChat
+        });
         let (join_rule, guest) = match preset {
             Preset::PublicChat => ("public", "forbidden"),
             _ => ("invite", "can_join"),
         };
-        events.push(NewEvent::state(StateEventType::RoomJoinRules, "", json!({ "join_rule": join_rule })));
-        events.push(NewEvent::state(StateEventType::RoomHistoryVisibility, "", json!({ "history_visibility": "shared" })));
-        events.push(NewEvent::state(StateEventType::RoomGuestAccess, "", json!({ "guest_access": guest })));
+        events.push(NewEvent::state(
+            StateEventType::RoomJoinRules,
+            "",
+            json!({ "join_rule": join_rule }),
+        ));
+        events.push(NewEvent::state(
+            StateEventType::RoomHistoryVisibility,
+            "",
+            json!({ "history_visibility": "shared" }),
+        ));
+        events.push(NewEvent::state(
+            StateEventType::RoomGuestAccess,
+            "",
+            json!({ "guest_access": guest }),
+        ));
 
         // 6. initial_state, then 7. name and topic
         events.extend(req.initial_state);
         if let Some(name) = req.name {
-            events.push(NewEvent::state(StateEventType::RoomName, "", json!({ "name": name })));
+            events.push(NewEvent::state(
+                StateEventType::RoomName,
+                "",
+                json!({ "name": name }),
+            ));
         }
         if let Some(topic) = req.topic {
-            events.push(NewEvent::state(StateEventType::RoomTopic, "", json!({ "topic": topic })));
+            events.push(NewEvent::state(
+                StateEventType::RoomTopic,
+                "",
+                json!({ "topic": topic }),
+            ));
         }
         // 8. invites
         for invitee in &req.invite {
@@ -159,14 +216,20 @@ impl Homeserver {
             if req.is_direct {
                 content["is_direct"] = true.into();
             }
-            events.push(NewEvent::state(StateEventType::RoomMember, invitee.as_str(), content));
+            events.push(NewEvent::state(
+                StateEventType::RoomMember,
+                invitee.as_str(),
+                content,
+            ));
         }
 
         for event in events {
             if event.kind == TimelineEventType::RoomCreate {
                 return Err(Error::bad_json("initial_state may not hold m.room.create"));
             }
-            let pdu = self.build_pdu(Some(&room_id), &version, creator, event).await?;
+            let pdu = self
+                .build_pdu(Some(&room_id), &version, creator, event)
+                .await?;
             self.append_pdu(&room_id, &version, pdu, None).await?;
         }
         if let Some(alias) = alias {

@@ -1,9 +1,7 @@
 //! Joining, leaving, inviting, kicking, banning, knocking, forgetting; room aliases
 //! (spec: client-server API, "Room membership" and "Room aliases").
 
-use ruma::{
-    events::StateEventType, OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, UserId,
-};
+use ruma::{events::StateEventType, OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, UserId};
 use serde_json::{Map, Value as Json};
 
 use super::{create::member_content, send::NewEvent};
@@ -21,10 +19,16 @@ impl Homeserver {
             vec![alias.as_str().into()],
         )
         .await?;
-        row.map(|r| OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)).transpose()
+        row.map(|r| OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal))
+            .transpose()
     }
 
-    pub async fn set_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> Result<()> {
+    pub async fn set_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> Result<()> {
         if alias.server_name() != self.server_name() {
             return Err(Error::invalid_param("Alias must be on this server"));
         }
@@ -32,20 +36,30 @@ impl Homeserver {
             .db
             .execute(
                 "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)",
-                vec![alias.as_str().into(), room_id.as_str().into(), creator.as_str().into()],
+                vec![
+                    alias.as_str().into(),
+                    room_id.as_str().into(),
+                    creator.as_str().into(),
+                ],
             )
             .await
         {
             Ok(_) => Ok(()),
-            Err(DbError::UniqueViolation) => {
-                Err(Error::Matrix(ruma::api::error::ErrorKind::Unknown, "Alias already exists".into()))
-            }
+            Err(DbError::UniqueViolation) => Err(Error::Matrix(
+                ruma::api::error::ErrorKind::Unknown,
+                "Alias already exists".into(),
+            )),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Deletes an alias; its creator or a room admin may.
-    pub async fn delete_alias(&self, alias: &RoomAliasId, user: &UserId, is_admin: bool) -> Result<()> {
+    pub async fn delete_alias(
+        &self,
+        alias: &RoomAliasId,
+        user: &UserId,
+        is_admin: bool,
+    ) -> Result<()> {
         let row = query_opt(
             self.db.as_ref(),
             "SELECT creator FROM room_aliases WHERE alias = $1",
@@ -56,7 +70,12 @@ impl Homeserver {
         if row.text(0)? != user.as_str() && !is_admin {
             return Err(Error::forbidden("Only the alias creator may delete it"));
         }
-        self.db.execute("DELETE FROM room_aliases WHERE alias = $1", vec![alias.as_str().into()]).await?;
+        self.db
+            .execute(
+                "DELETE FROM room_aliases WHERE alias = $1",
+                vec![alias.as_str().into()],
+            )
+            .await?;
         Ok(())
     }
 
@@ -67,7 +86,10 @@ impl Homeserver {
     async fn resolve_room(&self, target: &RoomOrAliasId) -> Result<OwnedRoomId> {
         let room_id = match <&RoomId>::try_from(target) {
             Ok(id) => id.to_owned(),
-            Err(alias) => self.resolve_alias(alias).await?.ok_or_else(|| Error::not_found("Unknown alias"))?,
+            Err(alias) => self
+                .resolve_alias(alias)
+                .await?
+                .ok_or_else(|| Error::not_found("Unknown alias"))?,
         };
         if !self.room_exists(&room_id).await? {
             // Joining over federation is not implemented yet.
@@ -97,69 +119,122 @@ impl Homeserver {
         for (k, v) in extra.unwrap_or_default() {
             content[k] = v;
         }
-        self.send_event(room_id, sender, NewEvent::state(StateEventType::RoomMember, target.as_str(), content), None)
-            .await?;
+        self.send_event(
+            room_id,
+            sender,
+            NewEvent::state(StateEventType::RoomMember, target.as_str(), content),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
     /// `/join`: idempotent for a member whose profile has not changed.
-    pub async fn join_room(&self, user: &UserId, target: &RoomOrAliasId, reason: Option<String>) -> Result<OwnedRoomId> {
+    pub async fn join_room(
+        &self,
+        user: &UserId,
+        target: &RoomOrAliasId,
+        reason: Option<String>,
+    ) -> Result<OwnedRoomId> {
         let room_id = self.resolve_room(target).await?;
         if self.membership(&room_id, user).await?.as_deref() == Some("join") && reason.is_none() {
             return Ok(room_id);
         }
-        self.set_membership(&room_id, user, user, "join", reason, None).await?;
+        self.set_membership(&room_id, user, user, "join", reason, None)
+            .await?;
         Ok(room_id)
     }
 
-    pub async fn knock(&self, user: &UserId, target: &RoomOrAliasId, reason: Option<String>) -> Result<OwnedRoomId> {
+    pub async fn knock(
+        &self,
+        user: &UserId,
+        target: &RoomOrAliasId,
+        reason: Option<String>,
+    ) -> Result<OwnedRoomId> {
         let room_id = self.resolve_room(target).await?;
-        self.set_membership(&room_id, user, user, "knock", reason, None).await?;
+        self.set_membership(&room_id, user, user, "knock", reason, None)
+            .await?;
         Ok(room_id)
     }
 
     /// `/leave`: also rejects an invite or withdraws a knock.
-    pub async fn leave_room(&self, user: &UserId, room_id: &RoomId, reason: Option<String>) -> Result<()> {
+    pub async fn leave_room(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        reason: Option<String>,
+    ) -> Result<()> {
         match self.membership(room_id, user).await?.as_deref() {
             Some("join" | "invite" | "knock") => {}
             Some("leave") => return Ok(()),
             _ => return Err(Error::forbidden("You are not in this room")),
         }
-        self.set_membership(room_id, user, user, "leave", reason, None).await
+        self.set_membership(room_id, user, user, "leave", reason, None)
+            .await
     }
 
-    pub async fn invite(&self, sender: &UserId, room_id: &RoomId, target: &UserId, reason: Option<String>) -> Result<()> {
+    pub async fn invite(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
         if target.server_name() == self.server_name() && !self.user_exists(target).await? {
             return Err(Error::not_found("Unknown user"));
         }
         if target.server_name() != self.server_name() {
-            return Err(Error::forbidden("Inviting remote users needs federation, which is not available yet"));
+            return Err(Error::forbidden(
+                "Inviting remote users needs federation, which is not available yet",
+            ));
         }
         match self.membership(room_id, target).await?.as_deref() {
             Some("join") => return Err(Error::forbidden("User is already in the room")),
             Some("ban") => return Err(Error::forbidden("User is banned from the room")),
             _ => {}
         }
-        self.set_membership(room_id, sender, target, "invite", reason, None).await
+        self.set_membership(room_id, sender, target, "invite", reason, None)
+            .await
     }
 
-    pub async fn kick(&self, sender: &UserId, room_id: &RoomId, target: &UserId, reason: Option<String>) -> Result<()> {
+    pub async fn kick(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
         match self.membership(room_id, target).await?.as_deref() {
             Some("join" | "invite" | "knock") => {}
             _ => return Err(Error::forbidden("User is not in the room")),
         }
-        self.set_membership(room_id, sender, target, "leave", reason, None).await
+        self.set_membership(room_id, sender, target, "leave", reason, None)
+            .await
     }
 
-    pub async fn ban(&self, sender: &UserId, room_id: &RoomId, target: &UserId, reason: Option<String>) -> Result<()> {
-        self.set_membership(room_id, sender, target, "ban", reason, None).await
+    pub async fn ban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.set_membership(room_id, sender, target, "ban", reason, None)
+            .await
     }
 
-    pub async fn unban(&self, sender: &UserId, room_id: &RoomId, target: &UserId, reason: Option<String>) -> Result<()> {
+    pub async fn unban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
         if self.membership(room_id, target).await?.as_deref() != Some("ban") {
             return Err(Error::forbidden("User is not banned"));
         }
-        self.set_membership(room_id, sender, target, "leave", reason, None).await
+        self.set_membership(room_id, sender, target, "leave", reason, None)
+            .await
     }
 
     /// `/forget`: only once the user has left (spec: 400 `M_UNKNOWN` while still joined).
@@ -190,14 +265,26 @@ impl Homeserver {
                 vec![Value::from(user.as_str())],
             )
             .await?;
-        rows.iter().map(|r| OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)).collect()
+        rows.iter()
+            .map(|r| OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal))
+            .collect()
     }
 
     /// Re-sends the member event after a profile change.
-    pub(crate) async fn refresh_member_profile(&self, user: &UserId, room_id: &RoomId, profile: &Map<String, Json>) -> Result<()> {
+    pub(crate) async fn refresh_member_profile(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        profile: &Map<String, Json>,
+    ) -> Result<()> {
         let content = member_content("join", profile);
-        self.send_event(room_id, user, NewEvent::state(StateEventType::RoomMember, user.as_str(), content), None)
-            .await?;
+        self.send_event(
+            room_id,
+            user,
+            NewEvent::state(StateEventType::RoomMember, user.as_str(), content),
+            None,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -28,7 +28,8 @@ pub struct Pdu {
 }
 
 fn field<'a>(obj: &'a CanonicalJsonObject, key: &str) -> Result<&'a CanonicalJsonValue> {
-    obj.get(key).ok_or_else(|| Error::bad_json(format!("event has no `{key}`")))
+    obj.get(key)
+        .ok_or_else(|| Error::bad_json(format!("event has no `{key}`")))
 }
 
 fn string(obj: &CanonicalJsonObject, key: &str) -> Result<String> {
@@ -50,9 +51,8 @@ fn id_list(obj: &CanonicalJsonObject, key: &str) -> Result<Vec<OwnedEventId>> {
             }
             // Room v1/v2 reference events as [id, hashes].
             CanonicalJsonValue::Array(pair) => match pair.first() {
-                Some(CanonicalJsonValue::String(s)) => {
-                    EventId::parse(s).map_err(|_| Error::bad_json(format!("bad event ID in `{key}`")))
-                }
+                Some(CanonicalJsonValue::String(s)) => EventId::parse(s)
+                    .map_err(|_| Error::bad_json(format!("bad event ID in `{key}`"))),
                 _ => Err(Error::bad_json(format!("bad entry in `{key}`"))),
             },
             _ => Err(Error::bad_json(format!("bad entry in `{key}`"))),
@@ -69,13 +69,17 @@ impl Pdu {
             }
             _ => None,
         };
-        let sender = UserId::parse(string(&json, "sender")?).map_err(|_| Error::bad_json("bad sender"))?;
+        let sender =
+            UserId::parse(string(&json, "sender")?).map_err(|_| Error::bad_json("bad sender"))?;
         let ts = match field(&json, "origin_server_ts")? {
-            CanonicalJsonValue::Integer(i) => UInt::try_from(i64::from(*i)).map_err(|_| Error::bad_json("bad origin_server_ts"))?,
+            CanonicalJsonValue::Integer(i) => UInt::try_from(i64::from(*i))
+                .map_err(|_| Error::bad_json("bad origin_server_ts"))?,
             _ => return Err(Error::bad_json("bad origin_server_ts")),
         };
         let depth = match field(&json, "depth")? {
-            CanonicalJsonValue::Integer(i) => u64::try_from(i64::from(*i)).map_err(|_| Error::bad_json("bad depth"))?,
+            CanonicalJsonValue::Integer(i) => {
+                u64::try_from(i64::from(*i)).map_err(|_| Error::bad_json("bad depth"))?
+            }
             _ => return Err(Error::bad_json("bad depth")),
         };
         let content = match field(&json, "content")? {

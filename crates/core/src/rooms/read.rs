@@ -13,6 +13,15 @@ pub enum Direction {
     Forward,
 }
 
+/// Where a `/messages` page starts, ends and how long it is.
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub dir: Direction,
+    pub limit: usize,
+}
+
 /// One page of `/messages`.
 pub struct Page {
     pub events: Vec<Pdu>,
@@ -22,7 +31,11 @@ pub struct Page {
 
 impl Homeserver {
     /// The user's membership and the stream position it changed at, or `M_FORBIDDEN`.
-    pub async fn require_membership(&self, room_id: &RoomId, user: &UserId) -> Result<(String, i64)> {
+    pub async fn require_membership(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<(String, i64)> {
         let row = crate::storage::query_opt(
             self.db.as_ref(),
             "SELECT membership, stream_pos FROM memberships WHERE room_id = $1 AND user_id = $2",
@@ -48,16 +61,27 @@ impl Homeserver {
             .current_state_event_id(room_id, &StateEventType::RoomMember, user.as_str())
             .await?
             .ok_or_else(|| Error::forbidden("You are not a member of this room"))?;
-        let place = self.event_place(&member).await?.ok_or_else(|| Error::internal("member event missing"))?;
+        let place = self
+            .event_place(&member)
+            .await?
+            .ok_or_else(|| Error::internal("member event missing"))?;
         Ok((*self.state_group(place.state_after).await?.0).clone())
     }
 
-    pub async fn state_event(&self, room_id: &RoomId, user: &UserId, kind: &StateEventType, key: &str) -> Result<Pdu> {
+    pub async fn state_event(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        kind: &StateEventType,
+        key: &str,
+    ) -> Result<Pdu> {
         let state = self.visible_state(room_id, user).await?;
         let id = state
             .get(&(kind.clone(), key.to_owned()))
             .ok_or_else(|| Error::not_found("Event not found"))?;
-        self.get_pdu(id).await?.ok_or_else(|| Error::not_found("Event not found"))
+        self.get_pdu(id)
+            .await?
+            .ok_or_else(|| Error::not_found("Event not found"))
     }
 
     pub async fn state_events(&self, room_id: &RoomId, user: &UserId) -> Result<Vec<Pdu>> {
@@ -65,7 +89,10 @@ impl Homeserver {
         self.load_pdus(state.values()).await
     }
 
-    pub async fn load_pdus<'a>(&self, ids: impl IntoIterator<Item = &'a ruma::OwnedEventId>) -> Result<Vec<Pdu>> {
+    pub async fn load_pdus<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a ruma::OwnedEventId>,
+    ) -> Result<Vec<Pdu>> {
         let mut out = Vec::new();
         for id in ids {
             if let Some(p) = self.get_pdu(id).await? {
@@ -86,7 +113,8 @@ impl Homeserver {
         let state = self.visible_state(room_id, user).await?;
         let ids: Vec<ruma::OwnedEventId> = state
             .iter()
-            .filter_map(|((k, _), v)| (*k == StateEventType::RoomMember).then(|| v.clone()))
+            .filter(|((k, _), _)| *k == StateEventType::RoomMember)
+            .map(|(_, v)| v.clone())
             .collect();
         Ok(self
             .load_pdus(&ids)
@@ -100,9 +128,17 @@ impl Homeserver {
     }
 
     /// `/event/{eventId}`, subject to history visibility.
-    pub async fn event_for_user(&self, room_id: &RoomId, user: &UserId, id: &EventId) -> Result<Pdu> {
+    pub async fn event_for_user(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        id: &EventId,
+    ) -> Result<Pdu> {
         let (membership, _) = self.require_membership(room_id, user).await?;
-        let pdu = self.get_pdu(id).await?.ok_or_else(|| Error::not_found("Event not found"))?;
+        let pdu = self
+            .get_pdu(id)
+            .await?
+            .ok_or_else(|| Error::not_found("Event not found"))?;
         if pdu.room_id.as_deref().is_some_and(|r| r != room_id) && pdu.room_id.is_some() {
             return Err(Error::not_found("Event not found"));
         }
@@ -119,14 +155,21 @@ impl Homeserver {
         &self,
         room_id: &RoomId,
         user: &UserId,
-        from: Option<i64>,
-        to: Option<i64>,
-        dir: Direction,
-        limit: usize,
+        page: PageRequest,
         keep: &(dyn Fn(&Pdu) -> bool + Send + Sync),
     ) -> Result<Page> {
+        let PageRequest {
+            from,
+            to,
+            dir,
+            limit,
+        } = page;
         let (membership, member_pos) = self.require_membership(room_id, user).await?;
-        let ceiling = if membership == "join" { i64::MAX } else { member_pos };
+        let ceiling = if membership == "join" {
+            i64::MAX
+        } else {
+            member_pos
+        };
         let limit = limit.clamp(1, self.config.max_timeline_limit);
         let start = from.unwrap_or(match dir {
             Direction::Backward => self.current_pos() + 1,
@@ -157,7 +200,11 @@ impl Homeserver {
                 }
             };
             if rows.is_empty() {
-                return Ok(Page { events, start, end: None });
+                return Ok(Page {
+                    events,
+                    start,
+                    end: None,
+                });
             }
             for r in &rows {
                 let pos = r.int(2)?;
@@ -174,16 +221,28 @@ impl Homeserver {
                 if keep(&pdu) && self.can_see(user, room_id, &pdu, Some(&membership)).await? {
                     events.push(pdu);
                     if events.len() >= limit {
-                        return Ok(Page { events, start, end: Some(cursor) });
+                        return Ok(Page {
+                            events,
+                            start,
+                            end: Some(cursor),
+                        });
                     }
                 }
             }
         }
-        Ok(Page { events, start, end: None })
+        Ok(Page {
+            events,
+            start,
+            end: None,
+        })
     }
 }
 
 /// A content field as a string, for filters and summaries.
 pub fn content_str(pdu: &Pdu, key: &str) -> Option<String> {
-    serde_json::from_str::<Json>(pdu.content.get()).ok()?.get(key)?.as_str().map(str::to_owned)
+    serde_json::from_str::<Json>(pdu.content.get())
+        .ok()?
+        .get(key)?
+        .as_str()
+        .map(str::to_owned)
 }

@@ -29,15 +29,28 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn state(kind: StateEventType, key: impl Into<String>, content: Json) -> Self {
-        Self { kind: kind.to_string().into(), content, state_key: Some(key.into()), redacts: None }
+        Self {
+            kind: kind.to_string().into(),
+            content,
+            state_key: Some(key.into()),
+            redacts: None,
+        }
     }
     pub fn message(kind: TimelineEventType, content: Json) -> Self {
-        Self { kind, content, state_key: None, redacts: None }
+        Self {
+            kind,
+            content,
+            state_key: None,
+            redacts: None,
+        }
     }
 }
 
 fn too_large() -> Error {
-    Error::Matrix(ruma::api::error::ErrorKind::TooLarge, "Event too large".into())
+    Error::Matrix(
+        ruma::api::error::ErrorKind::TooLarge,
+        "Event too large".into(),
+    )
 }
 
 impl Homeserver {
@@ -63,7 +76,9 @@ impl Homeserver {
             }
         }
         let version = self.room_version(room_id).await?;
-        let pdu = self.build_pdu(Some(room_id), &version, sender, event).await?;
+        let pdu = self
+            .build_pdu(Some(room_id), &version, sender, event)
+            .await?;
         let id = pdu.event_id.clone();
         self.append_pdu(room_id, &version, pdu, txn).await?;
         Ok(id)
@@ -78,10 +93,16 @@ impl Homeserver {
         sender: &UserId,
         event: NewEvent,
     ) -> Result<Pdu> {
-        let rules = version.rules().ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
         let content = match to_canonical_value(&event.content) {
             Ok(v @ CanonicalJsonValue::Object(_)) => v,
-            _ => return Err(Error::bad_json("content must be a JSON object with integers in range")),
+            _ => {
+                return Err(Error::bad_json(
+                    "content must be a JSON object with integers in range",
+                ))
+            }
         };
         let (prev, auth, depth) = match room_id {
             Some(room_id) => {
@@ -90,7 +111,10 @@ impl Homeserver {
                 let mut depth = 0u64;
                 let mut prev_pdus = Vec::new();
                 for id in &prev {
-                    let p = self.get_pdu(id).await?.ok_or_else(|| Error::internal("missing extremity"))?;
+                    let p = self
+                        .get_pdu(id)
+                        .await?
+                        .ok_or_else(|| Error::internal("missing extremity"))?;
                     depth = depth.max(p.depth);
                     prev_pdus.push(p);
                 }
@@ -120,9 +144,15 @@ impl Homeserver {
         let mut obj = CanonicalJsonObject::new();
         obj.insert("type".into(), event.kind.to_string().into());
         obj.insert("sender".into(), sender.as_str().into());
-        obj.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(ruma::Int::try_from(self.now()).unwrap_or_default()));
+        obj.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(ruma::Int::try_from(self.now()).unwrap_or_default()),
+        );
         obj.insert("content".into(), content);
-        obj.insert("depth".into(), CanonicalJsonValue::Integer(ruma::Int::try_from(depth).unwrap_or(ruma::Int::MAX)));
+        obj.insert(
+            "depth".into(),
+            CanonicalJsonValue::Integer(ruma::Int::try_from(depth).unwrap_or(ruma::Int::MAX)),
+        );
         if let Some(room_id) = room_id {
             obj.insert("room_id".into(), room_id.as_str().into());
         }
@@ -138,21 +168,34 @@ impl Homeserver {
             obj.insert("origin".into(), self.server_name().as_str().into());
         }
         let refs = |ids: &[OwnedEventId]| -> Result<CanonicalJsonValue> {
-            Ok(CanonicalJsonValue::Array(ids.iter().map(|id| id.as_str().into()).collect()))
+            Ok(CanonicalJsonValue::Array(
+                ids.iter().map(|id| id.as_str().into()).collect(),
+            ))
         };
         let (prev_v, auth_v) = match rules.events_reference_format {
-            EventsReferenceFormatVersion::V1 => (self.v1_refs(&prev).await?, self.v1_refs(&auth).await?),
+            EventsReferenceFormatVersion::V1 => {
+                (self.v1_refs(&prev).await?, self.v1_refs(&auth).await?)
+            }
             _ => (refs(&prev)?, refs(&auth)?),
         };
         obj.insert("prev_events".into(), prev_v);
         obj.insert("auth_events".into(), auth_v);
         if rules.event_id_format == EventIdFormatVersion::V1 {
-            let id = format!("${}:{}", crate::accounts::tokens::random_string(18), self.server_name());
+            let id = format!(
+                "${}:{}",
+                crate::accounts::tokens::random_string(18),
+                self.server_name()
+            );
             obj.insert("event_id".into(), id.into());
         }
 
-        signatures::hash_and_sign_event(self.server_name().as_str(), &self.signing_key, &mut obj, &rules.redaction)
-            .map_err(Error::internal)?;
+        signatures::hash_and_sign_event(
+            self.server_name().as_str(),
+            &self.signing_key,
+            &mut obj,
+            &rules.redaction,
+        )
+        .map_err(Error::internal)?;
         if serde_json::to_string(&obj)?.len() > MAX_PDU_BYTES {
             return Err(too_large());
         }
@@ -170,8 +213,15 @@ impl Homeserver {
     async fn v1_refs(&self, ids: &[OwnedEventId]) -> Result<CanonicalJsonValue> {
         let mut out = Vec::new();
         for id in ids {
-            let p = self.get_pdu(id).await?.ok_or_else(|| Error::internal("missing referenced event"))?;
-            let hashes = p.json.get("hashes").cloned().unwrap_or(CanonicalJsonValue::Object(Default::default()));
+            let p = self
+                .get_pdu(id)
+                .await?
+                .ok_or_else(|| Error::internal("missing referenced event"))?;
+            let hashes = p
+                .json
+                .get("hashes")
+                .cloned()
+                .unwrap_or(CanonicalJsonValue::Object(Default::default()));
             out.push(CanonicalJsonValue::Array(vec![id.as_str().into(), hashes]));
         }
         Ok(CanonicalJsonValue::Array(out))

@@ -26,7 +26,11 @@ pub struct GroupCache(Mutex<HashMap<i64, (Arc<StateIds>, i64)>>);
 
 impl GroupCache {
     fn get(&self, id: i64) -> Option<(Arc<StateIds>, i64)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
     fn put(&self, id: i64, state: Arc<StateIds>, chain: i64) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,13 +85,22 @@ impl Homeserver {
 
     /// Plans a new group `id` equal to `state`, as a delta on `base` (id, state, chain
     /// length) where that chain is short. The base may itself be planned in the same batch.
-    pub fn plan_group(&self, room_id: &RoomId, id: i64, base: Option<(i64, Arc<StateIds>, i64)>, state: StateIds) -> NewGroup {
+    pub fn plan_group(
+        &self,
+        room_id: &RoomId,
+        id: i64,
+        base: Option<(i64, Arc<StateIds>, i64)>,
+        state: StateIds,
+    ) -> NewGroup {
         let base = base.filter(|(_, _, chain)| *chain < MAX_CHAIN);
         let (prev, entries, chain): (Option<i64>, Vec<_>, i64) = match &base {
             Some((b, base_state, chain)) => {
                 // Delta: entries that differ from the base. State never loses keys, so a
                 // delta of changed and added entries is complete.
-                let delta = state.iter().filter(|(k, v)| base_state.get(*k) != Some(*v)).collect();
+                let delta = state
+                    .iter()
+                    .filter(|(k, v)| base_state.get(*k) != Some(*v))
+                    .collect();
                 (Some(*b), delta, chain + 1)
             }
             None => (None, state.iter().collect(), 0),
@@ -102,11 +115,17 @@ impl Homeserver {
                 vec![Value::Int(id), kind.to_string().into(), key.as_str().into(), event_id.as_str().into()],
             ));
         }
-        NewGroup { id, statements, state: Arc::new(state), chain }
+        NewGroup {
+            id,
+            statements,
+            state: Arc::new(state),
+            chain,
+        }
     }
 
     pub(crate) fn cache_group(&self, group: &NewGroup) {
-        self.state_cache.put(group.id, group.state.clone(), group.chain);
+        self.state_cache
+            .put(group.id, group.state.clone(), group.chain);
     }
 
     /// The room's current state, as resolved after its forward extremities.
@@ -141,6 +160,7 @@ impl Homeserver {
             vec![room_id.as_str().into(), kind.to_string().into(), state_key.into()],
         )
         .await?;
-        row.map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal)).transpose()
+        row.map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal))
+            .transpose()
     }
 }

@@ -8,18 +8,32 @@ use crate::{Homeserver, Result};
 impl Homeserver {
     /// Whether `user` may see `pdu`, judged on the state before it and the user's current
     /// membership (`current`).
-    pub async fn can_see(&self, user: &UserId, room_id: &RoomId, pdu: &Pdu, current: Option<&str>) -> Result<bool> {
+    pub async fn can_see(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        pdu: &Pdu,
+        current: Option<&str>,
+    ) -> Result<bool> {
         // A user always sees their own membership events.
-        if pdu.kind.to_string() == "m.room.member" && pdu.state_key.as_deref() == Some(user.as_str()) {
+        if pdu.kind.to_string() == "m.room.member"
+            && pdu.state_key.as_deref() == Some(user.as_str())
+        {
             return Ok(true);
         }
-        let Some(place) = self.event_place(&pdu.event_id).await? else { return Ok(false) };
+        let Some(place) = self.event_place(&pdu.event_id).await? else {
+            return Ok(false);
+        };
         let (state, _) = self.state_group(place.state_before).await?;
         let visibility = match state.get(&(StateEventType::RoomHistoryVisibility, String::new())) {
             Some(id) => match self.get_pdu(id).await? {
                 Some(p) => serde_json::from_str::<serde_json::Value>(p.content.get())
                     .ok()
-                    .and_then(|c| c.get("history_visibility").and_then(|v| v.as_str()).map(str::to_owned))
+                    .and_then(|c| {
+                        c.get("history_visibility")
+                            .and_then(|v| v.as_str())
+                            .map(str::to_owned)
+                    })
                     .unwrap_or_else(|| "shared".into()),
                 None => "shared".into(),
             },
@@ -29,7 +43,12 @@ impl Homeserver {
             return Ok(true);
         }
         let then = match state.get(&(StateEventType::RoomMember, user.to_string())) {
-            Some(id) => self.get_pdu(id).await?.as_ref().map(membership_of).unwrap_or_default(),
+            Some(id) => self
+                .get_pdu(id)
+                .await?
+                .as_ref()
+                .map(membership_of)
+                .unwrap_or_default(),
             None => String::new(),
         };
         let _ = room_id;

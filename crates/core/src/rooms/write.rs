@@ -50,7 +50,8 @@ impl Homeserver {
             vec![id.as_str().into()],
         )
         .await?;
-        row.map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?)).transpose()
+        row.map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?))
+            .transpose()
     }
 
     pub async fn event_place(&self, id: &ruma::EventId) -> Result<Option<EventPlace>> {
@@ -60,8 +61,14 @@ impl Homeserver {
             vec![id.as_str().into()],
         )
         .await?;
-        row.map(|r| Ok(EventPlace { pos: r.int(0)?, state_before: r.int(1)?, state_after: r.int(2)? }))
-            .transpose()
+        row.map(|r| {
+            Ok(EventPlace {
+                pos: r.int(0)?,
+                state_before: r.int(1)?,
+                state_after: r.int(2)?,
+            })
+        })
+        .transpose()
     }
 
     pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {
@@ -83,12 +90,20 @@ impl Homeserver {
                 vec![room_id.as_str().into()],
             )
             .await?;
-        rows.iter().map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal)).collect()
+        rows.iter()
+            .map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal))
+            .collect()
     }
 
     /// Resolves several state maps with state resolution v2 (v2.1 from room v12 on).
-    pub async fn resolve_states(&self, rules: &RoomVersionRules, states: &[Arc<StateIds>]) -> Result<StateIds> {
-        let Some(first) = states.first() else { return Ok(StateIds::new()) };
+    pub async fn resolve_states(
+        &self,
+        rules: &RoomVersionRules,
+        states: &[Arc<StateIds>],
+    ) -> Result<StateIds> {
+        let Some(first) = states.first() else {
+            return Ok(StateIds::new());
+        };
         if states.iter().all(|s| s == first) {
             return Ok((**first).clone());
         }
@@ -97,7 +112,8 @@ impl Homeserver {
             .v2_rules()
             .ok_or_else(|| Error::Internal("state resolution v1 is not supported".into()))?;
         let mut events = EventMap::new();
-        self.load_auth_closure(states.iter().flat_map(|s| s.values().cloned()), &mut events).await?;
+        self.load_auth_closure(states.iter().flat_map(|s| s.values().cloned()), &mut events)
+            .await?;
         let auth_chains = states
             .iter()
             .map(|s| {
@@ -114,10 +130,16 @@ impl Homeserver {
         state_res::resolve(
             &rules.authorization,
             v2,
-            maps.into_iter(),
+            maps,
             auth_chains,
             |id| events.get(id).cloned(),
-            |conflicted| Some(auth_chain::conflicted_subgraph(conflicted, &events).into_iter().collect()),
+            |conflicted| {
+                Some(
+                    auth_chain::conflicted_subgraph(conflicted, &events)
+                        .into_iter()
+                        .collect(),
+                )
+            },
         )
         .map_err(|e| Error::forbidden(format!("state resolution failed: {e}")))
     }
@@ -143,7 +165,9 @@ impl Homeserver {
         pdu: Pdu,
         txn: Option<Txn<'_>>,
     ) -> Result<EventPlace> {
-        let rules = version.rules().ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
         if let Some(place) = self.event_place(&pdu.event_id).await? {
             return Ok(place);
         }
@@ -171,7 +195,12 @@ impl Homeserver {
                 let states: Vec<_> = many.iter().map(|(s, _, _)| s.clone()).collect();
                 let resolved = self.resolve_states(&rules, &states).await?;
                 let (s0, id0, c0) = &many[0];
-                let g = self.plan_group(room_id, new_group_id(), Some((*id0, s0.clone(), *c0)), resolved);
+                let g = self.plan_group(
+                    room_id,
+                    new_group_id(),
+                    Some((*id0, s0.clone(), *c0)),
+                    resolved,
+                );
                 let planned = (g.state.clone(), g.id, g.chain);
                 groups.push(g);
                 planned
@@ -184,8 +213,16 @@ impl Homeserver {
         let (after, after_id) = match &pdu.state_key {
             Some(key) => {
                 let mut state = (*before).clone();
-                state.insert((StateEventType::from(pdu.kind.to_string()), key.clone()), pdu.event_id.clone());
-                let g = self.plan_group(room_id, new_group_id(), Some((before_id, before.clone(), before_chain)), state);
+                state.insert(
+                    (StateEventType::from(pdu.kind.to_string()), key.clone()),
+                    pdu.event_id.clone(),
+                );
+                let g = self.plan_group(
+                    room_id,
+                    new_group_id(),
+                    Some((before_id, before.clone(), before_chain)),
+                    state,
+                );
                 let planned = (g.state.clone(), g.id);
                 groups.push(g);
                 planned
@@ -196,7 +233,11 @@ impl Homeserver {
         // New forward extremities and the room's current state.
         let old_ext = self.forward_extremities(room_id).await?;
         let prevs: HashSet<_> = pdu.prev_events.iter().collect();
-        let mut new_ext: Vec<OwnedEventId> = old_ext.iter().filter(|e| !prevs.contains(e)).cloned().collect();
+        let mut new_ext: Vec<OwnedEventId> = old_ext
+            .iter()
+            .filter(|e| !prevs.contains(e))
+            .cloned()
+            .collect();
         new_ext.push(pdu.event_id.clone());
         let current = if new_ext.len() == 1 {
             (*after).clone()
@@ -208,7 +249,10 @@ impl Homeserver {
             self.resolve_states(&rules, &states).await?
         };
         let old_current = self.current_state_ids(room_id).await?;
-        let changed: Vec<_> = current.iter().filter(|(k, v)| old_current.get(*k) != Some(*v)).collect();
+        let changed: Vec<_> = current
+            .iter()
+            .filter(|(k, v)| old_current.get(*k) != Some(*v))
+            .collect();
         let mut member_changes = Vec::new();
         for ((kind, key), id) in &changed {
             if *kind == StateEventType::RoomMember {
@@ -217,7 +261,11 @@ impl Homeserver {
                         let membership = if *id == &pdu.event_id {
                             membership_of(&pdu)
                         } else {
-                            self.get_pdu(id).await?.as_ref().map(membership_of).unwrap_or_default()
+                            self.get_pdu(id)
+                                .await?
+                                .as_ref()
+                                .map(membership_of)
+                                .unwrap_or_default()
                         };
                         member_changes.push((key.clone(), (*id).clone(), membership));
                     }
@@ -236,7 +284,8 @@ impl Homeserver {
                 )
             })
             .collect();
-        let group_stmts: Vec<Statement> = groups.iter().flat_map(|g| g.statements.clone()).collect();
+        let group_stmts: Vec<Statement> =
+            groups.iter().flat_map(|g| g.statements.clone()).collect();
         let event_id = pdu.event_id.clone();
         let pos = self
             .commit(|pos| {
@@ -289,11 +338,20 @@ impl Homeserver {
         for g in &groups {
             self.cache_group(g);
         }
-        Ok(EventPlace { pos, state_before: before_id, state_after: after_id })
+        Ok(EventPlace {
+            pos,
+            state_before: before_id,
+            state_after: after_id,
+        })
     }
 
     /// Auth checks against the event's own auth events and the state before it.
-    async fn authorize(&self, rules: &RoomVersionRules, pdu: &Pdu, before: &StateIds) -> Result<()> {
+    async fn authorize(
+        &self,
+        rules: &RoomVersionRules,
+        pdu: &Pdu,
+        before: &StateIds,
+    ) -> Result<()> {
         let mut auth = EventMap::new();
         for id in &pdu.auth_events {
             if let Some(p) = self.get_pdu(id).await? {
@@ -339,7 +397,11 @@ impl Homeserver {
 pub fn membership_of(pdu: &Pdu) -> String {
     serde_json::from_str::<serde_json::Value>(pdu.content.get())
         .ok()
-        .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
+        .and_then(|c| {
+            c.get("membership")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or_default()
 }
 

@@ -13,13 +13,22 @@ use crate::{
 pub const MAX_ACCOUNT_DATA_BYTES: usize = 64 * 1024;
 
 impl Homeserver {
-    pub async fn set_account_data(&self, user: &UserId, room: Option<&RoomId>, kind: &str, content: &Json) -> Result<()> {
+    pub async fn set_account_data(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        kind: &str,
+        content: &Json,
+    ) -> Result<()> {
         if !content.is_object() {
             return Err(Error::bad_json("content must be an object"));
         }
         let text = serde_json::to_string(content)?;
         if text.len() > MAX_ACCOUNT_DATA_BYTES {
-            return Err(Error::Matrix(ruma::api::error::ErrorKind::TooLarge, "Account data too large".into()));
+            return Err(Error::Matrix(
+                ruma::api::error::ErrorKind::TooLarge,
+                "Account data too large".into(),
+            ));
         }
         let room = room.map(|r| r.as_str().to_owned()).unwrap_or_default();
         self.commit(|pos| {
@@ -33,7 +42,12 @@ impl Homeserver {
         Ok(())
     }
 
-    pub async fn get_account_data(&self, user: &UserId, room: Option<&RoomId>, kind: &str) -> Result<Json> {
+    pub async fn get_account_data(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        kind: &str,
+    ) -> Result<Json> {
         let room = room.map(|r| r.as_str().to_owned()).unwrap_or_default();
         let row = query_opt(
             self.db.as_ref(),
@@ -46,7 +60,13 @@ impl Homeserver {
     }
 
     /// Events `{type, content}` changed in `(since, upto]`; all when `since` is `None`.
-    pub async fn account_data_since(&self, user: &UserId, room: Option<&RoomId>, since: Option<i64>, upto: i64) -> Result<Vec<Json>> {
+    pub async fn account_data_since(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        since: Option<i64>,
+        upto: i64,
+    ) -> Result<Vec<Json>> {
         let room = room.map(|r| r.as_str().to_owned()).unwrap_or_default();
         let rows = self
             .db
@@ -69,7 +89,10 @@ impl Homeserver {
     pub async fn create_filter(&self, user: &UserId, filter: &Json) -> Result<String> {
         let text = serde_json::to_string(filter)?;
         if text.len() > MAX_FILTER_BYTES {
-            return Err(Error::Matrix(ruma::api::error::ErrorKind::TooLarge, "Filter too large".into()));
+            return Err(Error::Matrix(
+                ruma::api::error::ErrorKind::TooLarge,
+                "Filter too large".into(),
+            ));
         }
         let id = crate::accounts::tokens::random_string(12);
         self.db

@@ -29,7 +29,10 @@ fn types_allowed(types: Option<&[String]>, not_types: &[String], kind: &str) -> 
 
 pub fn room_allowed(filter: &FilterDefinition, room: &RoomId) -> bool {
     let f = &filter.room;
-    !f.not_rooms.iter().any(|r| r == room) && f.rooms.as_ref().is_none_or(|rs| rs.iter().any(|r| r == room))
+    !f.not_rooms.iter().any(|r| r == room)
+        && f.rooms
+            .as_ref()
+            .is_none_or(|rs| rs.iter().any(|r| r == room))
 }
 
 pub fn event_allowed(f: &RoomEventFilter, pdu: &Pdu) -> bool {
@@ -37,13 +40,15 @@ pub fn event_allowed(f: &RoomEventFilter, pdu: &Pdu) -> bool {
     if !types_allowed(f.types.as_deref(), &f.not_types, &kind) {
         return false;
     }
-    if f.not_senders.iter().any(|s| *s == pdu.sender)
-        || f.senders.as_ref().is_some_and(|s| !s.iter().any(|x| *x == pdu.sender))
+    if f.not_senders.contains(&pdu.sender)
+        || f.senders.as_ref().is_some_and(|s| !s.contains(&pdu.sender))
     {
         return false;
     }
     if let Some(url) = &f.url_filter {
-        let has_url = serde_json::from_str::<Json>(pdu.content.get()).ok().is_some_and(|c| c.get("url").is_some());
+        let has_url = serde_json::from_str::<Json>(pdu.content.get())
+            .ok()
+            .is_some_and(|c| c.get("url").is_some());
         if has_url != (*url == UrlFilter::EventsWithUrl) {
             return false;
         }
@@ -56,8 +61,15 @@ pub fn lazy_members(f: &RoomEventFilter) -> bool {
 }
 
 pub fn account_data_allowed(filter: &FilterDefinition, event: &Json) -> bool {
-    let kind = event.get("type").and_then(|t| t.as_str()).unwrap_or_default();
-    types_allowed(filter.account_data.types.as_deref(), &filter.account_data.not_types, kind)
+    let kind = event
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default();
+    types_allowed(
+        filter.account_data.types.as_deref(),
+        &filter.account_data.not_types,
+        kind,
+    )
 }
 
 #[cfg(test)]

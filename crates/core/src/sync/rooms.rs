@@ -7,8 +7,8 @@ use serde_json::{json, Value as Json};
 
 use super::{filter, SyncRequest, SyncToken};
 use crate::{
-    rooms::{state::StateIds, Pdu},
     ports::Value,
+    rooms::{state::StateIds, Pdu},
     Error, Homeserver, Result,
 };
 
@@ -25,7 +25,10 @@ pub struct RoomsSection {
 
 impl RoomsSection {
     pub fn is_empty(&self) -> bool {
-        self.join.is_empty() && self.invite.is_empty() && self.knock.is_empty() && self.leave.is_empty()
+        self.join.is_empty()
+            && self.invite.is_empty()
+            && self.knock.is_empty()
+            && self.leave.is_empty()
     }
     pub fn into_json(self) -> Json {
         json!({ "join": self.join, "invite": self.invite, "knock": self.knock, "leave": self.leave })
@@ -34,8 +37,13 @@ impl RoomsSection {
 
 /// Stripped state shown with invites and knocks (spec: "Stripped state").
 const STRIPPED: &[&str] = &[
-    "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias",
-    "m.room.encryption", "m.room.topic",
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
 ];
 
 impl Homeserver {
@@ -67,7 +75,10 @@ impl Homeserver {
             let changed = since.is_none_or(|s| member_pos > s.pos);
             match membership.as_str() {
                 "join" => {
-                    if let Some(room) = self.joined_room(user, &room_id, req, since, now, changed).await? {
+                    if let Some(room) = self
+                        .joined_room(user, &room_id, req, since, now, changed)
+                        .await?
+                    {
                         out.join.insert(room_id, room);
                     }
                 }
@@ -81,8 +92,12 @@ impl Homeserver {
                     };
                     section.insert(room_id, json!({ key: { "events": stripped } }));
                 }
-                "leave" | "ban" if changed && (since.is_some() || req.filter.room.include_leave) => {
-                    let room = self.left_room(user, &room_id, req, since, member_pos).await?;
+                "leave" | "ban"
+                    if changed && (since.is_some() || req.filter.room.include_leave) =>
+                {
+                    let room = self
+                        .left_room(user, &room_id, req, since, member_pos)
+                        .await?;
                     out.leave.insert(room_id, room);
                 }
                 _ => {}
@@ -101,14 +116,29 @@ impl Homeserver {
         newly_joined: bool,
     ) -> Result<Option<Json>> {
         // A room the user just joined is sent whole, as in an initial sync.
-        let from = if newly_joined { None } else { since.map(|s| s.pos) };
-        let (timeline, limited) = self.timeline(room_id, &req.filter.room.timeline, from, now.pos).await?;
+        let from = if newly_joined {
+            None
+        } else {
+            since.map(|s| s.pos)
+        };
+        let (timeline, limited) = self
+            .timeline(room_id, &req.filter.room.timeline, from, now.pos)
+            .await?;
         let typing = self.typing_since(room_id, since.map(|s| s.typing));
-        let account_data = self.account_data_since(user, Some(room_id), since.map(|s| s.pos), now.pos).await?;
-        if from.is_some() && timeline.is_empty() && typing.is_none() && account_data.is_empty() && !req.full_state {
+        let account_data = self
+            .account_data_since(user, Some(room_id), since.map(|s| s.pos), now.pos)
+            .await?;
+        if from.is_some()
+            && timeline.is_empty()
+            && typing.is_none()
+            && account_data.is_empty()
+            && !req.full_state
+        {
             return Ok(None);
         }
-        let state = self.sync_state(room_id, req, from, &timeline, limited, user).await?;
+        let state = self
+            .sync_state(room_id, req, from, &timeline, limited, user)
+            .await?;
         let prev_batch = timeline.first().map(|(pos, _)| pos.to_string());
         let mut ephemeral = Vec::new();
         if let Some(users) = typing {
@@ -116,7 +146,11 @@ impl Homeserver {
         }
         let events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
         let summary = self.summary(room_id, user).await?;
-        let state_key = if req.use_state_after { "state_after" } else { "state" };
+        let state_key = if req.use_state_after {
+            "state_after"
+        } else {
+            "state"
+        };
         Ok(Some(json!({
             "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
             state_key: { "events": state },
@@ -185,7 +219,10 @@ impl Homeserver {
     ) -> Result<Vec<Json>> {
         let at_start: StateIds = match timeline.first() {
             Some((_, first)) if !req.use_state_after => {
-                let place = self.event_place(&first.event_id).await?.ok_or_else(|| Error::internal("event missing"))?;
+                let place = self
+                    .event_place(&first.event_id)
+                    .await?
+                    .ok_or_else(|| Error::internal("event missing"))?;
                 (*self.state_group(place.state_before).await?.0).clone()
             }
             _ => self.current_state_ids(room_id).await?,
@@ -204,10 +241,16 @@ impl Homeserver {
         let senders: HashSet<String> = timeline.iter().map(|(_, p)| p.sender.to_string()).collect();
         let mut out = Vec::new();
         for ((kind, key), id) in &at_start {
-            if baseline.get(&(kind.clone(), key.clone())) == Some(id) || (!req.use_state_after && in_timeline.contains(id)) {
+            if baseline.get(&(kind.clone(), key.clone())) == Some(id)
+                || (!req.use_state_after && in_timeline.contains(id))
+            {
                 continue;
             }
-            if lazy && *kind == StateEventType::RoomMember && key != user.as_str() && !senders.contains(key) {
+            if lazy
+                && *kind == StateEventType::RoomMember
+                && key != user.as_str()
+                && !senders.contains(key)
+            {
                 continue;
             }
             if let Some(p) = self.get_pdu(id).await? {
@@ -241,8 +284,17 @@ impl Homeserver {
         since: Option<SyncToken>,
         leave_pos: i64,
     ) -> Result<Json> {
-        let (timeline, limited) = self.timeline(room_id, &req.filter.room.timeline, since.map(|s| s.pos), leave_pos).await?;
-        let state = self.sync_state(room_id, req, since.map(|s| s.pos), &timeline, limited, user).await?;
+        let (timeline, limited) = self
+            .timeline(
+                room_id,
+                &req.filter.room.timeline,
+                since.map(|s| s.pos),
+                leave_pos,
+            )
+            .await?;
+        let state = self
+            .sync_state(room_id, req, since.map(|s| s.pos), &timeline, limited, user)
+            .await?;
         let events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
         let prev_batch = timeline.first().map(|(pos, _)| pos.to_string());
         Ok(json!({
@@ -252,7 +304,11 @@ impl Homeserver {
         }))
     }
 
-    async fn stripped_state(&self, room_id: &RoomId, member_event: &ruma::EventId) -> Result<Vec<Json>> {
+    async fn stripped_state(
+        &self,
+        room_id: &RoomId,
+        member_event: &ruma::EventId,
+    ) -> Result<Vec<Json>> {
         let mut out = Vec::new();
         let state = self.current_state_ids(room_id).await?;
         for kind in STRIPPED {
@@ -263,7 +319,9 @@ impl Homeserver {
             }
         }
         if let Some(p) = self.get_pdu(member_event).await? {
-            if let Some(sender_member) = state.get(&(StateEventType::RoomMember, p.sender.to_string())) {
+            if let Some(sender_member) =
+                state.get(&(StateEventType::RoomMember, p.sender.to_string()))
+            {
                 if let Some(s) = self.get_pdu(sender_member).await? {
                     out.push(stripped(&s));
                 }
@@ -297,7 +355,9 @@ impl Homeserver {
             }
         }
         heroes.sort();
-        Ok(json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }))
+        Ok(
+            json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }),
+        )
     }
 }
 

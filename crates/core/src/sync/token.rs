@@ -13,7 +13,10 @@ pub struct SyncToken {
 impl SyncToken {
     /// A token from the future (another node, a restored backup) is treated as now.
     pub fn clamp_to(self, now: SyncToken) -> SyncToken {
-        SyncToken { pos: self.pos.min(now.pos), typing: self.typing.min(now.typing) }
+        SyncToken {
+            pos: self.pos.min(now.pos),
+            typing: self.typing.min(now.typing),
+        }
     }
 }
 
@@ -27,8 +30,14 @@ impl FromStr for SyncToken {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = || Error::invalid_param("Invalid sync token");
-        let (pos, typing) = s.strip_prefix('s').and_then(|r| r.split_once('_')).ok_or_else(bad)?;
-        Ok(SyncToken { pos: pos.parse().map_err(|_| bad())?, typing: typing.parse().map_err(|_| bad())? })
+        let (pos, typing) = s
+            .strip_prefix('s')
+            .and_then(|r| r.split_once('_'))
+            .ok_or_else(bad)?;
+        Ok(SyncToken {
+            pos: pos.parse().map_err(|_| bad())?,
+            typing: typing.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -38,5 +47,8 @@ pub fn parse_position(s: &str) -> Result<i64, Error> {
     if let Ok(t) = s.parse::<SyncToken>() {
         return Ok(t.pos);
     }
-    s.strip_prefix('t').unwrap_or(s).parse().map_err(|_| Error::invalid_param("Invalid pagination token"))
+    s.strip_prefix('t')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| Error::invalid_param("Invalid pagination token"))
 }

@@ -15,11 +15,13 @@ use crate::Homeserver;
 /// Longest typing timeout honoured.
 pub const MAX_TYPING_TIMEOUT_MS: u64 = 120_000;
 
+/// user → expiry (ms), and the serial at which the room last changed.
+type RoomTyping = (HashMap<OwnedUserId, u64>, u64);
+
 #[derive(Default)]
 pub struct Typing {
     serial: AtomicU64,
-    /// room → (user → expiry ms), and the serial at which the room last changed.
-    rooms: Mutex<HashMap<OwnedRoomId, (HashMap<OwnedUserId, u64>, u64)>>,
+    rooms: Mutex<HashMap<OwnedRoomId, RoomTyping>>,
 }
 
 impl Typing {
@@ -35,7 +37,9 @@ impl Homeserver {
             let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
             let entry = rooms.entry(room.to_owned()).or_default();
             if typing {
-                entry.0.insert(user.to_owned(), now + timeout_ms.min(MAX_TYPING_TIMEOUT_MS));
+                entry
+                    .0
+                    .insert(user.to_owned(), now + timeout_ms.min(MAX_TYPING_TIMEOUT_MS));
             } else if entry.0.remove(user).is_none() {
                 return;
             }
