@@ -8,4 +8,5 @@ mod accounts;
 mod client_flow;
 mod errors;
 mod rooms;
+mod state_res;
 mod sync;

@@ -30,6 +30,7 @@ pub struct Homeserver {
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
     pub(crate) typing: crate::sync::typing::Typing,
     pub(crate) state_cache: crate::rooms::state::GroupCache,
+    pub(crate) keyring: crate::rooms::receive::KeyRing,
 }
 
 /// Tables whose rows carry a position in the global stream.
@@ -65,6 +66,7 @@ impl Homeserver {
             room_locks: Mutex::new(HashMap::new()),
             typing: Default::default(),
             state_cache: Default::default(),
+            keyring: Default::default(),
         })
     }
 

@@ -6,6 +6,7 @@ pub mod create;
 pub mod membership;
 pub mod pdu;
 pub mod read;
+pub mod receive;
 pub mod send;
 pub mod state;
 pub mod visibility;
