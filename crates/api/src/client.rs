@@ -6,6 +6,7 @@ mod auth;
 mod devices;
 mod discovery;
 mod membership;
+mod presence;
 mod profile;
 mod rooms;
 mod session;
@@ -27,5 +28,6 @@ pub fn routes() -> Router<AppState> {
     let r = account_data::routes(r);
     let r = rooms::routes(r);
     let r = membership::routes(r);
+    let r = presence::routes(r);
     sync::routes(r)
 }

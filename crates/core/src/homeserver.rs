@@ -38,6 +38,8 @@ const STREAM_TABLES: &[&str] = &[
     "SELECT MAX(stream_pos) FROM events",
     "SELECT MAX(stream_pos) FROM account_data",
     "SELECT MAX(stream_pos) FROM memberships",
+    "SELECT MAX(stream_pos) FROM receipts",
+    "SELECT MAX(stream_pos) FROM presence",
 ];
 
 impl Homeserver {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod homeserver;
 pub mod ports;
+pub mod presence;
 pub mod rooms;
 pub mod storage;
 pub mod sync;

@@ -62,12 +62,15 @@ impl Homeserver {
             .into_iter()
             .filter(|e| filter::account_data_allowed(&req.filter, e))
             .collect();
-        let empty = rooms.is_empty() && account_data.is_empty();
+        let presence = self
+            .presence_since(user, since.map(|s| s.pos), now.pos)
+            .await?;
+        let empty = rooms.is_empty() && account_data.is_empty() && presence.is_empty();
         let body = json!({
             "next_batch": now.to_string(),
             "rooms": rooms.into_json(),
             "account_data": { "events": account_data },
-            "presence": { "events": [] },
+            "presence": { "events": presence },
             "to_device": { "events": [] },
             "device_lists": { "changed": [], "left": [] },
             "device_one_time_keys_count": {},

@@ -49,6 +49,16 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
             )
             .route(&p("/rooms/{room_id}/messages"), get(messages))
             .route(&p("/rooms/{room_id}/event/{event_id}"), get(event))
+            .route(&p("/rooms/{room_id}/context/{event_id}"), get(context))
+            .route(
+                &p("/rooms/{room_id}/redact/{event_id}/{txn_id}"),
+                put(redact),
+            )
+            .route(
+                &p("/rooms/{room_id}/receipt/{kind}/{event_id}"),
+                post(receipt),
+            )
+            .route(&p("/rooms/{room_id}/read_markers"), post(read_markers))
             .route(&p("/rooms/{room_id}/members"), get(members))
             .route(&p("/rooms/{room_id}/joined_members"), get(joined_members))
             .route(&p("/rooms/{room_id}/typing/{user_id}"), put(typing))
@@ -450,5 +460,117 @@ async fn delete_alias(
 ) -> Result<Json<Value>, ApiError> {
     s.hs.delete_alias(&alias(&a)?, &u.user_id, u.is_admin)
         .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct ContextQuery {
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+async fn context(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, event_id)): Path<(String, String)>,
+    Query(q): Query<ContextQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let id =
+        ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
+    let filter: ruma::api::client::filter::RoomEventFilter = match &q.filter {
+        Some(f) => serde_json::from_str(f).map_err(|_| Error::bad_json("Invalid filter"))?,
+        None => Default::default(),
+    };
+    let keep = move |p: &tessera_core::rooms::Pdu| filter::event_allowed(&filter, p);
+    let ctx =
+        s.hs.context(&room, &a.user_id, &id, q.limit.unwrap_or(10), &keep)
+            .await?;
+    let conv = |v: &[tessera_core::rooms::Pdu]| {
+        v.iter()
+            .map(|p| p.to_client_json(&room))
+            .collect::<Vec<_>>()
+    };
+    Ok(Json(json!({
+        "event": ctx.event.to_client_json(&room),
+        "events_before": conv(&ctx.before),
+        "events_after": conv(&ctx.after),
+        "start": ctx.start.to_string(),
+        "end": ctx.end.to_string(),
+        "state": conv(&ctx.state),
+    })))
+}
+
+async fn redact(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, event_id, txn_id)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let target =
+        ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
+    let body = if body.is_empty() {
+        json!({})
+    } else {
+        object(json_body(&body)?)?
+    };
+    let reason = body
+        .get("reason")
+        .and_then(|r| r.as_str())
+        .map(str::to_owned);
+    let txn = Txn {
+        user_id: a.user_id.as_str(),
+        device_id: a.device_id.as_str(),
+        scope: format!("redact/{room}"),
+        txn_id: &txn_id,
+    };
+    let id =
+        s.hs.redact_event(&room, &a.user_id, &target, reason, txn)
+            .await?;
+    Ok(Json(json!({ "event_id": id })))
+}
+
+#[derive(Deserialize)]
+struct ReceiptBody {
+    thread_id: Option<String>,
+}
+
+async fn receipt(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path((room, kind, event_id)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let id =
+        ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
+    let body: ReceiptBody = if body.is_empty() {
+        ReceiptBody { thread_id: None }
+    } else {
+        serde_json::from_value(json_body(&body)?).map_err(|e| Error::bad_json(e.to_string()))?
+    };
+    s.hs.set_receipt(&room, &a.user_id, &kind, &id, body.thread_id.as_deref())
+        .await?;
+    Ok(Json(json!({})))
+}
+
+async fn read_markers(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Path(room): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let room = room_id(&room)?;
+    let body = object(json_body(&body)?)?;
+    for kind in ["m.fully_read", "m.read", "m.read.private"] {
+        if let Some(v) = body.get(kind) {
+            let id = v
+                .as_str()
+                .and_then(|s| ruma::EventId::parse(s).ok())
+                .ok_or_else(|| Error::bad_json(format!("{kind} must be an event ID")))?;
+            s.hs.set_receipt(&room, &a.user_id, kind, &id, None).await?;
+        }
+    }
     Ok(Json(json!({})))
 }

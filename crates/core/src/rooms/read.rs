@@ -246,3 +246,85 @@ pub fn content_str(pdu: &Pdu, key: &str) -> Option<String> {
         .as_str()
         .map(str::to_owned)
 }
+
+/// `/context`: an event with the events around it.
+pub struct Context {
+    pub event: Pdu,
+    pub before: Vec<Pdu>,
+    pub after: Vec<Pdu>,
+    /// Tokens to paginate on backwards from `before` and forwards from `after`.
+    pub start: i64,
+    pub end: i64,
+    /// The state at the last event returned.
+    pub state: Vec<Pdu>,
+}
+
+impl Homeserver {
+    pub async fn context(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        id: &EventId,
+        limit: usize,
+        keep: &(dyn Fn(&Pdu) -> bool + Send + Sync),
+    ) -> Result<Context> {
+        let event = self.event_for_user(room_id, user, id).await?;
+        let place = self
+            .event_place(id)
+            .await?
+            .ok_or_else(|| Error::not_found("Event not found"))?;
+        let limit = limit.min(self.config.max_timeline_limit);
+        let (n_before, n_after) = (limit / 2, limit - limit / 2);
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        if n_before > 0 {
+            let req = PageRequest {
+                from: Some(place.pos),
+                to: None,
+                dir: Direction::Backward,
+                limit: n_before,
+            };
+            before = self.messages(room_id, user, req, keep).await?.events;
+        }
+        if n_after > 0 {
+            let req = PageRequest {
+                from: Some(place.pos),
+                to: None,
+                dir: Direction::Forward,
+                limit: n_after,
+            };
+            after = self.messages(room_id, user, req, keep).await?.events;
+        }
+        let start = match before.last() {
+            Some(p) => self
+                .event_place(&p.event_id)
+                .await?
+                .map_or(place.pos, |pl| pl.pos),
+            None => place.pos,
+        };
+        let (end, last) = match after.last() {
+            Some(p) => (
+                self.event_place(&p.event_id)
+                    .await?
+                    .map_or(place.pos, |pl| pl.pos),
+                p.event_id.clone(),
+            ),
+            None => (place.pos, event.event_id.clone()),
+        };
+        let last_place = self
+            .event_place(&last)
+            .await?
+            .ok_or_else(|| Error::internal("event missing"))?;
+        let state_ids = self.state_group(last_place.state_after).await?.0;
+        let ids: Vec<_> = state_ids.values().cloned().collect();
+        let state = self.load_pdus(&ids).await?;
+        Ok(Context {
+            event,
+            before,
+            after,
+            start,
+            end,
+            state,
+        })
+    }
+}

@@ -208,6 +208,7 @@ impl Homeserver {
         };
 
         self.authorize(&rules, &pdu, &before).await?;
+        let redaction = self.apply_redaction(&pdu, &before, &rules).await?;
 
         // State after the event.
         let (after, after_id) = match &pdu.state_key {
@@ -323,6 +324,7 @@ impl Homeserver {
                     vec![room_id.as_str().into(), event_id.as_str().into()],
                 ));
                 b.extend(state_stmts);
+                b.extend(redaction);
                 for (user, id, membership) in member_changes {
                     b.push(Statement::new(
                         "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)

@@ -128,9 +128,13 @@ impl Homeserver {
         let account_data = self
             .account_data_since(user, Some(room_id), since.map(|s| s.pos), now.pos)
             .await?;
+        let receipts = self
+            .receipts_since(room_id, user, since.map(|s| s.pos), now.pos)
+            .await?;
         if from.is_some()
             && timeline.is_empty()
             && typing.is_none()
+            && receipts.is_none()
             && account_data.is_empty()
             && !req.full_state
         {
@@ -143,6 +147,9 @@ impl Homeserver {
         let mut ephemeral = Vec::new();
         if let Some(users) = typing {
             ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+        }
+        if let Some(receipts) = receipts {
+            ephemeral.push(receipts);
         }
         let events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
         let summary = self.summary(room_id, user).await?;

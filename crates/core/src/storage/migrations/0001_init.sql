@@ -147,3 +147,24 @@ CREATE TABLE room_aliases (
     room_id TEXT NOT NULL,
     creator TEXT NOT NULL
 );
+
+-- Read receipts (spec: "Receipts"); thread_id '' is the unthreaded receipt.
+CREATE TABLE receipts (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    receipt_type TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    stream_pos BIGINT NOT NULL,
+    PRIMARY KEY (room_id, user_id, receipt_type, thread_id)
+);
+CREATE INDEX receipts_pos ON receipts (room_id, stream_pos);
+
+CREATE TABLE presence (
+    user_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    status_msg TEXT,
+    last_active_ts BIGINT NOT NULL,
+    stream_pos BIGINT NOT NULL
+);

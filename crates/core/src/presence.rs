@@ -1,0 +1,92 @@
+//! Presence of local users (spec: "Presence"), on the global stream.
+
+use ruma::UserId;
+use serde_json::{json, Value as Json};
+
+use crate::{
+    ports::{Statement, Value},
+    storage::query_opt,
+    Error, Homeserver, Result,
+};
+
+/// Longest status message kept.
+pub const MAX_STATUS_MSG: usize = 1024;
+
+impl Homeserver {
+    pub async fn set_presence(
+        &self,
+        user: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+    ) -> Result<()> {
+        if !matches!(state, "online" | "offline" | "unavailable") {
+            return Err(Error::invalid_param(
+                "presence must be online, offline or unavailable",
+            ));
+        }
+        if status_msg.is_some_and(|m| m.len() > MAX_STATUS_MSG) {
+            return Err(Error::invalid_param("status_msg too long"));
+        }
+        let now = self.now();
+        self.commit(|pos| {
+            vec![Statement::new(
+                "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+                   last_active_ts = excluded.last_active_ts, stream_pos = excluded.stream_pos",
+                vec![user.as_str().into(), state.into(), status_msg.into(), Value::Int(now), Value::Int(pos)],
+            )]
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Presence content (spec: `m.presence`), `None` for a user who never set one.
+    pub async fn get_presence(&self, user: &UserId) -> Result<Option<Json>> {
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT state, status_msg, last_active_ts FROM presence WHERE user_id = $1",
+            vec![user.as_str().into()],
+        )
+        .await?;
+        let now = self.now();
+        row.map(|r| {
+            let mut c = json!({
+                "presence": r.text(0)?,
+                "last_active_ago": (now - r.int(2)?).max(0),
+                "currently_active": r.text(0)? == "online",
+            });
+            if let Some(m) = r.opt_text(1)? {
+                c["status_msg"] = m.into();
+            }
+            Ok(c)
+        })
+        .transpose()
+    }
+
+    /// Presence events changed in `(since, upto]` of users sharing a room with `viewer`.
+    pub async fn presence_since(
+        &self,
+        viewer: &UserId,
+        since: Option<i64>,
+        upto: i64,
+    ) -> Result<Vec<Json>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT DISTINCT p.user_id FROM presence p
+                 JOIN memberships o ON o.user_id = p.user_id AND o.membership = 'join'
+                 JOIN memberships v ON v.room_id = o.room_id AND v.user_id = $1 AND v.membership = 'join'
+                 WHERE p.stream_pos > $2 AND p.stream_pos <= $3",
+                vec![viewer.as_str().into(), Value::Int(since.unwrap_or(0)), Value::Int(upto)],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let user = UserId::parse(r.text(0)?).map_err(Error::internal)?;
+            if let Some(content) = self.get_presence(&user).await? {
+                out.push(json!({ "type": "m.presence", "sender": user, "content": content }));
+            }
+        }
+        Ok(out)
+    }
+}
