@@ -6,7 +6,7 @@ use ruma::{
     canonical_json::to_canonical_value,
     events::{StateEventType, TimelineEventType},
     server_name,
-    signatures::{self, Ed25519KeyPair, KeyPair},
+    signatures::{self, Ed25519KeyPair},
     state_res::auth_types_for_event,
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, RoomVersionId,
 };
@@ -14,6 +14,23 @@ use serde_json::{json, Value};
 use tessera_server::Homeserver;
 
 use crate::harness;
+
+/// The parts of a remote event the test chooses.
+struct Ev<'a> {
+    sender: &'a str,
+    kind: &'a str,
+    state_key: Option<&'a str>,
+    content: Value,
+}
+
+fn ev<'a>(sender: &'a str, kind: &'a str, state_key: Option<&'a str>, content: Value) -> Ev<'a> {
+    Ev {
+        sender,
+        kind,
+        state_key,
+        content,
+    }
+}
 
 struct Remote {
     key: Ed25519KeyPair,
@@ -37,12 +54,15 @@ impl Remote {
         &self,
         hs: &Homeserver,
         room: &RoomId,
-        sender: &str,
-        kind: &str,
-        state_key: Option<&str>,
-        content: Value,
+        ev: Ev<'_>,
         prev: &[OwnedEventId],
     ) -> CanonicalJsonObject {
+        let Ev {
+            sender,
+            kind,
+            state_key,
+            content,
+        } = ev;
         let rules = RoomVersionId::V12.rules().unwrap();
         let place = hs.event_place(&prev[0]).await.unwrap().unwrap();
         let (state, _) = hs.state_group(place.state_after).await.unwrap();
@@ -139,10 +159,12 @@ async fn forked_dag_resolves_and_rejects() {
             .pdu(
                 hs,
                 &room,
-                user,
-                "m.room.member",
-                Some(user),
-                json!({ "membership": "join" }),
+                ev(
+                    user,
+                    "m.room.member",
+                    Some(user),
+                    json!({ "membership": "join" }),
+                ),
                 &ext,
             )
             .await;
@@ -183,10 +205,12 @@ async fn forked_dag_resolves_and_rejects() {
         .pdu(
             hs,
             &room,
-            bob,
-            "m.room.member",
-            Some(carol),
-            json!({ "membership": "leave" }),
+            ev(
+                bob,
+                "m.room.member",
+                Some(carol),
+                json!({ "membership": "leave" }),
+            ),
             &e0,
         )
         .await;
@@ -230,10 +254,12 @@ async fn forked_dag_resolves_and_rejects() {
         .pdu(
             hs,
             &room,
-            bob,
-            "m.room.power_levels",
-            Some(""),
-            json!({ "users": { bob: 100 } }),
+            ev(
+                bob,
+                "m.room.power_levels",
+                Some(""),
+                json!({ "users": { bob: 100 } }),
+            ),
             &ext,
         )
         .await;
@@ -247,10 +273,12 @@ async fn forked_dag_resolves_and_rejects() {
         .pdu(
             hs,
             &room,
-            "@dave:remote.test",
-            "m.room.message",
-            None,
-            json!({ "body": "hi" }),
+            ev(
+                "@dave:remote.test",
+                "m.room.message",
+                None,
+                json!({ "body": "hi" }),
+            ),
             &ext,
         )
         .await;
@@ -260,10 +288,7 @@ async fn forked_dag_resolves_and_rejects() {
         .pdu(
             hs,
             &room,
-            carol,
-            "m.room.message",
-            None,
-            json!({ "body": "hi" }),
+            ev(carol, "m.room.message", None, json!({ "body": "hi" })),
             &ext,
         )
         .await;
@@ -281,10 +306,12 @@ async fn forked_dag_resolves_and_rejects() {
         .pdu(
             hs,
             &room,
-            carol,
-            "m.room.message",
-            None,
-            json!({ "body": "still here" }),
+            ev(
+                carol,
+                "m.room.message",
+                None,
+                json!({ "body": "still here" }),
+            ),
             &ext,
         )
         .await;
