@@ -260,3 +260,84 @@ async fn limited_timeline_filters_and_leave() {
     assert!(body["rooms"]["leave"].get(&room).is_some(), "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn to_device_in_order_until_acknowledged() {
+    let server = harness::start().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let (_, body) = server
+        .req("GET", "/_matrix/client/v3/account/whoami", Some(&bob), None)
+        .await;
+    let bob_device = body["device_id"].as_str().unwrap().to_owned();
+    let (_, body) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&bob), None)
+        .await;
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+
+    for (i, device) in [bob_device.as_str(), "*", bob_device.as_str()]
+        .iter()
+        .enumerate()
+    {
+        let (status, _) = server
+            .req(
+                "PUT",
+                &format!("/_matrix/client/v3/sendToDevice/org.example.ping/t{i}"),
+                Some(&alice),
+                Some(json!({ "messages": { bob_id.as_str(): { *device: { "n": i } } } })),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    // The same transaction again is not delivered twice.
+    server
+        .req(
+            "PUT",
+            "/_matrix/client/v3/sendToDevice/org.example.ping/t0",
+            Some(&alice),
+            Some(json!({ "messages": { bob_id.as_str(): { bob_device.as_str(): { "n": 0 } } } })),
+        )
+        .await;
+
+    let get = |since: String| {
+        let server = &server;
+        let bob = bob.clone();
+        async move {
+            server
+                .req(
+                    "GET",
+                    &format!("/_matrix/client/v3/sync?since={since}"),
+                    Some(&bob),
+                    None,
+                )
+                .await
+                .1
+        }
+    };
+    let body = get(since.clone()).await;
+    let events = body["to_device"]["events"].as_array().unwrap().clone();
+    let ns: Vec<_> = events
+        .iter()
+        .map(|e| e["content"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, vec![0, 1, 2], "{body}");
+    assert_eq!(events[0]["sender"], alice_id.as_str());
+    // Not acknowledged yet: the same since gets them again.
+    let again = get(since).await;
+    assert_eq!(again["to_device"]["events"].as_array().unwrap().len(), 3);
+    // Acknowledged by syncing from the new token: gone.
+    let next = body["next_batch"].as_str().unwrap().to_owned();
+    let body = get(next.clone()).await;
+    assert!(
+        body["to_device"]["events"].as_array().unwrap().is_empty(),
+        "{body}"
+    );
+    let (_, body) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&bob), None)
+        .await;
+    assert!(
+        body["to_device"]["events"].as_array().unwrap().is_empty(),
+        "{body}"
+    );
+    server.stop().await;
+}

@@ -11,6 +11,7 @@ mod profile;
 mod rooms;
 mod session;
 mod sync;
+mod to_device;
 
 use axum::Router;
 
@@ -29,5 +30,6 @@ pub fn routes() -> Router<AppState> {
     let r = rooms::routes(r);
     let r = membership::routes(r);
     let r = presence::routes(r);
+    let r = to_device::routes(r);
     sync::routes(r)
 }

@@ -40,6 +40,7 @@ const STREAM_TABLES: &[&str] = &[
     "SELECT MAX(stream_pos) FROM memberships",
     "SELECT MAX(stream_pos) FROM receipts",
     "SELECT MAX(stream_pos) FROM presence",
+    "SELECT MAX(stream_pos) FROM to_device",
 ];
 
 impl Homeserver {

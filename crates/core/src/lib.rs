@@ -9,6 +9,7 @@ pub mod presence;
 pub mod rooms;
 pub mod storage;
 pub mod sync;
+pub mod to_device;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -10,7 +10,7 @@ pub mod typing;
 
 use std::time::Duration;
 
-use ruma::{api::client::filter::FilterDefinition, UserId};
+use ruma::{api::client::filter::FilterDefinition, DeviceId, UserId};
 use serde_json::{json, Value as Json};
 
 pub use token::SyncToken;
@@ -27,16 +27,24 @@ pub struct SyncRequest {
 
 impl Homeserver {
     /// Long-polls until something for `user` moves past `since`, or the timeout.
-    pub async fn sync(&self, user: &UserId, req: SyncRequest) -> Result<Json> {
+    pub async fn sync(&self, user: &UserId, device: &DeviceId, req: SyncRequest) -> Result<Json> {
         let timeout = req.timeout_ms.min(self.config.max_sync_timeout_ms);
         let deadline = self.clock.now_ms() + timeout;
+        // A `since` acknowledges every to-device message before it (spec: "Send-to-Device").
+        if let Some(since) = req.since {
+            self.ack_to_device(user, device, since.pos.min(self.current_pos()))
+                .await?;
+        }
         loop {
             let ticket = self.wakeups.ticket();
+            let from = req.since.map_or(0, |s| s.pos);
             let now = SyncToken {
-                pos: self.current_pos(),
+                pos: self
+                    .to_device_cap(user, device, from, self.current_pos())
+                    .await?,
                 typing: self.typing.serial(),
             };
-            let (body, empty) = self.sync_once(user, &req, now).await?;
+            let (body, empty) = self.sync_once(user, device, &req, now).await?;
             let remaining = deadline.saturating_sub(self.clock.now_ms());
             if !empty || req.since.is_none() || req.full_state || remaining == 0 {
                 return Ok(body);
@@ -50,6 +58,7 @@ impl Homeserver {
     async fn sync_once(
         &self,
         user: &UserId,
+        device: &DeviceId,
         req: &SyncRequest,
         now: SyncToken,
     ) -> Result<(Json, bool)> {
@@ -65,13 +74,19 @@ impl Homeserver {
         let presence = self
             .presence_since(user, since.map(|s| s.pos), now.pos)
             .await?;
-        let empty = rooms.is_empty() && account_data.is_empty() && presence.is_empty();
+        let to_device = self
+            .to_device_since(user, device, since.map_or(0, |s| s.pos), now.pos)
+            .await?;
+        let empty = rooms.is_empty()
+            && account_data.is_empty()
+            && presence.is_empty()
+            && to_device.is_empty();
         let body = json!({
             "next_batch": now.to_string(),
             "rooms": rooms.into_json(),
             "account_data": { "events": account_data },
             "presence": { "events": presence },
-            "to_device": { "events": [] },
+            "to_device": { "events": to_device },
             "device_lists": { "changed": [], "left": [] },
             "device_one_time_keys_count": {},
         });

@@ -15,7 +15,8 @@ async fn sync(
     State(s): State<AppState>,
     req: Ruma<sync_events::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = req.user()?.user_id.clone();
+    let session = req.user()?.clone();
+    let user = session.user_id.clone();
     let b = req.body;
     let filter = match b.filter {
         None => FilterDefinition::default(),
@@ -31,6 +32,7 @@ async fn sync(
     let body =
         s.hs.sync(
             &user,
+            &session.device_id,
             SyncRequest {
                 since,
                 full_state: b.full_state,

@@ -83,6 +83,10 @@ impl Homeserver {
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
                 vec![user.as_str().into(), d.into()],
             ));
+            batch.push(Statement::new(
+                "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2",
+                vec![user.as_str().into(), d.into()],
+            ));
         }
         self.db.batch(batch).await?;
         Ok(())
@@ -128,6 +132,10 @@ impl Homeserver {
                 ),
                 Statement::new(
                     "DELETE FROM devices WHERE user_id = $1",
+                    vec![user.as_str().into()],
+                ),
+                Statement::new(
+                    "DELETE FROM to_device WHERE user_id = $1",
                     vec![user.as_str().into()],
                 ),
             ])

@@ -167,6 +167,10 @@ impl Homeserver {
                     "DELETE FROM devices WHERE user_id = $1",
                     vec![user.as_str().into()],
                 ),
+                Statement::new(
+                    "DELETE FROM to_device WHERE user_id = $1",
+                    vec![user.as_str().into()],
+                ),
             ])
             .await?;
         Ok(())

@@ -168,3 +168,15 @@ CREATE TABLE presence (
     last_active_ts BIGINT NOT NULL,
     stream_pos BIGINT NOT NULL
 );
+
+-- Send-to-device queue (spec: "Send-to-Device messaging"); rows go once acknowledged.
+CREATE TABLE to_device (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    stream_pos BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    sender TEXT NOT NULL,
+    type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, stream_pos, seq)
+);
