@@ -226,6 +226,21 @@ async fn limited_timeline_filters_and_leave() {
         .map(|e| e["content"]["body"].as_str().unwrap())
         .collect();
     assert_eq!(bodies, vec!["m9", "m8", "m7"]);
+    // With lazy-loaded members, /messages carries the senders' member events.
+    let lazy = "%7B%22lazy_load_members%22%3Atrue%7D";
+    let (_, body) = server
+        .req(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/messages?dir=b&from={prev}&limit=3&filter={lazy}"
+            ),
+            Some(&alice),
+            None,
+        )
+        .await;
+    let state = body["state"].as_array().expect("state with lazy loading");
+    assert_eq!(state.len(), 1, "{body}");
+    assert_eq!(state[0]["state_key"], "@alice:localhost");
 
     // not_types filter drops messages.
     let f = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22not_types%22%3A%5B%22m.room.message%22%5D%7D%7D%7D";

@@ -301,6 +301,7 @@ async fn messages(
     };
     let from = q.from.as_deref().map(parse_position).transpose()?;
     let to = q.to.as_deref().map(parse_position).transpose()?;
+    let lazy = filter::lazy_members(&filter);
     let keep = move |p: &tessera_core::rooms::Pdu| filter::event_allowed(&filter, p);
     let page =
         s.hs.messages(
@@ -323,6 +324,23 @@ async fn messages(
     let mut body = json!({ "start": page.start.to_string(), "chunk": chunk });
     if let Some(end) = page.end {
         body["end"] = end.to_string().into();
+    }
+    // Spec: with lazy_load_members, `state` carries the senders' member events.
+    if lazy {
+        let mut senders: Vec<_> = page.events.iter().map(|p| p.sender.clone()).collect();
+        senders.sort();
+        senders.dedup();
+        let mut state = Vec::new();
+        for sender in senders {
+            let kind = StateEventType::RoomMember;
+            if let Ok(m) =
+                s.hs.state_event(&room, &a.user_id, &kind, sender.as_str())
+                    .await
+            {
+                state.push(m.to_client_json(&room));
+            }
+        }
+        body["state"] = Value::Array(state);
     }
     Ok(Json(body))
 }
