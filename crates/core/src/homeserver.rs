@@ -31,7 +31,11 @@ pub struct Homeserver {
     pub(crate) typing: crate::sync::typing::Typing,
     pub(crate) state_cache: crate::rooms::state::GroupCache,
     pub(crate) keyring: crate::rooms::receive::KeyRing,
+    pub(crate) pdu_cache: crate::cache::BoundedCache<ruma::OwnedEventId, crate::rooms::Pdu>,
 }
+
+/// Events kept parsed in memory.
+const PDU_CACHE_SIZE: usize = 20_000;
 
 /// Tables whose rows carry a position in the global stream.
 const STREAM_TABLES: &[&str] = &[
@@ -70,6 +74,7 @@ impl Homeserver {
             typing: Default::default(),
             state_cache: Default::default(),
             keyring: Default::default(),
+            pdu_cache: crate::cache::BoundedCache::new(PDU_CACHE_SIZE),
         })
     }
 

@@ -1,6 +1,7 @@
 //! Tessera's Matrix logic. No I/O: the host supplies the ports in [`ports`].
 
 pub mod accounts;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod homeserver;

@@ -118,7 +118,14 @@ impl Homeserver {
                     depth = depth.max(p.depth);
                     prev_pdus.push(p);
                 }
-                let state = self.current_state_ids(room_id).await?;
+                // One extremity: its (cached) state group is the current state.
+                let state = match prev.as_slice() {
+                    [only] => match self.event_place(only).await? {
+                        Some(place) => (*self.state_group(place.state_after).await?.0).clone(),
+                        None => self.current_state_ids(room_id).await?,
+                    },
+                    _ => self.current_state_ids(room_id).await?,
+                };
                 let content_raw = serde_json::value::to_raw_value(&content)?;
                 let auth_types = ruma::state_res::auth_types_for_event(
                     &event.kind,

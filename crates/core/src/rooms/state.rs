@@ -1,10 +1,7 @@
 //! State snapshots ("state groups"): each is a delta on an earlier group, with chains kept
 //! short by writing a full copy every `MAX_CHAIN` steps. Groups never change once written.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use ruma::{events::StateEventType, state_res::StateMap, OwnedEventId, RoomId};
 
@@ -21,23 +18,12 @@ const CACHE_GROUPS: usize = 2048;
 
 pub type StateIds = StateMap<OwnedEventId>;
 
-#[derive(Default)]
-pub struct GroupCache(Mutex<HashMap<i64, (Arc<StateIds>, i64)>>);
+/// Loaded state groups with their chain length.
+pub struct GroupCache(pub(crate) crate::cache::BoundedCache<i64, (Arc<StateIds>, i64)>);
 
-impl GroupCache {
-    fn get(&self, id: i64) -> Option<(Arc<StateIds>, i64)> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
-    }
-    fn put(&self, id: i64, state: Arc<StateIds>, chain: i64) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= CACHE_GROUPS {
-            map.clear();
-        }
-        map.insert(id, (state, chain));
+impl Default for GroupCache {
+    fn default() -> Self {
+        Self(crate::cache::BoundedCache::new(CACHE_GROUPS))
     }
 }
 
@@ -52,7 +38,7 @@ pub struct NewGroup {
 impl Homeserver {
     /// Loads a state group with its chain length.
     pub async fn state_group(&self, id: i64) -> Result<(Arc<StateIds>, i64)> {
-        if let Some(hit) = self.state_cache.get(id) {
+        if let Some(hit) = self.state_cache.0.get(&id) {
             return Ok(hit);
         }
         let row = query_opt(
@@ -79,7 +65,7 @@ impl Homeserver {
             state.insert((StateEventType::from(r.text(0)?), r.text(1)?), event_id);
         }
         let state = Arc::new(state);
-        self.state_cache.put(id, state.clone(), chain);
+        self.state_cache.0.put(id, (state.clone(), chain));
         Ok((state, chain))
     }
 
@@ -125,7 +111,8 @@ impl Homeserver {
 
     pub(crate) fn cache_group(&self, group: &NewGroup) {
         self.state_cache
-            .put(group.id, group.state.clone(), group.chain);
+            .0
+            .put(group.id, (group.state.clone(), group.chain));
     }
 
     /// The room's current state, as resolved after its forward extremities.

@@ -44,14 +44,22 @@ fn new_group_id() -> i64 {
 
 impl Homeserver {
     pub async fn get_pdu(&self, id: &ruma::EventId) -> Result<Option<Pdu>> {
+        if let Some(p) = self.pdu_cache.get(&id.to_owned()) {
+            return Ok(Some(p));
+        }
         let row = query_opt(
             self.db.as_ref(),
             "SELECT json FROM events WHERE event_id = $1",
             vec![id.as_str().into()],
         )
         .await?;
-        row.map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?))
-            .transpose()
+        let pdu = row
+            .map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?))
+            .transpose()?;
+        if let Some(p) = &pdu {
+            self.pdu_cache.put(id.to_owned(), p.clone());
+        }
+        Ok(pdu)
     }
 
     pub async fn event_place(&self, id: &ruma::EventId) -> Result<Option<EventPlace>> {
@@ -209,6 +217,7 @@ impl Homeserver {
 
         self.authorize(&rules, &pdu, &before).await?;
         let redaction = self.apply_redaction(&pdu, &before, &rules).await?;
+        let redaction_target = redaction.as_ref().and(pdu.redacts.clone());
 
         // State after the event.
         let (after, after_id) = match &pdu.state_key {
@@ -249,7 +258,13 @@ impl Homeserver {
             }
             self.resolve_states(&rules, &states).await?
         };
-        let old_current = self.current_state_ids(room_id).await?;
+        // When the event builds on every extremity, the old current state is its state before.
+        let old_set: HashSet<_> = old_ext.iter().collect();
+        let old_current = if old_set == prevs {
+            (*before).clone()
+        } else {
+            self.current_state_ids(room_id).await?
+        };
         let changed: Vec<_> = current
             .iter()
             .filter(|(k, v)| old_current.get(*k) != Some(*v))
@@ -339,6 +354,9 @@ impl Homeserver {
             .await?;
         for g in &groups {
             self.cache_group(g);
+        }
+        if let Some(target) = redaction_target {
+            self.pdu_cache.remove(&target);
         }
         Ok(EventPlace {
             pos,
