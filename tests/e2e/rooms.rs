@@ -126,6 +126,10 @@ async fn create_state_send_and_read() {
     assert_eq!(topics[0]["content"]["topic"], "new");
 
     // A public room: Bob joins by alias, and is in /joined_members.
+    let (_, before_bob) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&token), None)
+        .await;
+    let before_bob = before_bob["next_batch"].as_str().unwrap().to_owned();
     let (_, bob_token) = server.register("bob").await;
     let (status, body) = server
         .req(
@@ -149,6 +153,25 @@ async fn create_state_send_and_read() {
         )
         .await;
     assert_eq!(body["joined"].as_object().unwrap().len(), 2, "{body}");
+    // `/members?at=` a token from before Bob joined lists Alice only.
+    let (_, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/members?at={before_bob}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(body["chunk"].as_array().unwrap().len(), 1, "{body}");
+    let (_, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/members"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(body["chunk"].as_array().unwrap().len(), 2, "{body}");
     server.stop().await;
 }
 

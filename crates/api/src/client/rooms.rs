@@ -359,6 +359,7 @@ async fn event(
 
 #[derive(Deserialize)]
 struct MembersQuery {
+    at: Option<String>,
     membership: Option<String>,
     not_membership: Option<String>,
 }
@@ -374,6 +375,7 @@ async fn members(
         s.hs.members(
             &room,
             &a.user_id,
+            q.at.as_deref().map(parse_position).transpose()?,
             q.membership.as_deref(),
             q.not_membership.as_deref(),
         )
@@ -389,7 +391,9 @@ async fn joined_members(
     Path(room): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
-    let events = s.hs.members(&room, &a.user_id, Some("join"), None).await?;
+    let events =
+        s.hs.members(&room, &a.user_id, None, Some("join"), None)
+            .await?;
     let mut joined = Map::new();
     for p in events {
         let c: Value = serde_json::from_str(p.content.get()).unwrap_or_default();

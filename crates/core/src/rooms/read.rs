@@ -107,10 +107,22 @@ impl Homeserver {
         &self,
         room_id: &RoomId,
         user: &UserId,
+        at: Option<i64>,
         membership: Option<&str>,
         not_membership: Option<&str>,
     ) -> Result<Vec<Pdu>> {
-        let state = self.visible_state(room_id, user).await?;
+        let mut state = self.visible_state(room_id, user).await?;
+        // `at`: the members as of a sync or pagination token, no later than what the user
+        // may see.
+        if let Some(pos) = at {
+            let (current, member_pos) = self.require_membership(room_id, user).await?;
+            let pos = if current == "join" {
+                pos
+            } else {
+                pos.min(member_pos)
+            };
+            state = self.state_at_pos(room_id, pos).await?;
+        }
         let ids: Vec<ruma::OwnedEventId> = state
             .iter()
             .filter(|((k, _), _)| *k == StateEventType::RoomMember)
@@ -125,6 +137,20 @@ impl Homeserver {
                 membership.is_none_or(|x| x == m) && not_membership.is_none_or(|x| x != m)
             })
             .collect())
+    }
+
+    /// The room state after the last event at or before `pos`.
+    pub async fn state_at_pos(&self, room_id: &RoomId, pos: i64) -> Result<StateIds> {
+        let row = crate::storage::query_opt(
+            self.db.as_ref(),
+            "SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 ORDER BY stream_pos DESC LIMIT 1",
+            vec![room_id.as_str().into(), Value::Int(pos)],
+        )
+        .await?;
+        match row {
+            Some(r) => Ok((*self.state_group(r.int(0)?).await?.0).clone()),
+            None => Ok(StateIds::new()),
+        }
     }
 
     /// `/event/{eventId}`, subject to history visibility.

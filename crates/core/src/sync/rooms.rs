@@ -269,20 +269,6 @@ impl Homeserver {
         Ok(out)
     }
 
-    /// The room state after the last event at or before `pos`.
-    async fn state_at_pos(&self, room_id: &RoomId, pos: i64) -> Result<StateIds> {
-        let row = crate::storage::query_opt(
-            self.db.as_ref(),
-            "SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 ORDER BY stream_pos DESC LIMIT 1",
-            vec![room_id.as_str().into(), Value::Int(pos)],
-        )
-        .await?;
-        match row {
-            Some(r) => Ok((*self.state_group(r.int(0)?).await?.0).clone()),
-            None => Ok(StateIds::new()),
-        }
-    }
-
     async fn left_room(
         &self,
         user: &UserId,
