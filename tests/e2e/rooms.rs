@@ -238,6 +238,15 @@ async fn membership_power_and_visibility() {
         .filter_map(|e| e["content"]["body"].as_str())
         .collect();
     assert_eq!(texts, vec!["welcome bob"], "{body}");
+    // Nor does /sync show it.
+    let (_, body) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&bob), None)
+        .await;
+    let timeline = body["rooms"]["join"][&room]["timeline"]["events"].to_string();
+    assert!(
+        timeline.contains("welcome bob") && !timeline.contains("secret before bob"),
+        "{timeline}"
+    );
 
     // Bob (power 0) may not change the name or kick; Alice can kick, then ban.
     let (status, _) = server

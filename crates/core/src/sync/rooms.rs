@@ -12,6 +12,10 @@ use crate::{
     Error, Homeserver, Result,
 };
 
+/// How many events a timeline may look at per event it returns, before giving up on
+/// history the user may not see.
+const MAX_SCAN_FACTOR: usize = 20;
+
 /// Timeline length when the filter names none (spec leaves it to the server).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
@@ -76,7 +80,7 @@ impl Homeserver {
             match membership.as_str() {
                 "join" => {
                     if let Some(room) = self
-                        .joined_room(user, &room_id, req, since, now, changed)
+                        .joined_room(user, &room_id, req, since, now, member_pos)
                         .await?
                     {
                         out.join.insert(room_id, room);
@@ -113,8 +117,9 @@ impl Homeserver {
         req: &SyncRequest,
         since: Option<SyncToken>,
         now: SyncToken,
-        newly_joined: bool,
+        member_pos: i64,
     ) -> Result<Option<Json>> {
+        let newly_joined = since.is_none_or(|s| member_pos > s.pos);
         // A room the user just joined is sent whole, as in an initial sync.
         let from = if newly_joined {
             None
@@ -122,7 +127,13 @@ impl Homeserver {
             since.map(|s| s.pos)
         };
         let (timeline, limited) = self
-            .timeline(room_id, &req.filter.room.timeline, from, now.pos)
+            .timeline(
+                room_id,
+                &req.filter.room.timeline,
+                from,
+                now.pos,
+                (user, "join", member_pos),
+            )
             .await?;
         let typing = self.typing_since(room_id, since.map(|s| s.typing));
         let account_data = self
@@ -175,7 +186,10 @@ impl Homeserver {
         f: &ruma::api::client::filter::RoomEventFilter,
         from: Option<i64>,
         upto: i64,
+        viewer: (&UserId, &str, i64),
     ) -> Result<(Vec<(i64, Pdu)>, bool)> {
+        let (user, membership, member_pos) = viewer;
+        let mut scanned = 0usize;
         let limit = f
             .limit
             .map(|l| u64::from(l) as usize)
@@ -198,8 +212,18 @@ impl Homeserver {
             }
             for r in &rows {
                 cursor = r.int(2)?;
+                scanned += 1;
+                // Hidden history could make us scan the whole room: stop and say limited.
+                if scanned > limit * MAX_SCAN_FACTOR {
+                    out.reverse();
+                    return Ok((out, true));
+                }
                 let pdu = Pdu::from_stored(&r.text(0)?, &r.text(1)?)?;
-                if filter::event_allowed(f, &pdu) {
+                // Events after the user joined are theirs to see; earlier ones depend on
+                // the room's history visibility.
+                let visible = (membership == "join" && cursor > member_pos)
+                    || self.can_see(user, room_id, &pdu, Some(membership)).await?;
+                if visible && filter::event_allowed(f, &pdu) {
                     if out.len() == limit {
                         out.reverse();
                         return Ok((out, true));
@@ -283,6 +307,7 @@ impl Homeserver {
                 &req.filter.room.timeline,
                 since.map(|s| s.pos),
                 leave_pos,
+                (user, "leave", leave_pos),
             )
             .await?;
         let state = self
