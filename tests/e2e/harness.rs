@@ -34,7 +34,46 @@ pub async fn start() -> TestServer {
     start_with(Options::default()).await
 }
 
+/// A database of its own for one test, dropped by [`TestDb::drop_db`].
+pub struct TestDb {
+    pub config: Config,
+    pg_db: Option<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn drop_db(self) {
+        drop_pg(self.pg_db).await;
+    }
+}
+
+async fn drop_pg(pg_db: Option<(String, String)>) {
+    if let Some((base, name)) = pg_db {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
 pub async fn start_with(opts: Options) -> TestServer {
+    let TestDb { config, pg_db, dir } = test_db(opts).await;
+    let server = tessera_server::start(config).await.expect("server starts");
+    TestServer {
+        url: format!("http://{}", server.addr),
+        server: Some(server),
+        pg_db,
+        _dir: dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// A configuration on a fresh database: SQLite in a temp folder, or a new PostgreSQL
+/// database when `TESSERA_TEST_POSTGRES_URL` is set.
+pub async fn test_db(opts: Options) -> TestDb {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
@@ -69,14 +108,7 @@ pub async fn start_with(opts: Options) -> TestServer {
         config.database.url = Some(format!("{base_no_db}/{name}"));
         pg_db = Some((base, name));
     }
-    let server = tessera_server::start(config).await.expect("server starts");
-    TestServer {
-        url: format!("http://{}", server.addr),
-        server: Some(server),
-        pg_db,
-        _dir: dir,
-        http: reqwest::Client::new(),
-    }
+    TestDb { config, pg_db, dir }
 }
 
 impl TestServer {
@@ -85,15 +117,7 @@ impl TestServer {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
-        if let Some((base, name)) = self.pg_db.take() {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await;
-            }
-        }
+        drop_pg(self.pg_db.take()).await;
     }
 
     pub fn hs(&self) -> &tessera_server::Homeserver {

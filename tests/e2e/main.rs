@@ -9,4 +9,5 @@ mod client_flow;
 mod errors;
 mod rooms;
 mod state_res;
+mod storage;
 mod sync;

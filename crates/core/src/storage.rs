@@ -14,11 +14,17 @@ const MIGRATIONS: &[(&str, &str)] = &[(
 
 /// Applies missing migrations; refuses a database newer than this binary.
 pub async fn migrate(db: &dyn Database) -> Result<usize> {
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
-        vec![],
-    )
-    .await?;
+    // PostgreSQL reports a unique violation when another node creates it at the same time.
+    match db
+        .execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY)",
+            vec![],
+        )
+        .await
+    {
+        Ok(_) | Err(DbError::UniqueViolation) => {}
+        Err(e) => return Err(e.into()),
+    }
     let rows = db
         .query("SELECT MAX(version) FROM schema_version", vec![])
         .await?;
@@ -40,8 +46,13 @@ pub async fn migrate(db: &dyn Database) -> Result<usize> {
             crate::ports::Engine::Postgres => postgres,
         };
         let version = (i + 1) as i64;
-        let full = format!("{script}\nINSERT INTO schema_version (version) VALUES ({version});");
-        db.execute_script(&full).await?;
+        // The version row goes first: a second node migrating at the same moment blocks on
+        // it, then fails with a unique violation once the first commits, and moves on.
+        let full = format!("INSERT INTO schema_version (version) VALUES ({version});\n{script}");
+        match db.execute_script(&full).await {
+            Ok(()) | Err(DbError::UniqueViolation) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(MIGRATIONS.len() - current)
 }
