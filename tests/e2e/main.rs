@@ -7,6 +7,7 @@ mod harness;
 mod accounts;
 mod client_flow;
 mod errors;
+mod push;
 mod rooms;
 mod state_res;
 mod storage;

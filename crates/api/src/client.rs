@@ -8,6 +8,7 @@ mod discovery;
 mod membership;
 mod presence;
 mod profile;
+mod push;
 mod rooms;
 mod session;
 mod sync;
@@ -30,6 +31,7 @@ pub fn routes() -> Router<AppState> {
     let r = rooms::routes(r);
     let r = membership::routes(r);
     let r = presence::routes(r);
+    let r = push::routes(r);
     let r = to_device::routes(r);
     sync::routes(r)
 }

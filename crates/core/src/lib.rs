@@ -7,6 +7,7 @@ pub mod error;
 pub mod homeserver;
 pub mod ports;
 pub mod presence;
+pub mod push_rules;
 pub mod rooms;
 pub mod storage;
 pub mod sync;

@@ -67,6 +67,13 @@ impl Homeserver {
         let account_data = self
             .account_data_since(user, None, since.map(|s| s.pos), now.pos)
             .await?;
+        let mut account_data = account_data;
+        // Clients expect their push rules in the first sync, defaults included.
+        if since.is_none() && !account_data.iter().any(|e| e["type"] == "m.push_rules") {
+            account_data.push(
+                json!({ "type": "m.push_rules", "content": self.push_rules_content(user).await? }),
+            );
+        }
         let account_data: Vec<Json> = account_data
             .into_iter()
             .filter(|e| filter::account_data_allowed(&req.filter, e))

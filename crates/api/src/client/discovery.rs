@@ -34,6 +34,7 @@ async fn capabilities(_auth: Auth) -> Json<Value> {
             "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },
             "m.get_login_token": { "enabled": false },
+            "m.profile_fields": { "enabled": true },
         }
     }))
 }

@@ -1,0 +1,152 @@
+//! Push rules (spec: "Push Rules: API"). Pushers and notification counts are not here yet.
+
+use axum::{extract::State, Json, Router};
+use ruma::{
+    api::client::push::{
+        delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+        get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
+        set_pushrule_enabled,
+    },
+    push::{AnyPushRuleRef, RuleKind, Ruleset},
+};
+use serde_json::{json, Value};
+use tessera_core::Error;
+
+use crate::{ruma_route, ApiError, AppState, Ruma};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = ruma_route!(r, get_pushrules_all::v3::Request, all);
+    let r = ruma_route!(r, get_pushrules_global_scope::v3::Request, global);
+    let r = ruma_route!(r, get_pushrule::v3::Request, get_rule);
+    let r = ruma_route!(r, set_pushrule::v3::Request, set_rule);
+    let r = ruma_route!(r, delete_pushrule::v3::Request, delete_rule);
+    let r = ruma_route!(r, get_pushrule_enabled::v3::Request, get_enabled);
+    let r = ruma_route!(r, set_pushrule_enabled::v3::Request, set_enabled);
+    let r = ruma_route!(r, get_pushrule_actions::v3::Request, get_actions);
+    ruma_route!(r, set_pushrule_actions::v3::Request, set_actions)
+}
+
+fn rule_json(rule: AnyPushRuleRef<'_>) -> Value {
+    let v = match rule {
+        AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => serde_json::to_value(r),
+        AnyPushRuleRef::Content(r) => serde_json::to_value(r),
+        AnyPushRuleRef::Room(r) => serde_json::to_value(r),
+        AnyPushRuleRef::Sender(r) => serde_json::to_value(r),
+        _ => Ok(Value::Null),
+    };
+    v.unwrap_or(Value::Null)
+}
+
+fn find<'a>(rules: &'a Ruleset, kind: &RuleKind, id: &str) -> Result<AnyPushRuleRef<'a>, ApiError> {
+    rules
+        .get(kind.clone(), id)
+        .ok_or_else(|| ApiError(Error::not_found("Unknown push rule")))
+}
+
+async fn all(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrules_all::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(s.hs.push_rules_content(&req.user()?.user_id).await?))
+}
+
+async fn global(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrules_global_scope::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        serde_json::to_value(s.hs.push_rules(&req.user()?.user_id).await?)
+            .map_err(Error::internal)?,
+    ))
+}
+
+async fn get_rule(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrule::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let rules = s.hs.push_rules(&req.user()?.user_id).await?;
+    Ok(Json(rule_json(find(
+        &rules,
+        &req.body.kind,
+        &req.body.rule_id,
+    )?)))
+}
+
+async fn set_rule(
+    State(s): State<AppState>,
+    req: Ruma<set_pushrule::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = req.user()?.user_id.clone();
+    let b = req.body;
+    s.hs.update_push_rules(&user, |rules| {
+        rules
+            .insert(b.rule, b.after.as_deref(), b.before.as_deref())
+            .map_err(|e| Error::Matrix(ruma::api::error::ErrorKind::BadJson, e.to_string()))
+    })
+    .await?;
+    Ok(Json(json!({})))
+}
+
+async fn delete_rule(
+    State(s): State<AppState>,
+    req: Ruma<delete_pushrule::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = req.user()?.user_id.clone();
+    let b = req.body;
+    s.hs.update_push_rules(&user, |rules| {
+        rules
+            .remove(b.kind, &b.rule_id)
+            .map_err(|e| Error::not_found(e.to_string()))
+    })
+    .await?;
+    Ok(Json(json!({})))
+}
+
+async fn get_enabled(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrule_enabled::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let rules = s.hs.push_rules(&req.user()?.user_id).await?;
+    Ok(Json(
+        json!({ "enabled": find(&rules, &req.body.kind, &req.body.rule_id)?.enabled() }),
+    ))
+}
+
+async fn set_enabled(
+    State(s): State<AppState>,
+    req: Ruma<set_pushrule_enabled::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = req.user()?.user_id.clone();
+    let b = req.body;
+    s.hs.update_push_rules(&user, |rules| {
+        rules
+            .set_enabled(b.kind, &b.rule_id, b.enabled)
+            .map_err(|e| Error::not_found(e.to_string()))
+    })
+    .await?;
+    Ok(Json(json!({})))
+}
+
+async fn get_actions(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrule_actions::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let rules = s.hs.push_rules(&req.user()?.user_id).await?;
+    let rule = find(&rules, &req.body.kind, &req.body.rule_id)?;
+    Ok(Json(json!({ "actions": rule.actions() })))
+}
+
+async fn set_actions(
+    State(s): State<AppState>,
+    req: Ruma<set_pushrule_actions::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = req.user()?.user_id.clone();
+    let b = req.body;
+    s.hs.update_push_rules(&user, |rules| {
+        rules
+            .set_actions(b.kind, &b.rule_id, b.actions)
+            .map_err(|e| Error::not_found(e.to_string()))
+    })
+    .await?;
+    Ok(Json(json!({})))
+}
