@@ -3,6 +3,7 @@
 mod account;
 mod account_data;
 mod auth;
+mod backup;
 mod devices;
 mod discovery;
 mod membership;
@@ -31,6 +32,7 @@ pub fn routes() -> Router<AppState> {
     let r = rooms::routes(r);
     let r = membership::routes(r);
     let r = presence::routes(r);
+    let r = backup::routes(r);
     let r = push::routes(r);
     let r = to_device::routes(r);
     sync::routes(r)

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod cache;
 pub mod config;
+pub mod e2ee;
 pub mod error;
 pub mod homeserver;
 pub mod ports;

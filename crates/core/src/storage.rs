@@ -7,10 +7,11 @@ use crate::{
 
 /// Versioned migrations; index + 1 is the schema version. An engine may get its own text
 /// where the portable subset is not enough.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    include_str!("storage/migrations/0001_init.sql"),
-    include_str!("storage/migrations/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (include_str!("storage/migrations/0001_init.sql"), include_str!("storage/migrations/0001_init.sql")),
+    (include_str!("storage/migrations/0002_e2ee.sql"), include_str!("storage/migrations/0002_e2ee.sql")),
+    (include_str!("storage/migrations/0003_key_backup.sql"), include_str!("storage/migrations/0003_key_backup.sql")),
+];
 
 /// Applies missing migrations; refuses a database newer than this binary.
 pub async fn migrate(db: &dyn Database) -> Result<usize> {

@@ -1,0 +1,1 @@
+//! Server-side key backups (spec: "Server-side key backups").

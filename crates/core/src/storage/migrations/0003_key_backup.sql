@@ -1,0 +1,2 @@
+-- Server-side key backups (spec: "Server-side key backups"); filled in below.
+SELECT 1;
