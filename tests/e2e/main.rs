@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod client_flow;
+mod e2ee;
 mod errors;
 mod push;
 mod rooms;

@@ -6,6 +6,7 @@ mod auth;
 mod backup;
 mod devices;
 mod discovery;
+mod keys;
 mod membership;
 mod presence;
 mod profile;
@@ -32,6 +33,7 @@ pub fn routes() -> Router<AppState> {
     let r = rooms::routes(r);
     let r = membership::routes(r);
     let r = presence::routes(r);
+    let r = keys::routes(r);
     let r = backup::routes(r);
     let r = push::routes(r);
     let r = to_device::routes(r);

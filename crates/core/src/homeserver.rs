@@ -45,6 +45,7 @@ const STREAM_TABLES: &[&str] = &[
     "SELECT MAX(stream_pos) FROM receipts",
     "SELECT MAX(stream_pos) FROM presence",
     "SELECT MAX(stream_pos) FROM to_device",
+    "SELECT MAX(stream_pos) FROM device_list_changes",
 ];
 
 impl Homeserver {

@@ -8,9 +8,18 @@ use crate::{
 /// Versioned migrations; index + 1 is the schema version. An engine may get its own text
 /// where the portable subset is not enough.
 const MIGRATIONS: &[(&str, &str)] = &[
-    (include_str!("storage/migrations/0001_init.sql"), include_str!("storage/migrations/0001_init.sql")),
-    (include_str!("storage/migrations/0002_e2ee.sql"), include_str!("storage/migrations/0002_e2ee.sql")),
-    (include_str!("storage/migrations/0003_key_backup.sql"), include_str!("storage/migrations/0003_key_backup.sql")),
+    (
+        include_str!("storage/migrations/0001_init.sql"),
+        include_str!("storage/migrations/0001_init.sql"),
+    ),
+    (
+        include_str!("storage/migrations/0002_e2ee.sql"),
+        include_str!("storage/migrations/0002_e2ee.sql"),
+    ),
+    (
+        include_str!("storage/migrations/0003_key_backup.sql"),
+        include_str!("storage/migrations/0003_key_backup.sql"),
+    ),
 ];
 
 /// Applies missing migrations; refuses a database newer than this binary.

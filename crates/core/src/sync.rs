@@ -84,7 +84,15 @@ impl Homeserver {
         let to_device = self
             .to_device_since(user, device, since.map_or(0, |s| s.pos), now.pos)
             .await?;
+        let (changed, left) = match since {
+            Some(s) => self.device_list_updates(user, s.pos, now.pos).await?,
+            None => (vec![], vec![]),
+        };
+        let otk_counts = self.one_time_key_counts(user, device).await?;
+        let fallback_types = self.unused_fallback_key_types(user, device).await?;
         let empty = rooms.is_empty()
+            && changed.is_empty()
+            && left.is_empty()
             && account_data.is_empty()
             && presence.is_empty()
             && to_device.is_empty();
@@ -94,8 +102,9 @@ impl Homeserver {
             "account_data": { "events": account_data },
             "presence": { "events": presence },
             "to_device": { "events": to_device },
-            "device_lists": { "changed": [], "left": [] },
-            "device_one_time_keys_count": {},
+            "device_lists": { "changed": changed, "left": left },
+            "device_one_time_keys_count": otk_counts,
+            "device_unused_fallback_key_types": fallback_types,
         });
         Ok((body, empty))
     }

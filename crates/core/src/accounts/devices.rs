@@ -68,28 +68,58 @@ impl Homeserver {
         Ok(())
     }
 
-    /// Deletes devices and, in the same transaction, their tokens.
+    /// Statements deleting devices with their tokens, to-device queue and keys.
+    fn device_deletion(user: &UserId, device_ids: &[String]) -> Vec<Statement> {
+        let mut batch = Vec::new();
+        for d in device_ids {
+            for sql in [
+                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2",
+            ] {
+                batch.push(Statement::new(sql, vec![user.as_str().into(), d.into()]));
+            }
+            batch.extend(Homeserver::delete_device_keys_statements(user, d));
+        }
+        batch
+    }
+
+    /// Deletes devices and everything that hangs off them in one transaction, and tells
+    /// room-mates' clients through the device list (spec: "Device management").
     pub async fn delete_devices(&self, user: &UserId, device_ids: &[String]) -> Result<()> {
+        self.delete_devices_with(user, device_ids, Vec::new()).await
+    }
+
+    async fn delete_devices_with(
+        &self,
+        user: &UserId,
+        device_ids: &[String],
+        mut batch: Vec<Statement>,
+    ) -> Result<()> {
         if device_ids.len() > MAX_DELETE_DEVICES {
             return Err(Error::invalid_param("Too many devices"));
         }
-        let mut batch = Vec::new();
-        for d in device_ids {
+        batch.extend(Self::device_deletion(user, device_ids));
+        let u = user.to_string();
+        self.commit(|pos| {
             batch.push(Statement::new(
-                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
-                vec![user.as_str().into(), d.into()],
+                "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
+                vec![u.into(), Value::Int(pos)],
             ));
-            batch.push(Statement::new(
-                "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
-                vec![user.as_str().into(), d.into()],
-            ));
-            batch.push(Statement::new(
-                "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2",
-                vec![user.as_str().into(), d.into()],
-            ));
-        }
-        self.db.batch(batch).await?;
+            batch
+        })
+        .await?;
         Ok(())
+    }
+
+    /// Every device of the user.
+    pub(crate) async fn all_device_ids(&self, user: &UserId) -> Result<Vec<String>> {
+        Ok(self
+            .list_devices(user)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect())
     }
 
     /// `/account/password`; other devices are logged out unless `keep_device` says otherwise.
@@ -100,46 +130,32 @@ impl Homeserver {
         keep_device: Option<&str>,
     ) -> Result<()> {
         let hash = password::hash(new)?;
-        let mut batch = vec![Statement::new(
+        let set = vec![Statement::new(
             "UPDATE users SET password_hash = $2 WHERE user_id = $1",
             vec![user.as_str().into(), hash.into()],
         )];
-        if let Some(keep) = keep_device {
-            batch.push(Statement::new(
-                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
-                vec![user.as_str().into(), keep.into()],
-            ));
-            batch.push(Statement::new(
-                "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
-                vec![user.as_str().into(), keep.into()],
-            ));
-        }
-        self.db.batch(batch).await?;
-        Ok(())
+        let others: Vec<String> = match keep_device {
+            Some(keep) => self
+                .all_device_ids(user)
+                .await?
+                .into_iter()
+                .filter(|d| d != keep)
+                .collect(),
+            None => vec![],
+        };
+        self.delete_devices_with(user, &others, set).await
     }
 
     /// `/account/deactivate`: tokens stop working at once; rooms are left afterwards.
     pub async fn deactivate(&self, user: &UserId) -> Result<()> {
-        self.db
-            .batch(vec![
-                Statement::new(
-                    "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1",
-                    vec![user.as_str().into()],
-                ),
-                Statement::new(
-                    "DELETE FROM access_tokens WHERE user_id = $1",
-                    vec![user.as_str().into()],
-                ),
-                Statement::new(
-                    "DELETE FROM devices WHERE user_id = $1",
-                    vec![user.as_str().into()],
-                ),
-                Statement::new(
-                    "DELETE FROM to_device WHERE user_id = $1",
-                    vec![user.as_str().into()],
-                ),
-            ])
-            .await?;
+        let set = vec![Statement::new(
+            "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1",
+            vec![user.as_str().into()],
+        )];
+        // Tokens of devices created while this runs die with the flag: authenticate()
+        // refuses deactivated users.
+        let devices = self.all_device_ids(user).await?;
+        self.delete_devices_with(user, &devices, set).await?;
         for room in self.joined_rooms(user).await? {
             // Best effort per room: the account is already unusable.
             if let Err(e) = self.leave_room(user, &room, None).await {

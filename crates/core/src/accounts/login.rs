@@ -155,24 +155,9 @@ impl Homeserver {
         self.delete_devices(user, &[device_id.to_owned()]).await
     }
 
-    /// `/logout/all`.
+    /// `/logout/all`: every device and token of the user.
     pub async fn logout_all(&self, user: &UserId) -> Result<()> {
-        self.db
-            .batch(vec![
-                Statement::new(
-                    "DELETE FROM access_tokens WHERE user_id = $1",
-                    vec![user.as_str().into()],
-                ),
-                Statement::new(
-                    "DELETE FROM devices WHERE user_id = $1",
-                    vec![user.as_str().into()],
-                ),
-                Statement::new(
-                    "DELETE FROM to_device WHERE user_id = $1",
-                    vec![user.as_str().into()],
-                ),
-            ])
-            .await?;
-        Ok(())
+        let devices = self.all_device_ids(user).await?;
+        self.delete_devices(user, &devices).await
     }
 }

@@ -1,1 +1,92 @@
-//! device_lists
+//! Device-list tracking (spec: "Tracking the device list for a user"): who must refetch
+//! whose keys (`changed`) and whom a user no longer shares a room with (`left`).
+
+use std::collections::BTreeSet;
+
+use ruma::UserId;
+
+use crate::{
+    ports::{Statement, Value},
+    Homeserver, Result,
+};
+
+impl Homeserver {
+    /// Records that `user`'s devices or keys changed.
+    pub async fn mark_device_list_changed(&self, user: &UserId) -> Result<()> {
+        let u = user.to_string();
+        self.commit(|pos| {
+            vec![Statement::new(
+                "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
+                vec![u.into(), Value::Int(pos)],
+            )]
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn users_sharing_rooms(&self, viewer: &UserId) -> Result<BTreeSet<String>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT DISTINCT o.user_id FROM memberships o
+                 JOIN memberships v ON v.room_id = o.room_id AND v.user_id = $1 AND v.membership = 'join'
+                 WHERE o.membership = 'join'",
+                vec![viewer.as_str().into()],
+            )
+            .await?;
+        rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
+    }
+
+    /// `(changed, left)` for a sync or `/keys/changes` from `since` to `upto`.
+    pub async fn device_list_updates(
+        &self,
+        viewer: &UserId,
+        since: i64,
+        upto: i64,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let sharing = self.users_sharing_rooms(viewer).await?;
+        let mut changed = BTreeSet::new();
+        for r in self
+            .db
+            .query(
+                "SELECT DISTINCT user_id FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2",
+                vec![Value::Int(since), Value::Int(upto)],
+            )
+            .await?
+        {
+            let u = r.text(0)?;
+            if u == viewer.as_str() || sharing.contains(&u) {
+                changed.insert(u);
+            }
+        }
+        // Membership changes in rooms the viewer has been in during the window.
+        let rows = self
+            .db
+            .query(
+                "SELECT o.user_id, o.membership, v.membership, v.stream_pos, o.room_id FROM memberships o
+                 JOIN memberships v ON v.room_id = o.room_id AND v.user_id = $1
+                 WHERE (o.stream_pos > $2 AND o.stream_pos <= $3) OR (v.stream_pos > $2 AND v.stream_pos <= $3)",
+                vec![viewer.as_str().into(), Value::Int(since), Value::Int(upto)],
+            )
+            .await?;
+        let mut left = BTreeSet::new();
+        for r in rows {
+            let (other, other_m, viewer_m, viewer_pos) =
+                (r.text(0)?, r.text(1)?, r.text(2)?, r.int(3)?);
+            if other == viewer.as_str() {
+                continue;
+            }
+            let viewer_joined_now = viewer_pos > since && viewer_m == "join";
+            if other_m == "join" && (viewer_joined_now || viewer_m == "join") {
+                // A new room-mate (or all mates of a room just joined): fetch their keys.
+                if sharing.contains(&other) {
+                    changed.insert(other);
+                }
+            } else if !sharing.contains(&other) {
+                left.insert(other);
+            }
+        }
+        left.retain(|u| !changed.contains(u));
+        Ok((changed.into_iter().collect(), left.into_iter().collect()))
+    }
+}
