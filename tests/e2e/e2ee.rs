@@ -31,7 +31,7 @@ fn body(ev: &matrix_sdk::deserialized_responses::TimelineEvent) -> Option<String
 
 #[tokio::test]
 async fn encrypted_chat_device_lists_and_cross_signing() {
-    let server = harness::start().await;
+    let mut server = harness::start().await;
     server.register("alice").await;
     let (bob_id, _) = server.register("bob").await;
     let alice = server.sdk_client("alice").await;
@@ -129,6 +129,40 @@ async fn encrypted_chat_device_lists_and_cross_signing() {
         .unwrap()
         .expect("device");
     assert!(alice_device.is_cross_signed_by_owner());
+
+    // After a server restart a fresh client of Bob's still finds Alice's identity and her
+    // device signed by it: keys and signatures were persisted.
+    server.restart().await;
+    let bob3 = server.sdk_client("bob").await;
+    sync(&bob3).await;
+    bob3.encryption()
+        .get_user_devices(&alice_user)
+        .await
+        .unwrap();
+    let identity = bob3
+        .encryption()
+        .get_user_identity(&alice_user)
+        .await
+        .unwrap();
+    assert!(
+        identity.is_some(),
+        "Alice's cross-signing identity survived the restart"
+    );
+    let alice_device = bob3
+        .encryption()
+        .get_device(&alice_user, alice.device_id().unwrap())
+        .await
+        .unwrap()
+        .expect("device");
+    assert!(alice_device.is_cross_signed_by_owner());
+    // Alice's own client, after the restart, still sees her identity as complete.
+    sync(&alice).await;
+    assert!(alice
+        .encryption()
+        .cross_signing_status()
+        .await
+        .unwrap()
+        .is_complete());
     server.stop().await;
 }
 

@@ -12,6 +12,7 @@ pub struct TestServer {
     pg_db: Option<(String, String)>,
     _dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    config: Config,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -61,13 +62,16 @@ async fn drop_pg(pg_db: Option<(String, String)>) {
 
 pub async fn start_with(opts: Options) -> TestServer {
     let TestDb { config, pg_db, dir } = test_db(opts).await;
-    let server = tessera_server::start(config).await.expect("server starts");
+    let server = tessera_server::start(config.clone())
+        .await
+        .expect("server starts");
     TestServer {
         url: format!("http://{}", server.addr),
         server: Some(server),
         pg_db,
         _dir: dir,
         http: reqwest::Client::new(),
+        config,
     }
 }
 
@@ -118,6 +122,19 @@ impl TestServer {
             s.shutdown().await;
         }
         drop_pg(self.pg_db.take()).await;
+    }
+
+    /// Stops the server and starts it again on the same database and address, as after
+    /// an operator's restart.
+    pub async fn restart(&mut self) {
+        let old = self.server.take().expect("running");
+        self.config.listen.client = old.addr.to_string();
+        old.shutdown().await;
+        self.server = Some(
+            tessera_server::start(self.config.clone())
+                .await
+                .expect("server restarts"),
+        );
     }
 
     pub fn hs(&self) -> &tessera_server::Homeserver {
