@@ -5,6 +5,7 @@
 mod harness;
 
 mod accounts;
+mod backup;
 mod client_flow;
 mod e2ee;
 mod errors;

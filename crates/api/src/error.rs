@@ -31,8 +31,8 @@ pub fn status_for(kind: &ErrorKind) -> StatusCode {
         UnknownToken(_) | MissingToken | Unauthorized => StatusCode::UNAUTHORIZED,
         NotFound | Unrecognized => StatusCode::NOT_FOUND,
         LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+        WrongRoomKeysVersion(_) => StatusCode::FORBIDDEN,
         TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Unknown if false => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
 }
