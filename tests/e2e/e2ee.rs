@@ -253,3 +253,79 @@ async fn one_time_keys_are_claimed_once() {
     assert_eq!(sync["device_unused_fallback_key_types"], json!([]));
     server.stop().await;
 }
+
+/// A second device of the same user reads old encrypted history through the server-side
+/// key backup, unlocked with the recovery key (secret storage in account data).
+#[tokio::test]
+async fn second_device_reads_history_through_key_backup() {
+    let server = harness::start().await;
+    server.register("alice").await;
+    let alice = server.sdk_client("alice").await;
+    sync(&alice).await;
+    let recovery_key = alice
+        .encryption()
+        .recovery()
+        .enable()
+        .await
+        .expect("enable recovery");
+
+    let mut req = CreateRoom::new();
+    req.initial_state = vec![InitialStateEvent::with_empty_state_key(
+        RoomEncryptionEventContent::with_recommended_defaults(),
+    )
+    .to_raw_any()];
+    let room = alice.create_room(req).await.expect("create");
+    sync(&alice).await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(
+            room.send(RoomMessageEventContent::text_plain(format!("diary {i}")))
+                .await
+                .expect("send")
+                .response
+                .event_id,
+        );
+    }
+    alice
+        .encryption()
+        .backups()
+        .wait_for_steady_state()
+        .await
+        .expect("keys backed up");
+    let token = alice.access_token().unwrap();
+    let (status, info) = server
+        .req(
+            "GET",
+            "/_matrix/client/v3/room_keys/version",
+            Some(token.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{info}");
+    assert!(info["count"].as_u64().unwrap() >= 1, "{info}");
+
+    // A new device knows nothing until it recovers the backup key.
+    let alice2 = server.sdk_client("alice").await;
+    sync(&alice2).await;
+    alice2
+        .encryption()
+        .recovery()
+        .recover(&recovery_key)
+        .await
+        .expect("recover");
+    alice2
+        .encryption()
+        .backups()
+        .download_room_keys_for_room(room.room_id())
+        .await
+        .expect("download keys");
+    let room2 = alice2
+        .get_room(room.room_id())
+        .expect("room on the second device");
+    for (i, id) in sent.iter().enumerate() {
+        let ev = room2.event(id, None).await.expect("event");
+        assert!(ev.encryption_info().is_some());
+        assert_eq!(body(&ev), Some(format!("diary {i}")));
+    }
+    server.stop().await;
+}
