@@ -17,6 +17,14 @@ use crate::{
     storage, Config, Error, Result,
 };
 
+/// Whose syncs a change concerns.
+pub enum Audience<'a> {
+    Everyone,
+    Users(&'a [ruma::OwnedUserId]),
+    /// The room's local members (any membership).
+    Room(&'a ruma::RoomId),
+}
+
 pub struct Homeserver {
     pub config: Config,
     pub db: Arc<dyn Database>,
@@ -28,6 +36,10 @@ pub struct Homeserver {
     /// Serialises position allocation with the commit, so positions become visible in order.
     commit_lock: async_lock::Mutex<()>,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
+    /// Change ticks: a counter, the last tick meant for everyone, and per user.
+    ticks: std::sync::atomic::AtomicU64,
+    global_tick: std::sync::atomic::AtomicU64,
+    user_ticks: Mutex<HashMap<String, u64>>,
     pub(crate) typing: crate::sync::typing::Typing,
     pub(crate) state_cache: crate::rooms::state::GroupCache,
     pub(crate) keyring: crate::rooms::receive::KeyRing,
@@ -35,7 +47,7 @@ pub struct Homeserver {
 }
 
 /// Events kept parsed in memory.
-const PDU_CACHE_SIZE: usize = 20_000;
+const PDU_CACHE_SIZE: usize = 4_000;
 
 /// Tables whose rows carry a position in the global stream.
 const STREAM_TABLES: &[&str] = &[
@@ -72,6 +84,9 @@ impl Homeserver {
             current_pos: AtomicI64::new(pos),
             commit_lock: async_lock::Mutex::new(()),
             room_locks: Mutex::new(HashMap::new()),
+            ticks: Default::default(),
+            global_tick: Default::default(),
+            user_ticks: Mutex::new(HashMap::new()),
             typing: Default::default(),
             state_cache: Default::default(),
             keyring: Default::default(),
@@ -91,8 +106,17 @@ impl Homeserver {
         self.current_pos.load(Ordering::Acquire)
     }
 
-    /// Commits a batch stamped with the next stream position, atomically, then wakes syncs.
+    /// Commits a batch stamped with the next stream position, atomically, then wakes
+    /// every waiting sync.
     pub async fn commit<F>(&self, build: F) -> Result<i64>
+    where
+        F: FnOnce(i64) -> Vec<Statement>,
+    {
+        self.commit_for(Audience::Everyone, build).await
+    }
+
+    /// Like [`Homeserver::commit`], waking only the syncs of `audience`.
+    pub async fn commit_for<F>(&self, audience: Audience<'_>, build: F) -> Result<i64>
     where
         F: FnOnce(i64) -> Vec<Statement>,
     {
@@ -101,8 +125,60 @@ impl Homeserver {
         self.db.batch(build(pos)).await?;
         self.current_pos.store(pos, Ordering::Release);
         drop(guard);
-        self.wakeups.notify();
+        self.touch(audience).await;
         Ok(pos)
+    }
+
+    /// Marks a change for `audience` and wakes waiting syncs (they re-check only if it is
+    /// theirs). Called after the change is visible, so a sync never misses it.
+    pub(crate) async fn touch(&self, audience: Audience<'_>) {
+        let users: Option<Vec<String>> = match audience {
+            Audience::Everyone => None,
+            Audience::Users(users) => Some(users.iter().map(|u| u.to_string()).collect()),
+            Audience::Room(room) => {
+                match self
+                    .db
+                    .query(
+                        "SELECT user_id FROM memberships WHERE room_id = $1",
+                        vec![room.as_str().into()],
+                    )
+                    .await
+                {
+                    Ok(rows) => rows
+                        .iter()
+                        .map(|r| r.text(0))
+                        .collect::<Result<_, _>>()
+                        .ok(),
+                    // If we cannot tell who is concerned, everyone re-checks.
+                    Err(_) => None,
+                }
+            }
+        };
+        let tick = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
+        match users {
+            None => self.global_tick.store(tick, Ordering::Release),
+            Some(users) => {
+                let mut map = self.user_ticks.lock().unwrap_or_else(|e| e.into_inner());
+                for u in users {
+                    map.insert(u, tick);
+                }
+            }
+        }
+        self.wakeups.notify();
+    }
+
+    /// The current change tick, to compare with [`Homeserver::changed_since`].
+    pub(crate) fn tick(&self) -> u64 {
+        self.ticks.load(Ordering::Acquire)
+    }
+
+    /// Whether anything concerning `user` was marked after `tick`.
+    pub(crate) fn changed_since(&self, user: &ruma::UserId, tick: u64) -> bool {
+        if self.global_tick.load(Ordering::Acquire) > tick {
+            return true;
+        }
+        let map = self.user_ticks.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(user.as_str()).is_some_and(|t| *t > tick)
     }
 
     /// The write lock of one room: one writer per room (design brief, "Write path").

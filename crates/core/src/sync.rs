@@ -35,19 +35,32 @@ impl Homeserver {
             self.ack_to_device(user, device, since.pos.min(self.current_pos()))
                 .await?;
         }
+        let mut seen = 0;
+        let mut last = None;
         loop {
             let ticket = self.wakeups.ticket();
-            let from = req.since.map_or(0, |s| s.pos);
-            let now = SyncToken {
-                pos: self
-                    .to_device_cap(user, device, from, self.current_pos())
-                    .await?,
-                typing: self.typing.serial(),
-            };
-            let (body, empty) = self.sync_once(user, device, &req, now).await?;
+            // Recompute only when something concerning this user was marked since the last
+            // pass: other users' traffic does not cost a full sync pass.
+            if last.is_none() || self.changed_since(user, seen) {
+                seen = self.tick();
+                let from = req.since.map_or(0, |s| s.pos);
+                let now = SyncToken {
+                    pos: self
+                        .to_device_cap(user, device, from, self.current_pos())
+                        .await?,
+                    typing: self.typing.serial(),
+                };
+                let (body, empty) = self.sync_once(user, device, &req, now).await?;
+                if !empty || req.since.is_none() || req.full_state {
+                    return Ok(body);
+                }
+                last = Some(body);
+            }
             let remaining = deadline.saturating_sub(self.clock.now_ms());
-            if !empty || req.since.is_none() || req.full_state || remaining == 0 {
-                return Ok(body);
+            if remaining == 0 {
+                if let Some(body) = last {
+                    return Ok(body);
+                }
             }
             self.wakeups
                 .wait(ticket, Duration::from_millis(remaining))

@@ -77,7 +77,15 @@ impl Homeserver {
             kind.to_owned(),
             txn_id.to_owned(),
         );
-        self.commit(|pos| {
+        let mut recipients: Vec<ruma::OwnedUserId> = Vec::new();
+        for (user, _, _) in &rows {
+            if let Ok(u) = UserId::parse(user.as_str()) {
+                if !recipients.contains(&u) {
+                    recipients.push(u);
+                }
+            }
+        }
+        self.commit_for(crate::homeserver::Audience::Users(&recipients), |pos| {
             let mut b: Vec<Statement> = rows
                 .into_iter()
                 .enumerate()

@@ -79,7 +79,8 @@ impl Default for Config {
             limits: Limits::default(),
             sync: Sync::default(),
             public_base_url: None,
-            log: "info".into(),
+            // ruma logs every auth check at info; that would be two lines per event.
+            log: "info,ruma_state_res=warn".into(),
         }
     }
 }

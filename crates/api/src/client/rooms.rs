@@ -433,7 +433,7 @@ async fn typing(
     if s.hs.membership(&room, &a.user_id).await?.as_deref() != Some("join") {
         return Err(ApiError(Error::forbidden("You are not in this room")));
     }
-    s.hs.set_typing(&room, &a.user_id, typing, timeout);
+    s.hs.set_typing(&room, &a.user_id, typing, timeout).await;
     Ok(Json(json!({})))
 }
 

@@ -41,7 +41,7 @@ impl Homeserver {
             "m.read" | "m.read.private" => {
                 let thread = thread_id.unwrap_or("");
                 let now = self.now();
-                self.commit(|pos| {
+                self.commit_for(crate::homeserver::Audience::Room(room_id), |pos| {
                     vec![Statement::new(
                         "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos)
                          VALUES ($1, $2, $3, $4, $5, $6, $7)

@@ -304,7 +304,7 @@ impl Homeserver {
             groups.iter().flat_map(|g| g.statements.clone()).collect();
         let event_id = pdu.event_id.clone();
         let pos = self
-            .commit(|pos| {
+            .commit_for(crate::homeserver::Audience::Room(room_id), |pos| {
                 let mut b = group_stmts;
                 b.push(Statement::new(
                     "INSERT INTO events (event_id, room_id, stream_pos, depth, sender, type, state_key, json, state_before, state_after)

@@ -31,7 +31,8 @@ impl Homeserver {
             ));
         }
         let room = room.map(|r| r.as_str().to_owned()).unwrap_or_default();
-        self.commit(|pos| {
+        let audience = [user.to_owned()];
+        self.commit_for(crate::homeserver::Audience::Users(&audience), |pos| {
             vec![Statement::new(
                 "INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos",

@@ -31,7 +31,7 @@ impl Typing {
 }
 
 impl Homeserver {
-    pub fn set_typing(&self, room: &RoomId, user: &UserId, typing: bool, timeout_ms: u64) {
+    pub async fn set_typing(&self, room: &RoomId, user: &UserId, typing: bool, timeout_ms: u64) {
         let now = self.clock.now_ms();
         {
             let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
@@ -45,7 +45,7 @@ impl Homeserver {
             }
             entry.1 = self.typing.serial.fetch_add(1, Ordering::AcqRel) + 1;
         }
-        self.wakeups.notify();
+        self.touch(crate::homeserver::Audience::Room(room)).await;
     }
 
     /// Current typers, if the room's typing changed after `since`. Expired typers are dropped.

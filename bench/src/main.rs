@@ -1,0 +1,827 @@
+//! `tessera-bench`: a load benchmark for Tessera.
+//!
+//! Spawns the real `tessera` binary, registers users, creates rooms, then has concurrent
+//! senders post messages while one long-polling `/sync` reader per room receives them.
+//! Reports messages/s, send latency, send→sync delivery latency, initial `/sync` time,
+//! server CPU per message and peak RSS. See `bench/README.md`.
+
+mod report;
+mod server;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use report::{Report, Summary};
+use server::Server;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tessera-bench",
+    about = "Load benchmark for the Tessera homeserver: spawns the real binary and drives it over HTTP"
+)]
+struct Args {
+    /// The `tessera` binary [default: $CARGO_TARGET_DIR/release/tessera, else target/release/tessera].
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+    /// Database URL for the server (`postgres://…`); default: SQLite in a temporary folder.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Users who send (all of them join every room).
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// Rooms the messages are spread over; each has its own /sync reader.
+    #[arg(long, default_value_t = 4)]
+    rooms: usize,
+    /// Concurrent senders (sender i is user i mod users, in room i mod rooms).
+    #[arg(long, default_value_t = 20)]
+    senders: usize,
+    /// Messages each sender sends [default: 500, or unlimited with --duration].
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Stop sending after this many seconds (together with --messages, whichever comes first).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// How long readers may take to receive every message after the last send.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    drain_timeout: f64,
+    /// Registrations in flight at once (each hashes a password with argon2, ~19 MiB).
+    #[arg(long, default_value_t = 4)]
+    register_concurrency: usize,
+    /// Log filter for the server (`TESSERA_LOG`); default: the server's own default.
+    #[arg(long, value_name = "FILTER")]
+    server_log: Option<String>,
+    /// Write the server's output (stdout and stderr) here instead of a temporary file.
+    #[arg(long, value_name = "PATH")]
+    server_log_file: Option<PathBuf>,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Timeline limit the readers ask for; the server clamps to its maximum (100).
+const READER_FILTER: &str = r#"{"room":{"timeline":{"limit":100}}}"#;
+
+/// Distinct error kinds seen, with a count each.
+#[derive(Default)]
+struct Errors(Mutex<BTreeMap<(String, String, String), u64>>);
+
+impl Errors {
+    fn record(&self, phase: &str, status: String, body: String) {
+        let mut body = body;
+        if body.len() > 400 {
+            let mut cut = 400;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.truncate(cut);
+            body.push('…');
+        }
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry((phase.to_owned(), status, body))
+            .or_default() += 1;
+    }
+
+    fn list(&self) -> Vec<(String, String, String, u64)> {
+        let mut v: Vec<_> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|((p, s, b), n)| (p.clone(), s.clone(), b.clone(), *n))
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.3));
+        v
+    }
+}
+
+struct Ctx {
+    url: String,
+    http: reqwest::Client,
+    errors: Errors,
+    /// Origin of the microsecond timestamps written into message bodies.
+    base: Instant,
+}
+
+impl Ctx {
+    fn now_us(&self) -> u64 {
+        self.base.elapsed().as_micros() as u64
+    }
+
+    /// A JSON request; non-2xx answers and transport failures are recorded under `phase`.
+    async fn call(
+        &self,
+        phase: &str,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Option<Value> {
+        let mut r = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        match r.send().await {
+            Ok(res) if res.status().is_success() => match res.json().await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.errors.record(phase, "bad body".into(), e.to_string());
+                    None
+                }
+            },
+            Ok(res) => {
+                let status = res.status().to_string();
+                let text = res.text().await.unwrap_or_default();
+                self.errors.record(phase, status, text);
+                None
+            }
+            Err(e) => {
+                self.errors
+                    .record(phase, "transport error".into(), transport(e));
+                None
+            }
+        }
+    }
+}
+
+/// A transport error and its causes, without the URL (so that errors group by kind).
+fn transport(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// A sender stops after this many failures in a row (the server is likely gone).
+const MAX_CONSECUTIVE_FAILURES: u32 = 50;
+
+/// Percent-encodes a path segment.
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What one room's reader has seen.
+#[derive(Default)]
+struct ReaderStats {
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    limited: AtomicU64,
+    syncs: AtomicU64,
+    /// (sender, seq, send start µs, receipt µs) of each first receipt.
+    arrivals: Mutex<Vec<(u64, u64, u64, u64)>>,
+}
+
+struct Room {
+    id: String,
+    /// Messages accepted (200) by the server for this room.
+    sent_ok: AtomicU64,
+    reader: ReaderStats,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<std::process::ExitCode, String> {
+    if args.users == 0 || args.rooms == 0 || args.senders == 0 {
+        return Err("--users, --rooms and --senders must be at least 1".into());
+    }
+    let per_sender = match (args.messages, args.duration) {
+        (Some(m), _) => m,
+        (None, Some(_)) => usize::MAX,
+        (None, None) => 500,
+    };
+    let bin = args
+        .server_bin
+        .clone()
+        .unwrap_or_else(server::default_server_bin);
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(None)
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+    let progress = |msg: &str| {
+        if !args.json {
+            eprintln!("{msg}");
+        }
+    };
+
+    progress(&format!("starting {}", bin.display()));
+    let started = Instant::now();
+    let mut srv = Server::spawn(
+        &bin,
+        args.database_url.as_deref(),
+        args.server_log.as_deref(),
+        args.server_log_file.as_deref(),
+        &http,
+    )
+    .await?;
+    let startup = started.elapsed();
+    let pid = srv.pid;
+    let rss_idle = server::status_kb(pid, "VmRSS");
+    let ctx = Arc::new(Ctx {
+        url: srv.url.clone(),
+        http,
+        errors: Errors::default(),
+        base: Instant::now(),
+    });
+
+    // Setup: users, rooms, joins.
+    progress(&format!(
+        "server pid {pid} on {} (ready in {:.0} ms); registering {} users + {} readers",
+        srv.url,
+        startup.as_secs_f64() * 1e3,
+        args.users,
+        args.rooms
+    ));
+    let t = Instant::now();
+    let run_tag = std::process::id();
+    let mut names: Vec<String> = (0..args.users).map(|i| format!("u{i}_{run_tag}")).collect();
+    names.extend((0..args.rooms).map(|r| format!("reader{r}_{run_tag}")));
+    let tokens = register_all(&ctx, &names, args.register_concurrency.max(1)).await?;
+    let (user_tokens, reader_tokens) = tokens.split_at(args.users);
+    let register_time = t.elapsed();
+    let rss_after_register = server::status_kb(pid, "VmRSS");
+
+    let t = Instant::now();
+    let mut rooms = Vec::new();
+    for _ in 0..args.rooms {
+        let v = ctx
+            .call(
+                "createRoom",
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&user_tokens[0]),
+                Some(&json!({"preset": "public_chat"})),
+            )
+            .await
+            .ok_or_else(|| setup_failed(&ctx, "createRoom"))?;
+        let id = v["room_id"].as_str().ok_or("createRoom: no room_id")?;
+        rooms.push(Arc::new(Room {
+            id: id.to_owned(),
+            sent_ok: AtomicU64::new(0),
+            reader: ReaderStats::default(),
+        }));
+    }
+    let create_time = t.elapsed();
+
+    let t = Instant::now();
+    let mut joins = JoinSet::new();
+    for tok in user_tokens.iter().skip(1) {
+        let (ctx, tok) = (ctx.clone(), tok.clone());
+        let ids: Vec<String> = rooms.iter().map(|r| r.id.clone()).collect();
+        joins.spawn(async move { join_rooms(&ctx, &tok, &ids).await });
+    }
+    for (tok, room) in reader_tokens.iter().zip(&rooms) {
+        let (ctx, tok, id) = (ctx.clone(), tok.clone(), room.id.clone());
+        joins.spawn(async move { join_rooms(&ctx, &tok, &[id]).await });
+    }
+    let joined: usize = joins.join_all().await.into_iter().sum();
+    let join_time = t.elapsed();
+    let expected_joins = (args.users - 1) * args.rooms + args.rooms;
+    if joined != expected_joins {
+        return Err(format!(
+            "only {joined} of {expected_joins} joins succeeded\n{}",
+            errors_text(&ctx)
+        ));
+    }
+
+    // Readers: an initial sync each for a since token, then long-polling.
+    let mut readers = JoinSet::new();
+    for (tok, room) in reader_tokens.iter().zip(&rooms) {
+        let v = ctx
+            .call(
+                "reader initial sync",
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/sync?filter={}", enc(READER_FILTER)),
+                Some(tok),
+                None,
+            )
+            .await
+            .ok_or_else(|| setup_failed(&ctx, "reader initial sync"))?;
+        let since = v["next_batch"]
+            .as_str()
+            .ok_or("sync: no next_batch")?
+            .to_owned();
+        let (ctx, tok, room) = (ctx.clone(), tok.clone(), room.clone());
+        readers.spawn(async move { reader(&ctx, &tok, &room, since).await });
+    }
+    // Give the readers' first long-poll a moment to reach the server, then measure what the
+    // server burns while idle with every reader parked in a long-poll.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle_window = Duration::from_secs(1);
+    let idle_cpu_before = server::cpu_seconds(pid);
+    tokio::time::sleep(idle_window).await;
+    let idle_cpu_cores = idle_cpu_before
+        .zip(server::cpu_seconds(pid))
+        .map(|(a, b)| (b - a) / idle_window.as_secs_f64());
+
+    // Load.
+    let setup_errors: u64 = ctx.errors.list().iter().map(|e| e.3).sum();
+    progress(&format!(
+        "{} senders × {} in {} rooms{}",
+        args.senders,
+        if per_sender == usize::MAX {
+            "unlimited".to_string()
+        } else {
+            format!("{per_sender} messages")
+        },
+        args.rooms,
+        args.duration
+            .map(|d| format!(", for at most {d} s"))
+            .unwrap_or_default()
+    ));
+    let setup_peak_rss = server::status_kb(pid, "VmHWM");
+    let peak_reset = server::reset_peak_rss(pid);
+    let rss_before_load = server::status_kb(pid, "VmRSS");
+    let loadavg_before = server::loadavg();
+    let sys_before = server::system_jiffies();
+    let cpu_before = server::cpu_seconds(pid);
+    let self_cpu_before = server::cpu_seconds(std::process::id());
+    let load_start = Instant::now();
+    let deadline = args
+        .duration
+        .map(|d| load_start + Duration::from_secs_f64(d));
+    let mut senders = JoinSet::new();
+    for i in 0..args.senders {
+        let ctx = ctx.clone();
+        let tok = user_tokens[i % args.users].clone();
+        let room = rooms[i % args.rooms].clone();
+        senders.spawn(async move { sender(&ctx, i, &tok, &room, per_sender, deadline).await });
+    }
+    let mut send_lat: Vec<u64> = Vec::new();
+    // (sender, seq) → when its 200 arrived (µs since ctx.base).
+    let mut acks: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut send_failed = 0u64;
+    while let Some(r) = senders.join_next().await {
+        let (idx, sent, failed) = r.map_err(|e| format!("sender task: {e}"))?;
+        for (seq, t0, lat) in sent {
+            send_lat.push(lat);
+            acks.insert((idx, seq), t0 + lat);
+        }
+        send_failed += failed;
+    }
+    let send_wall = load_start.elapsed();
+    let sent_ok: u64 = rooms.iter().map(|r| r.sent_ok.load(Ordering::SeqCst)).sum();
+
+    // Drain: wait until every reader has every message, or the drain timeout.
+    let drain_start = Instant::now();
+    let drain_deadline = drain_start + Duration::from_secs_f64(args.drain_timeout);
+    let all_delivered = |rooms: &[Arc<Room>]| {
+        rooms
+            .iter()
+            .all(|r| r.reader.received.load(Ordering::SeqCst) >= r.sent_ok.load(Ordering::SeqCst))
+    };
+    while !all_delivered(&rooms) && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let drain_time = drain_start.elapsed();
+    readers.abort_all();
+    while readers.join_next().await.is_some() {}
+    let cpu_after = server::cpu_seconds(pid);
+    let self_cpu_after = server::cpu_seconds(std::process::id());
+    let sys_after = server::system_jiffies();
+    let load_wall = load_start.elapsed();
+
+    // Initial sync after the load, for a user in every room: a cold one, then repeats.
+    progress("initial /sync");
+    let mut initial_syncs = Vec::new();
+    let mut initial_sync_bytes = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let res = ctx
+            .http
+            .get(format!("{}/_matrix/client/v3/sync", ctx.url))
+            .bearer_auth(&user_tokens[0])
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                let body = r.bytes().await.map_err(|e| format!("initial sync: {e}"))?;
+                initial_syncs.push(t.elapsed());
+                initial_sync_bytes = body.len();
+            }
+            Ok(r) => {
+                let status = r.status().to_string();
+                ctx.errors
+                    .record("initial sync", status, r.text().await.unwrap_or_default());
+            }
+            Err(e) => ctx
+                .errors
+                .record("initial sync", "transport error".into(), transport(e)),
+        }
+    }
+
+    let peak_rss = server::status_kb(pid, "VmHWM");
+    let rss_end = server::status_kb(pid, "VmRSS");
+    let threads = server::threads(pid);
+    let exited = srv.exited();
+
+    let mut delivery: Vec<u64> = Vec::new();
+    let mut after_ack: Vec<u64> = Vec::new();
+    let mut before_ack = 0u64;
+    let (mut received, mut duplicates, mut limited, mut syncs) = (0, 0, 0, 0);
+    for r in &rooms {
+        for &(idx, seq, t0, recv) in r.reader.arrivals.lock().unwrap().iter() {
+            delivery.push(recv.saturating_sub(t0));
+            if let Some(&ack) = acks.get(&(idx, seq)) {
+                if recv >= ack {
+                    after_ack.push(recv - ack);
+                } else {
+                    after_ack.push(0);
+                    before_ack += 1;
+                }
+            }
+        }
+        received += r.reader.received.load(Ordering::SeqCst);
+        duplicates += r.reader.duplicates.load(Ordering::SeqCst);
+        limited += r.reader.limited.load(Ordering::SeqCst);
+        syncs += r.reader.syncs.load(Ordering::SeqCst);
+    }
+    let server_cpu = cpu_before.zip(cpu_after).map(|(a, b)| b - a);
+    let bench_cpu = self_cpu_before.zip(self_cpu_after).map(|(a, b)| b - a);
+    // Whole-machine busy cores during the load, from /proc/stat.
+    let machine_cores_busy = sys_before.zip(sys_after).map(|((b0, t0), (b1, t1))| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * cores
+    });
+
+    let report = Report {
+        server_bin: bin.display().to_string(),
+        database: args
+            .database_url
+            .as_deref()
+            .map(redact)
+            .unwrap_or_else(|| "sqlite (temporary folder)".into()),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        users: args.users,
+        rooms: args.rooms,
+        senders: args.senders,
+        messages_per_sender: (per_sender != usize::MAX).then_some(per_sender),
+        duration_limit_s: args.duration,
+        startup_ms: startup.as_secs_f64() * 1e3,
+        register_ms: register_time.as_secs_f64() * 1e3,
+        register_count: names.len(),
+        create_rooms_ms: create_time.as_secs_f64() * 1e3,
+        joins_ms: join_time.as_secs_f64() * 1e3,
+        joins: joined,
+        setup_errors,
+        sent_ok,
+        send_failed,
+        send_wall_s: send_wall.as_secs_f64(),
+        messages_per_s: sent_ok as f64 / send_wall.as_secs_f64(),
+        send_latency: Summary::of(send_lat),
+        received,
+        missing: sent_ok.saturating_sub(received),
+        duplicates,
+        limited_timelines: limited,
+        reader_syncs: syncs,
+        drain_ms: drain_time.as_secs_f64() * 1e3,
+        delivery_latency: Summary::of(delivery),
+        ack_to_sync_latency: Summary::of(after_ack),
+        synced_before_ack: before_ack,
+        initial_sync_ms: initial_syncs
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect(),
+        initial_sync_bytes,
+        server_cpu_s: server_cpu,
+        server_cpu_us_per_message: server_cpu
+            .filter(|_| sent_ok > 0)
+            .map(|c| c * 1e6 / sent_ok as f64),
+        server_cpu_cores: server_cpu.map(|c| c / load_wall.as_secs_f64()),
+        bench_cpu_s: bench_cpu,
+        load_wall_s: load_wall.as_secs_f64(),
+        rss_idle_bytes: rss_idle,
+        setup_peak_rss_bytes: setup_peak_rss,
+        rss_after_register_bytes: rss_after_register,
+        rss_before_load_bytes: rss_before_load,
+        peak_rss_reset: peak_reset,
+        machine_cores_busy,
+        idle_cpu_cores,
+        loadavg_before,
+        rss_end_bytes: rss_end,
+        peak_rss_bytes: peak_rss,
+        server_threads: threads,
+        errors: ctx.errors.list(),
+        server_exited: exited.clone(),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).expect("json")
+        );
+    } else {
+        print!("{}", report.text());
+    }
+
+    let failed = exited.is_some() || !report.errors.is_empty() || report.missing > 0;
+    if failed && !args.json {
+        eprintln!("--- last lines of the server log ---\n{}", srv.log_tail(30));
+    }
+    if exited.is_none() {
+        if let Err(e) = srv.stop().await {
+            eprintln!("warning: {e}");
+        }
+    }
+    Ok(if failed {
+        std::process::ExitCode::from(2)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// Hides a password in a database URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn errors_text(ctx: &Ctx) -> String {
+    ctx.errors
+        .list()
+        .iter()
+        .map(|(phase, status, body, n)| format!("  {n} × {phase}: {status} {body}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn setup_failed(ctx: &Ctx, what: &str) -> String {
+    format!("{what} failed:\n{}", errors_text(ctx))
+}
+
+async fn register_all(
+    ctx: &Arc<Ctx>,
+    names: &[String],
+    concurrency: usize,
+) -> Result<Vec<String>, String> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut set = JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let (ctx, name, permits) = (ctx.clone(), name.clone(), permits.clone());
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore");
+            let body = json!({
+                "username": name,
+                "password": format!("bench-{name}-pw"),
+                "auth": {"type": "m.login.dummy"},
+                "inhibit_login": false,
+            });
+            let v = ctx
+                .call(
+                    "register",
+                    reqwest::Method::POST,
+                    "/_matrix/client/v3/register",
+                    None,
+                    Some(&body),
+                )
+                .await;
+            (
+                i,
+                v.and_then(|v| v["access_token"].as_str().map(str::to_owned)),
+            )
+        });
+    }
+    let mut tokens = vec![None; names.len()];
+    for (i, tok) in set.join_all().await {
+        tokens[i] = tok;
+    }
+    tokens
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| setup_failed(ctx, "registration"))
+}
+
+/// Joins the rooms one after another; returns how many joins succeeded.
+async fn join_rooms(ctx: &Ctx, token: &str, rooms: &[String]) -> usize {
+    let mut ok = 0;
+    for id in rooms {
+        let path = format!("/_matrix/client/v3/join/{}", enc(id));
+        if ctx
+            .call(
+                "join",
+                reqwest::Method::POST,
+                &path,
+                Some(token),
+                Some(&json!({})),
+            )
+            .await
+            .is_some()
+        {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+/// Sends up to `count` messages back to back; returns the sender's index, `(seq, start µs,
+/// latency µs)` of each accepted message and the number that failed.
+async fn sender(
+    ctx: &Ctx,
+    idx: usize,
+    token: &str,
+    room: &Room,
+    count: usize,
+    deadline: Option<Instant>,
+) -> (u64, Vec<(u64, u64, u64)>, u64) {
+    let base = format!(
+        "{}/_matrix/client/v3/rooms/{}/send/m.room.message/",
+        ctx.url,
+        enc(&room.id)
+    );
+    let mut lat = Vec::with_capacity(count.min(1 << 20));
+    let mut failed = 0;
+    let mut in_a_row = 0;
+    for seq in 0..count {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if in_a_row >= MAX_CONSECUTIVE_FAILURES {
+            ctx.errors.record(
+                "send",
+                "sender gave up".into(),
+                format!("{MAX_CONSECUTIVE_FAILURES} failures in a row"),
+            );
+            break;
+        }
+        in_a_row += 1;
+        let t0 = Instant::now();
+        let t0_us = t0.duration_since(ctx.base).as_micros() as u64;
+        let body = json!({
+            "msgtype": "m.text",
+            "body": format!("bench {idx} {seq} {t0_us}"),
+        });
+        let res = ctx
+            .http
+            .put(format!("{base}b{idx}.{seq}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => match r.bytes().await {
+                Ok(_) => {
+                    in_a_row = 0;
+                    lat.push((seq as u64, t0_us, t0.elapsed().as_micros() as u64));
+                    room.sent_ok.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    failed += 1;
+                    ctx.errors
+                        .record("send", "transport error".into(), transport(e));
+                }
+            },
+            Ok(r) => {
+                failed += 1;
+                let status = r.status().to_string();
+                ctx.errors
+                    .record("send", status, r.text().await.unwrap_or_default());
+            }
+            Err(e) => {
+                failed += 1;
+                ctx.errors
+                    .record("send", "transport error".into(), transport(e));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    (idx as u64, lat, failed)
+}
+
+/// Long-polls `/sync` for one room until aborted, recording when each bench message arrives.
+async fn reader(ctx: &Ctx, token: &str, room: &Room, mut since: String) {
+    let url = format!("{}/_matrix/client/v3/sync", ctx.url);
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    loop {
+        let res = ctx
+            .http
+            .get(&url)
+            .query(&[
+                ("since", since.as_str()),
+                ("timeout", "30000"),
+                ("filter", READER_FILTER),
+            ])
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(90))
+            .send()
+            .await;
+        let v: Value = match res {
+            Ok(r) if r.status().is_success() => match r.json().await {
+                Ok(v) => v,
+                Err(e) => {
+                    ctx.errors.record("sync", "bad body".into(), e.to_string());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Ok(r) => {
+                let status = r.status().to_string();
+                ctx.errors
+                    .record("sync", status, r.text().await.unwrap_or_default());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => {
+                ctx.errors
+                    .record("sync", "transport error".into(), transport(e));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let now = ctx.now_us();
+        room.reader.syncs.fetch_add(1, Ordering::Relaxed);
+        let Some(next) = v["next_batch"].as_str() else {
+            ctx.errors.record(
+                "sync",
+                "200 without next_batch".into(),
+                v.to_string().chars().take(400).collect(),
+            );
+            return;
+        };
+        since = next.to_owned();
+        let timeline = &v["rooms"]["join"][&room.id]["timeline"];
+        if timeline["limited"].as_bool() == Some(true) {
+            room.reader.limited.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(events) = timeline["events"].as_array() else {
+            continue;
+        };
+        let mut got = Vec::new();
+        for ev in events {
+            if ev["type"] != "m.room.message" {
+                continue;
+            }
+            let Some(body) = ev["content"]["body"].as_str() else {
+                continue;
+            };
+            let mut parts = body.split(' ');
+            if parts.next() != Some("bench") {
+                continue;
+            }
+            let nums: Vec<u64> = parts.filter_map(|p| p.parse().ok()).collect();
+            let [idx, seq, t0] = nums[..] else {
+                continue;
+            };
+            if seen.insert((idx, seq)) {
+                got.push((idx, seq, t0, now));
+            } else {
+                room.reader.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !got.is_empty() {
+            let n = got.len() as u64;
+            room.reader.arrivals.lock().unwrap().extend(got);
+            room.reader.received.fetch_add(n, Ordering::SeqCst);
+        }
+    }
+}
