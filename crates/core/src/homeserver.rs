@@ -44,10 +44,16 @@ pub struct Homeserver {
     pub(crate) state_cache: crate::rooms::state::GroupCache,
     pub(crate) keyring: crate::rooms::receive::KeyRing,
     pub(crate) pdu_cache: crate::cache::BoundedCache<ruma::OwnedEventId, crate::rooms::Pdu>,
+    pub(crate) place_cache:
+        crate::cache::BoundedCache<ruma::OwnedEventId, crate::rooms::write::EventPlace>,
+    pub(crate) version_cache: crate::cache::BoundedCache<OwnedRoomId, ruma::RoomVersionId>,
 }
 
 /// Events kept parsed in memory.
 const PDU_CACHE_SIZE: usize = 4_000;
+/// Event places and room versions kept in memory (small entries).
+const PLACE_CACHE_SIZE: usize = 50_000;
+const VERSION_CACHE_SIZE: usize = 10_000;
 
 /// Tables whose rows carry a position in the global stream.
 const STREAM_TABLES: &[&str] = &[
@@ -91,6 +97,8 @@ impl Homeserver {
             state_cache: Default::default(),
             keyring: Default::default(),
             pdu_cache: crate::cache::BoundedCache::new(PDU_CACHE_SIZE),
+            place_cache: crate::cache::BoundedCache::new(PLACE_CACHE_SIZE),
+            version_cache: crate::cache::BoundedCache::new(VERSION_CACHE_SIZE),
         })
     }
 

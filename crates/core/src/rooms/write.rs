@@ -63,23 +63,36 @@ impl Homeserver {
     }
 
     pub async fn event_place(&self, id: &ruma::EventId) -> Result<Option<EventPlace>> {
+        // An event's place never changes once stored.
+        if let Some(place) = self.place_cache.get(&id.to_owned()) {
+            return Ok(Some(place));
+        }
         let row = query_opt(
             self.db.as_ref(),
             "SELECT stream_pos, state_before, state_after FROM events WHERE event_id = $1",
             vec![id.as_str().into()],
         )
         .await?;
-        row.map(|r| {
-            Ok(EventPlace {
-                pos: r.int(0)?,
-                state_before: r.int(1)?,
-                state_after: r.int(2)?,
+        let place = row
+            .map(|r| {
+                Ok::<_, Error>(EventPlace {
+                    pos: r.int(0)?,
+                    state_before: r.int(1)?,
+                    state_after: r.int(2)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        if let Some(p) = place {
+            self.place_cache.put(id.to_owned(), p);
+        }
+        Ok(place)
     }
 
     pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {
+        // A room's version never changes.
+        if let Some(v) = self.version_cache.get(&room_id.to_owned()) {
+            return Ok(v);
+        }
         let row = query_opt(
             self.db.as_ref(),
             "SELECT room_version FROM rooms WHERE room_id = $1",
@@ -87,7 +100,9 @@ impl Homeserver {
         )
         .await?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
-        RoomVersionId::try_from(row.text(0)?).map_err(Error::internal)
+        let version = RoomVersionId::try_from(row.text(0)?).map_err(Error::internal)?;
+        self.version_cache.put(room_id.to_owned(), version.clone());
+        Ok(version)
     }
 
     pub async fn forward_extremities(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>> {
