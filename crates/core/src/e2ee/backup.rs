@@ -39,10 +39,6 @@ const CREATE_ATTEMPTS: usize = 8;
 /// our check and our write.
 const UPLOAD_ATTEMPTS: usize = 3;
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::invalid_param(msg)
-}
-
 fn unknown_version() -> Error {
     Error::not_found("Unknown backup version")
 }
@@ -66,7 +62,7 @@ fn parse_version(v: &str) -> Option<i64> {
 
 fn check_algorithm(algorithm: &str) -> Result<()> {
     if algorithm.is_empty() || algorithm.len() > MAX_NAME_BYTES {
-        return Err(invalid("Invalid backup algorithm"));
+        return Err(Error::invalid_param("Invalid backup algorithm"));
     }
     Ok(())
 }
@@ -315,12 +311,14 @@ impl Homeserver {
         body_version: Option<&str>,
     ) -> Result<()> {
         if body_version.is_some_and(|b| b != version) {
-            return Err(invalid("Version in body does not match the path"));
+            return Err(Error::invalid_param(
+                "Version in body does not match the path",
+            ));
         }
         let auth_data = auth_data_text(auth_data)?;
         let current = self.backup_version(user, Some(version)).await?;
         if current.algorithm != algorithm {
-            return Err(invalid("Algorithm does not match"));
+            return Err(Error::invalid_param("Algorithm does not match"));
         }
         let v = parse_version(version).ok_or_else(unknown_version)?;
         match self
@@ -380,7 +378,7 @@ impl Homeserver {
         }
         for (_, session, key) in &keys {
             if session.is_empty() || session.len() > MAX_NAME_BYTES {
-                return Err(invalid("Invalid session ID"));
+                return Err(Error::invalid_param("Invalid session ID"));
             }
             if serde_json::to_string(&key.session_data)?.len() > MAX_SESSION_DATA_BYTES {
                 return Err(Error::Matrix(

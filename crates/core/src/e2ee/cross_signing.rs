@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{api::error::ErrorKind, UserId};
+use ruma::UserId;
 use serde_json::{json, Map, Value as Json};
 
 use super::keys::verify_signed;
@@ -15,23 +15,21 @@ use crate::{
 /// Most signed objects one `/keys/signatures/upload` may carry.
 pub const MAX_SIGNED_OBJECTS: usize = 1000;
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::Matrix(ErrorKind::InvalidParam, msg.into())
-}
-
 /// The single ed25519 key of a cross-signing key object: (key ID, unpadded base64).
 fn the_key(key: &Json) -> Result<(String, String)> {
     let keys = key["keys"]
         .as_object()
-        .ok_or_else(|| invalid("cross-signing key without keys"))?;
+        .ok_or_else(|| Error::invalid_param("cross-signing key without keys"))?;
     match keys.iter().next() {
         Some((id, v)) if keys.len() == 1 && id.starts_with("ed25519:") => Ok((
             id.clone(),
             v.as_str()
-                .ok_or_else(|| invalid("key is not a string"))?
+                .ok_or_else(|| Error::invalid_param("key is not a string"))?
                 .to_owned(),
         )),
-        _ => Err(invalid("a cross-signing key holds exactly one ed25519 key")),
+        _ => Err(Error::invalid_param(
+            "a cross-signing key holds exactly one ed25519 key",
+        )),
     }
 }
 
@@ -107,19 +105,21 @@ impl Homeserver {
         ] {
             let Some(key) = key else { continue };
             if key["user_id"].as_str() != Some(user.as_str()) {
-                return Err(invalid("cross-signing key for another user"));
+                return Err(Error::invalid_param("cross-signing key for another user"));
             }
             if !key["usage"]
                 .as_array()
                 .is_some_and(|u| u.iter().any(|x| x == kind))
             {
-                return Err(invalid(format!("{kind} key lacks usage {kind}")));
+                return Err(Error::invalid_param(format!(
+                    "{kind} key lacks usage {kind}"
+                )));
             }
             the_key(key)?;
             if kind != "master" {
                 let m = master_now
                     .as_ref()
-                    .ok_or_else(|| invalid("no master key to sign with"))?;
+                    .ok_or_else(|| Error::invalid_param("no master key to sign with"))?;
                 let (mid, mkey) = the_key(m)?;
                 verify_signed(key, user.as_str(), &mid, &mkey)?;
             }
@@ -158,7 +158,7 @@ impl Homeserver {
         signed: &BTreeMap<String, Map<String, Json>>,
     ) -> Result<Json> {
         if signed.values().map(Map::len).sum::<usize>() > MAX_SIGNED_OBJECTS {
-            return Err(invalid("too many signed objects"));
+            return Err(Error::invalid_param("too many signed objects"));
         }
         let mut failures = Map::new();
         let mut stored = Vec::new();
@@ -217,7 +217,7 @@ impl Homeserver {
         key_id: &str,
         object: &Json,
     ) -> Result<Vec<(String, String, String, String, String)>> {
-        let target = UserId::parse(target_user).map_err(|_| invalid("bad user ID"))?;
+        let target = UserId::parse(target_user).map_err(|_| Error::invalid_param("bad user ID"))?;
         // The stored object must be the one signed (signatures and unsigned aside).
         let stored = if target == uploader {
             match self
@@ -247,7 +247,9 @@ impl Homeserver {
             v
         };
         if strip(&stored) != strip(object) {
-            return Err(invalid("signed object does not match the stored key"));
+            return Err(Error::invalid_param(
+                "signed object does not match the stored key",
+            ));
         }
         // Which of the uploader's keys may sign this: the self-signing key for own devices,
         // a device key for own master key, the user-signing key for others' master keys.
@@ -281,7 +283,7 @@ impl Homeserver {
             verify_signed(object, uploader.as_str(), &signer_key, pubkey)?;
             let sig = signature
                 .as_str()
-                .ok_or_else(|| invalid("signature is not a string"))?
+                .ok_or_else(|| Error::invalid_param("signature is not a string"))?
                 .to_owned();
             rows.push((
                 target.to_string(),
@@ -292,7 +294,7 @@ impl Homeserver {
             ));
         }
         if rows.is_empty() {
-            return Err(invalid(
+            return Err(Error::invalid_param(
                 "no valid signature from a key allowed to sign this",
             ));
         }

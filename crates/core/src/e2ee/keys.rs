@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use ruma::{
-    api::error::ErrorKind,
     canonical_json::to_canonical_value,
     serde::Base64,
     signatures::{verify_json, PublicKeyMap},
@@ -22,13 +21,9 @@ pub const MAX_ONE_TIME_KEYS_PER_UPLOAD: usize = 1000;
 /// Most users one `/keys/query` may ask about.
 pub const MAX_QUERY_USERS: usize = 1000;
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::Matrix(ErrorKind::InvalidParam, msg.into())
-}
-
 /// Checks that `object` carries a valid signature by `signer`'s ed25519 key `key_id`.
 pub fn verify_signed(object: &Json, signer: &str, key_id: &str, key_b64: &str) -> Result<()> {
-    let key = Base64::parse(key_b64).map_err(|_| invalid("bad key encoding"))?;
+    let key = Base64::parse(key_b64).map_err(|_| Error::invalid_param("bad key encoding"))?;
     let mut map = PublicKeyMap::new();
     map.insert(
         signer.to_owned(),
@@ -36,7 +31,7 @@ pub fn verify_signed(object: &Json, signer: &str, key_id: &str, key_b64: &str) -
     );
     let mut obj = match to_canonical_value(object) {
         Ok(CanonicalJsonValue::Object(o)) => o,
-        _ => return Err(invalid("key is not a JSON object")),
+        _ => return Err(Error::invalid_param("key is not a JSON object")),
     };
     // Only the named signer's signature is checked here.
     if let Some(CanonicalJsonValue::Object(sigs)) = obj.get_mut("signatures") {
@@ -45,7 +40,7 @@ pub fn verify_signed(object: &Json, signer: &str, key_id: &str, key_b64: &str) -
             keys.retain(|id, _| id == key_id);
         }
     }
-    verify_json(&map, &obj).map_err(|e| invalid(format!("invalid signature: {e}")))
+    verify_json(&map, &obj).map_err(|e| Error::invalid_param(format!("invalid signature: {e}")))
 }
 
 impl Homeserver {
@@ -59,7 +54,7 @@ impl Homeserver {
         fallback_keys: &Map<String, Json>,
     ) -> Result<BTreeMap<String, u64>> {
         if one_time_keys.len() > MAX_ONE_TIME_KEYS_PER_UPLOAD {
-            return Err(invalid("too many one-time keys"));
+            return Err(Error::invalid_param("too many one-time keys"));
         }
         if let Some(keys) = device_keys {
             self.store_device_keys(user, device, keys).await?;
@@ -68,7 +63,7 @@ impl Homeserver {
         for (id, key) in one_time_keys {
             let (algorithm, _) = id
                 .split_once(':')
-                .ok_or_else(|| invalid("one-time key ID must be algorithm:id"))?;
+                .ok_or_else(|| Error::invalid_param("one-time key ID must be algorithm:id"))?;
             let text = serde_json::to_string(key)?;
             // Reusing a key ID with other content is refused (spec: /keys/upload).
             if let Some(row) = query_opt(
@@ -79,7 +74,7 @@ impl Homeserver {
             .await?
             {
                 if serde_json::from_str::<Json>(&row.text(0)?)? != *key {
-                    return Err(invalid(format!("one-time key {id} already exists with other content")));
+                    return Err(Error::invalid_param(format!("one-time key {id} already exists with other content")));
                 }
                 continue;
             }
@@ -92,7 +87,7 @@ impl Homeserver {
         for (id, key) in fallback_keys {
             let (algorithm, _) = id
                 .split_once(':')
-                .ok_or_else(|| invalid("fallback key ID must be algorithm:id"))?;
+                .ok_or_else(|| Error::invalid_param("fallback key ID must be algorithm:id"))?;
             // A new fallback key replaces the old one and is unused; the same one keeps its state.
             batch.push(Statement::new(
                 "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, json, used) VALUES ($1, $2, $3, $4, $5, 0)
@@ -115,12 +110,14 @@ impl Homeserver {
         if keys["user_id"].as_str() != Some(user.as_str())
             || keys["device_id"].as_str() != Some(device.as_str())
         {
-            return Err(invalid("device_keys must name this user and device"));
+            return Err(Error::invalid_param(
+                "device_keys must name this user and device",
+            ));
         }
         let key_id = format!("ed25519:{device}");
         let ed = keys["keys"][&key_id]
             .as_str()
-            .ok_or_else(|| invalid("device_keys lack the ed25519 key"))?;
+            .ok_or_else(|| Error::invalid_param("device_keys lack the ed25519 key"))?;
         verify_signed(keys, user.as_str(), &key_id, ed)?;
         if let Some(row) = query_opt(
             self.db.as_ref(),
@@ -132,7 +129,7 @@ impl Homeserver {
             let old: Json = serde_json::from_str(&row.text(0)?)?;
             // Device keys are immutable once set (spec); re-uploading the same is fine.
             if old["keys"] != keys["keys"] || old["algorithms"] != keys["algorithms"] {
-                return Err(invalid("device keys cannot be changed"));
+                return Err(Error::invalid_param("device keys cannot be changed"));
             }
             return Ok(());
         }
@@ -267,7 +264,7 @@ impl Homeserver {
         users: &BTreeMap<String, Vec<String>>,
     ) -> Result<Json> {
         if users.len() > MAX_QUERY_USERS {
-            return Err(invalid("too many users"));
+            return Err(Error::invalid_param("too many users"));
         }
         let mut device_keys = Map::new();
         let mut master = Map::new();
@@ -313,20 +310,13 @@ impl Homeserver {
 
     /// Removes a device's keys (its one-time and fallback keys too) in `batch`.
     pub(crate) fn delete_device_keys_statements(user: &UserId, device: &str) -> Vec<Statement> {
-        ["device_keys", "one_time_keys", "fallback_keys"]
-            .iter()
-            .map(|table| {
-                let sql: &'static str = match *table {
-                    "device_keys" => {
-                        "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2"
-                    }
-                    "one_time_keys" => {
-                        "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2"
-                    }
-                    _ => "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id = $2",
-                };
-                Statement::new(sql, vec![user.as_str().into(), device.into()])
-            })
-            .collect()
+        [
+            "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id = $2",
+        ]
+        .into_iter()
+        .map(|sql| Statement::new(sql, vec![user.as_str().into(), device.into()]))
+        .collect()
     }
 }

@@ -127,9 +127,15 @@ impl Pdu {
 
     /// The client-format event (spec: client-server API, "Room Event Format").
     pub fn to_client_json(&self, room_id: &RoomId) -> serde_json::Value {
+        let mut v = self.to_sync_json();
+        v["room_id"] = room_id.as_str().into();
+        v
+    }
+
+    /// The client format without `room_id`, as `/sync` sends it ("ClientEventWithoutRoomID").
+    pub fn to_sync_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
             "event_id": self.event_id,
-            "room_id": room_id,
             "sender": self.sender,
             "origin_server_ts": self.origin_server_ts,
             "type": self.kind.to_string(),

@@ -168,7 +168,7 @@ impl Homeserver {
         if pdu.room_id.as_deref().is_some_and(|r| r != room_id) && pdu.room_id.is_some() {
             return Err(Error::not_found("Event not found"));
         }
-        if !self.can_see(user, room_id, &pdu, Some(&membership)).await? {
+        if !self.can_see(user, &pdu, Some(&membership)).await? {
             return Err(Error::not_found("Event not found"));
         }
         Ok(pdu)
@@ -244,7 +244,7 @@ impl Homeserver {
                 }
                 cursor = pos;
                 let pdu = Pdu::from_stored(&r.text(0)?, &r.text(1)?)?;
-                if keep(&pdu) && self.can_see(user, room_id, &pdu, Some(&membership)).await? {
+                if keep(&pdu) && self.can_see(user, &pdu, Some(&membership)).await? {
                     events.push(pdu);
                     if events.len() >= limit {
                         return Ok(Page {

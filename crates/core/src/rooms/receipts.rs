@@ -23,8 +23,8 @@ impl Homeserver {
         if self.membership(room_id, user).await?.as_deref() != Some("join") {
             return Err(Error::forbidden("You are not in this room"));
         }
-        let pdu = self.event_for_user(room_id, user, event_id).await?;
-        let _ = pdu;
+        // The receipt must point at an event the user can see.
+        self.event_for_user(room_id, user, event_id).await?;
         match kind {
             "m.fully_read" => {
                 if thread_id.is_some() {

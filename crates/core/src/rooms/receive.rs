@@ -11,7 +11,7 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomId, ServerName,
 };
 
-use super::{write::EventPlace, Pdu};
+use super::Pdu;
 use crate::{Error, Homeserver, Result};
 
 /// Verify keys of other servers, as fetched and checked by the federation layer.
@@ -82,7 +82,7 @@ impl Homeserver {
         let pdu = Pdu::from_json(event_id.clone(), json)?;
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
-        let _: EventPlace = self.append_pdu(room_id, &version, pdu, None).await?;
+        self.append_pdu(room_id, &version, pdu, None).await?;
         Ok(event_id)
     }
 }

@@ -1,6 +1,6 @@
 //! History visibility (spec: client-server API, "History visibility").
 
-use ruma::{events::StateEventType, RoomId, UserId};
+use ruma::{events::StateEventType, UserId};
 
 use super::{write::membership_of, Pdu};
 use crate::{Homeserver, Result};
@@ -8,13 +8,7 @@ use crate::{Homeserver, Result};
 impl Homeserver {
     /// Whether `user` may see `pdu`, judged on the state before it and the user's current
     /// membership (`current`).
-    pub async fn can_see(
-        &self,
-        user: &UserId,
-        room_id: &RoomId,
-        pdu: &Pdu,
-        current: Option<&str>,
-    ) -> Result<bool> {
+    pub async fn can_see(&self, user: &UserId, pdu: &Pdu, current: Option<&str>) -> Result<bool> {
         // A user always sees their own membership events.
         if pdu.kind.to_string() == "m.room.member"
             && pdu.state_key.as_deref() == Some(user.as_str())
@@ -51,7 +45,6 @@ impl Homeserver {
                 .unwrap_or_default(),
             None => String::new(),
         };
-        let _ = room_id;
         Ok(match visibility.as_str() {
             "joined" => then == "join",
             "invited" => then == "join" || then == "invite",

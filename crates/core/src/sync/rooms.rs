@@ -222,7 +222,7 @@ impl Homeserver {
                 // Events after the user joined are theirs to see; earlier ones depend on
                 // the room's history visibility.
                 let visible = (membership == "join" && cursor > member_pos)
-                    || self.can_see(user, room_id, &pdu, Some(membership)).await?;
+                    || self.can_see(user, &pdu, Some(membership)).await?;
                 if visible && filter::event_allowed(f, &pdu) {
                     if out.len() == limit {
                         out.reverse();
@@ -381,11 +381,7 @@ impl Homeserver {
 
 /// Client format without `room_id` (spec: "ClientEventWithoutRoomID").
 pub fn sync_event(p: &Pdu) -> Json {
-    let mut v = p.to_client_json(ruma::room_id!("!x:x"));
-    if let Some(o) = v.as_object_mut() {
-        o.remove("room_id");
-    }
-    v
+    p.to_sync_json()
 }
 
 fn stripped(p: &Pdu) -> Json {
