@@ -5,7 +5,13 @@ use std::sync::Arc;
 use tessera_core::ports::{Database, DbError, Row, Statement, Value};
 
 async fn engines() -> Vec<Arc<dyn Database>> {
-    let mut dbs = vec![super::connect("sqlite::memory:").await.expect("sqlite")];
+    // A file database also exercises the reader connections (in memory has one).
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let file = format!("sqlite://{}", dir.join("t.db").display());
+    let mut dbs = vec![
+        super::connect("sqlite::memory:").await.expect("sqlite"),
+        super::connect(&file).await.expect("sqlite file"),
+    ];
     if let Ok(url) = std::env::var("TESSERA_TEST_POSTGRES_URL") {
         dbs.push(super::connect(&url).await.expect("postgres"));
     }
@@ -66,6 +72,14 @@ async fn round_trip_and_null_binding() {
             )
             .await
             .expect("select by number");
+        assert_eq!(values(rows), vec![vec![Value::Int(2)]]);
+        let rows = db
+            .query(
+                sql("SELECT id FROM {t} WHERE n = $1 OR id = $1", &t),
+                vec![7.into()],
+            )
+            .await
+            .expect("repeated placeholder");
         assert_eq!(values(rows), vec![vec![Value::Int(2)]]);
         // SUM is NUMERIC on PostgreSQL.
         let rows = db
@@ -133,5 +147,38 @@ async fn unique_violation_and_guarded_batch() {
             .await
             .expect("select");
         assert_eq!(values(rows), vec![vec![Value::Int(5)]]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_and_readers() {
+    for db in engines().await {
+        let t = fresh_table(db.as_ref()).await;
+        let insert = sql("INSERT INTO {t} (id, name) VALUES ($1, 'x')", &t);
+        let count = sql("SELECT COUNT(*) FROM {t}", &t);
+        let tasks: Vec<_> = (0..8i64)
+            .map(|w| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut seen = 0;
+                    for i in 0..25i64 {
+                        db.execute(insert, vec![(w * 100 + i).into()])
+                            .await
+                            .expect("insert");
+                        let n = db.query(count, vec![]).await.expect("count")[0]
+                            .int(0)
+                            .expect("int");
+                        // A read after our own write sees it, and counts never go back.
+                        assert!(n > seen && n >= i + 1, "{n} after {seen}");
+                        seen = n;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let rows = db.query(count, vec![]).await.expect("count");
+        assert_eq!(values(rows), vec![vec![Value::Int(200)]]);
     }
 }
