@@ -196,12 +196,9 @@ impl Report {
         }
         match &self.delivery_latency {
             Some(l) => {
-                let _ = writeln!(
-                    w,
-                    "send→sync:     {}   [target p50 ≤ 2 ms: {}]",
-                    l.line(),
-                    verdict(l.p50 <= TARGET_DELIVERY_P50_US)
-                );
+                // From the send's start this includes the queue of senders ahead in the
+                // room (about senders ÷ throughput); the target is on delivery after the 200.
+                let _ = writeln!(w, "send→sync:     {}", l.line());
             }
             None => {
                 let _ = writeln!(w, "send→sync:     nothing delivered");
@@ -210,9 +207,10 @@ impl Report {
         if let Some(l) = &self.ack_to_sync_latency {
             let _ = writeln!(
                 w,
-                "200→sync:      {}   ({} reached the reader before the sender had its 200)",
+                "200→sync:      {}   ({} reached the reader before the sender had its 200)   [delivery target p50 ≤ 2 ms: {}]",
                 l.line(),
-                self.synced_before_ack
+                self.synced_before_ack,
+                verdict(l.p50 <= TARGET_DELIVERY_P50_US)
             );
         }
         let _ = writeln!(

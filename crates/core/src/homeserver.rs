@@ -13,9 +13,35 @@ use base64::Engine as _;
 use ruma::{signatures::Ed25519KeyPair, OwnedRoomId};
 
 use crate::{
-    ports::{Clock, Database, Statement, Value, Wakeups},
+    ports::{Clock, Database, Offload, Statement, Value, Wakeups},
     storage, Config, Error, Result,
 };
+
+/// The kinds of row the global stream orders. Each remembers its last position, so a
+/// sync skips reading a kind that has not moved since its `since`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Events,
+    Memberships,
+    AccountData,
+    Receipts,
+    Presence,
+    ToDevice,
+    DeviceLists,
+}
+
+const STREAM_KINDS: usize = 7;
+
+/// Each stream's table, in [`Stream`] order; their largest position seeds the heads.
+const STREAM_TABLES: [&str; STREAM_KINDS] = [
+    "SELECT MAX(stream_pos) FROM events",
+    "SELECT MAX(stream_pos) FROM memberships",
+    "SELECT MAX(stream_pos) FROM account_data",
+    "SELECT MAX(stream_pos) FROM receipts",
+    "SELECT MAX(stream_pos) FROM presence",
+    "SELECT MAX(stream_pos) FROM to_device",
+    "SELECT MAX(stream_pos) FROM device_list_changes",
+];
 
 /// Whose syncs a change concerns.
 pub enum Audience<'a> {
@@ -30,9 +56,12 @@ pub struct Homeserver {
     pub db: Arc<dyn Database>,
     pub clock: Arc<dyn Clock>,
     pub wakeups: Arc<dyn Wakeups>,
+    pub offload: Arc<dyn Offload>,
     pub signing_key: Ed25519KeyPair,
     /// Highest committed position of the global stream; everything at or below it is visible.
     current_pos: AtomicI64,
+    /// The last position written in each [`Stream`].
+    stream_heads: [AtomicI64; STREAM_KINDS],
     /// Serialises position allocation with the commit, so positions become visible in order.
     commit_lock: async_lock::Mutex<()>,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
@@ -43,10 +72,11 @@ pub struct Homeserver {
     pub(crate) typing: crate::sync::typing::Typing,
     pub(crate) state_cache: crate::rooms::state::GroupCache,
     pub(crate) keyring: crate::rooms::receive::KeyRing,
-    pub(crate) pdu_cache: crate::cache::BoundedCache<ruma::OwnedEventId, crate::rooms::Pdu>,
+    pub(crate) pdu_cache: crate::cache::BoundedCache<ruma::OwnedEventId, Arc<crate::rooms::Pdu>>,
     pub(crate) place_cache:
         crate::cache::BoundedCache<ruma::OwnedEventId, crate::rooms::write::EventPlace>,
     pub(crate) version_cache: crate::cache::BoundedCache<OwnedRoomId, ruma::RoomVersionId>,
+    pub(crate) heads: crate::cache::BoundedCache<OwnedRoomId, Arc<crate::rooms::head::RoomHead>>,
 }
 
 /// Events kept parsed in memory.
@@ -55,39 +85,32 @@ const PDU_CACHE_SIZE: usize = 4_000;
 const PLACE_CACHE_SIZE: usize = 50_000;
 const VERSION_CACHE_SIZE: usize = 10_000;
 
-/// Tables whose rows carry a position in the global stream.
-const STREAM_TABLES: &[&str] = &[
-    "SELECT MAX(stream_pos) FROM events",
-    "SELECT MAX(stream_pos) FROM account_data",
-    "SELECT MAX(stream_pos) FROM memberships",
-    "SELECT MAX(stream_pos) FROM receipts",
-    "SELECT MAX(stream_pos) FROM presence",
-    "SELECT MAX(stream_pos) FROM to_device",
-    "SELECT MAX(stream_pos) FROM device_list_changes",
-];
-
 impl Homeserver {
     pub async fn new(
         config: Config,
         db: Arc<dyn Database>,
         clock: Arc<dyn Clock>,
         wakeups: Arc<dyn Wakeups>,
+        offload: Arc<dyn Offload>,
     ) -> Result<Self> {
         storage::migrate(db.as_ref()).await?;
         let signing_key = load_or_create_key(db.as_ref(), clock.now_ms()).await?;
-        let mut pos = 0;
-        for sql in STREAM_TABLES {
+        let mut heads = [0; STREAM_KINDS];
+        for (head, sql) in heads.iter_mut().zip(STREAM_TABLES) {
             if let Some(row) = storage::query_opt(db.as_ref(), sql, vec![]).await? {
-                pos = pos.max(row.opt_int(0)?.unwrap_or(0));
+                *head = row.opt_int(0)?.unwrap_or(0);
             }
         }
+        let pos = heads.iter().copied().max().unwrap_or(0);
         Ok(Self {
             config,
             db,
             clock,
             wakeups,
+            offload,
             signing_key,
             current_pos: AtomicI64::new(pos),
+            stream_heads: heads.map(AtomicI64::new),
             commit_lock: async_lock::Mutex::new(()),
             room_locks: Mutex::new(HashMap::new()),
             ticks: Default::default(),
@@ -99,6 +122,7 @@ impl Homeserver {
             pdu_cache: crate::cache::BoundedCache::new(PDU_CACHE_SIZE),
             place_cache: crate::cache::BoundedCache::new(PLACE_CACHE_SIZE),
             version_cache: crate::cache::BoundedCache::new(VERSION_CACHE_SIZE),
+            heads: crate::cache::BoundedCache::new(crate::rooms::head::CACHED_HEADS),
         })
     }
 
@@ -114,27 +138,51 @@ impl Homeserver {
         self.current_pos.load(Ordering::Acquire)
     }
 
-    /// Commits a batch stamped with the next stream position, atomically, then wakes
-    /// every waiting sync.
-    pub async fn commit<F>(&self, build: F) -> Result<i64>
+    /// Commits a batch stamped with the next stream position, atomically, then wakes the
+    /// syncs of `audience`. `streams` names every stream the batch writes rows of.
+    pub async fn commit<F>(
+        &self,
+        streams: &[Stream],
+        audience: Audience<'_>,
+        build: F,
+    ) -> Result<i64>
     where
         F: FnOnce(i64) -> Vec<Statement>,
     {
-        self.commit_for(Audience::Everyone, build).await
+        self.commit_then(streams, audience, build, |_| ()).await
     }
 
-    /// Like [`Homeserver::commit`], waking only the syncs of `audience`.
-    pub async fn commit_for<F>(&self, audience: Audience<'_>, build: F) -> Result<i64>
+    /// Like [`Homeserver::commit`]; `committed` runs once the batch is durable and before
+    /// anyone can see its position, to bring in-memory state in step with it.
+    pub(crate) async fn commit_then<F, C>(
+        &self,
+        streams: &[Stream],
+        audience: Audience<'_>,
+        build: F,
+        committed: C,
+    ) -> Result<i64>
     where
         F: FnOnce(i64) -> Vec<Statement>,
+        C: FnOnce(i64),
     {
         let guard = self.commit_lock.lock().await;
         let pos = self.current_pos() + 1;
         self.db.batch(build(pos)).await?;
+        committed(pos);
+        // Heads move before the position is published: a sync that sees `pos` also sees
+        // that these streams moved.
+        for s in streams {
+            self.stream_heads[*s as usize].fetch_max(pos, Ordering::AcqRel);
+        }
         self.current_pos.store(pos, Ordering::Release);
         drop(guard);
         self.touch(audience).await;
         Ok(pos)
+    }
+
+    /// Whether `stream` has rows after `since` (an initial sync, `None`, always reads).
+    pub fn stream_moved(&self, stream: Stream, since: Option<i64>) -> bool {
+        since.is_none_or(|since| self.stream_heads[stream as usize].load(Ordering::Acquire) > since)
     }
 
     /// Marks a change for `audience` and wakes waiting syncs (they re-check only if it is
@@ -143,24 +191,17 @@ impl Homeserver {
         let users: Option<Vec<String>> = match audience {
             Audience::Everyone => None,
             Audience::Users(users) => Some(users.iter().map(|u| u.to_string()).collect()),
-            Audience::Room(room) => {
-                match self
-                    .db
-                    .query(
-                        "SELECT user_id FROM memberships WHERE room_id = $1",
-                        vec![room.as_str().into()],
-                    )
-                    .await
-                {
-                    Ok(rows) => rows
-                        .iter()
-                        .map(|r| r.text(0))
-                        .collect::<Result<_, _>>()
-                        .ok(),
-                    // If we cannot tell who is concerned, everyone re-checks.
-                    Err(_) => None,
-                }
-            }
+            // Every local user with a member event, whatever its membership.
+            // If we cannot tell who is concerned, everyone re-checks.
+            Audience::Room(room) => self.current_state(room).await.ok().map(|state| {
+                state
+                    .keys()
+                    .filter(|(kind, _)| *kind == ruma::events::StateEventType::RoomMember)
+                    .filter_map(|(_, key)| ruma::UserId::parse(key.as_str()).ok())
+                    .filter(|user| user.server_name() == self.server_name())
+                    .map(|user| user.to_string())
+                    .collect()
+            }),
         };
         let tick = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
         match users {
@@ -187,6 +228,23 @@ impl Homeserver {
         }
         let map = self.user_ticks.lock().unwrap_or_else(|e| e.into_inner());
         map.get(user.as_str()).is_some_and(|t| *t > tick)
+    }
+
+    /// Runs `job` through the [`Offload`] port and returns its result.
+    pub(crate) async fn offload<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let slot = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        self.offload
+            .run(Box::new(move || {
+                let value = job();
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            }))
+            .await;
+        let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        value.ok_or_else(|| Error::Internal("offloaded job did not finish".into()))
     }
 
     /// The write lock of one room: one writer per room (design brief, "Write path").

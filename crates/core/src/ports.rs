@@ -137,6 +137,13 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
 }
 
+/// Runs CPU-heavy jobs (password hashing) off the threads that serve requests. A host
+/// may bound how many run at once: each argon2 hash holds its memory for its duration.
+#[async_trait]
+pub trait Offload: Send + Sync {
+    async fn run(&self, job: Box<dyn FnOnce() + Send>);
+}
+
 /// Tells waiting `/sync` requests that some stream moved.
 #[async_trait]
 pub trait Wakeups: Send + Sync {

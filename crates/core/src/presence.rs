@@ -4,6 +4,7 @@ use ruma::UserId;
 use serde_json::{json, Value as Json};
 
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
@@ -28,7 +29,7 @@ impl Homeserver {
             return Err(Error::invalid_param("status_msg too long"));
         }
         let now = self.now();
-        self.commit(|pos| {
+        self.commit(&[Stream::Presence], Audience::Everyone, |pos| {
             vec![Statement::new(
                 "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
@@ -70,6 +71,9 @@ impl Homeserver {
         since: Option<i64>,
         upto: i64,
     ) -> Result<Vec<Json>> {
+        if !self.stream_moved(Stream::Presence, since) {
+            return Ok(vec![]);
+        }
         let rows = self
             .db
             .query(

@@ -22,18 +22,27 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Attempts at creating the version table when nodes start together.
+const CREATE_TRIES: u32 = 3;
+
 /// Applies missing migrations; refuses a database newer than this binary.
 pub async fn migrate(db: &dyn Database) -> Result<usize> {
-    // PostgreSQL reports a unique violation when another node creates it at the same time.
-    match db
-        .execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY)",
-            vec![],
-        )
-        .await
-    {
-        Ok(_) | Err(DbError::UniqueViolation) => {}
-        Err(e) => return Err(e.into()),
+    // When another node creates the table at the same moment, PostgreSQL fails with a
+    // unique violation or "type already exists"; a second try sees the table.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match db
+            .execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY)",
+                vec![],
+            )
+            .await
+        {
+            Ok(_) | Err(DbError::UniqueViolation) => break,
+            Err(_) if tries < CREATE_TRIES => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
     let rows = db
         .query("SELECT MAX(version) FROM schema_version", vec![])

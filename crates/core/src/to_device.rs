@@ -8,6 +8,7 @@ use ruma::{DeviceId, UserId};
 use serde_json::{json, Value as Json};
 
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
@@ -85,7 +86,7 @@ impl Homeserver {
                 }
             }
         }
-        self.commit_for(crate::homeserver::Audience::Users(&recipients), |pos| {
+        self.commit(&[Stream::ToDevice], Audience::Users(&recipients), |pos| {
             let mut b: Vec<Statement> = rows
                 .into_iter()
                 .enumerate()
@@ -117,6 +118,16 @@ impl Homeserver {
 
     /// Deletes what the device acknowledged (positions ≤ `acked`).
     pub async fn ack_to_device(&self, user: &UserId, device: &DeviceId, acked: i64) -> Result<()> {
+        // Most syncs acknowledge nothing new: look on a reader before taking the writer.
+        let pending = query_opt(
+            self.db.as_ref(),
+            "SELECT 1 FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3 LIMIT 1",
+            vec![user.as_str().into(), device.as_str().into(), Value::Int(acked)],
+        )
+        .await?;
+        if pending.is_none() {
+            return Ok(());
+        }
         self.db
             .execute(
                 "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3",
@@ -139,6 +150,9 @@ impl Homeserver {
         since: i64,
         upto: i64,
     ) -> Result<i64> {
+        if !self.stream_moved(Stream::ToDevice, Some(since)) {
+            return Ok(upto);
+        }
         let row = query_opt(
             self.db.as_ref(),
             "SELECT stream_pos FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
@@ -161,6 +175,9 @@ impl Homeserver {
         since: i64,
         upto: i64,
     ) -> Result<Vec<Json>> {
+        if !self.stream_moved(Stream::ToDevice, Some(since)) {
+            return Ok(vec![]);
+        }
         let rows = self
             .db
             .query(

@@ -8,14 +8,18 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub mod config;
 pub mod db;
+pub mod memory;
 mod ports;
 
 pub use config::Config;
-pub use ports::{SystemClock, WatchWakeups};
+pub use ports::{BlockingOffload, SystemClock, WatchWakeups};
 pub use tessera_core::Homeserver;
 
 /// How long in-flight requests (long-polling syncs included) may finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Password hashes computed at once: each holds 12 MiB, and a small box has few cores.
+const PASSWORD_HASHES_AT_ONCE: usize = 1;
 
 /// Opens the database, applies migrations and builds the homeserver.
 pub async fn open_homeserver(config: &Config) -> anyhow::Result<Arc<Homeserver>> {
@@ -25,6 +29,7 @@ pub async fn open_homeserver(config: &Config) -> anyhow::Result<Arc<Homeserver>>
         db,
         Arc::new(SystemClock),
         Arc::new(WatchWakeups::new()),
+        Arc::new(BlockingOffload::new(PASSWORD_HASHES_AT_ONCE)),
     )
     .await
     .context("starting the homeserver")?;

@@ -67,6 +67,7 @@ enum TokenCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tessera_server::memory::tune_allocator();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

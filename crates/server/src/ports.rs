@@ -1,10 +1,10 @@
-//! The native host's clock and wake-ups.
+//! The native host's clock, wake-ups and offloaded work.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use tessera_core::ports::{Clock, Wakeups};
-use tokio::sync::watch;
+use tessera_core::ports::{Clock, Offload, Wakeups};
+use tokio::sync::{watch, Semaphore};
 
 pub struct SystemClock;
 
@@ -14,6 +14,31 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// Runs jobs on tokio's blocking threads, a bounded number at once, so password hashes
+/// neither stall request threads nor stack up their memory (12 MiB each).
+pub struct BlockingOffload {
+    permits: Semaphore,
+}
+
+impl BlockingOffload {
+    pub fn new(concurrent: usize) -> Self {
+        Self {
+            permits: Semaphore::new(concurrent.max(1)),
+        }
+    }
+}
+
+#[async_trait]
+impl Offload for BlockingOffload {
+    async fn run(&self, job: Box<dyn FnOnce() + Send>) {
+        // The semaphore is never closed; without a permit the job still runs.
+        let _permit = self.permits.acquire().await.ok();
+        if let Err(e) = tokio::task::spawn_blocking(job).await {
+            tracing::error!("offloaded job failed: {e}");
+        }
     }
 }
 

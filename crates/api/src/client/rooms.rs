@@ -508,18 +508,13 @@ async fn context(
     let ctx =
         s.hs.context(&room, &a.user_id, &id, q.limit.unwrap_or(10), &keep)
             .await?;
-    let conv = |v: &[tessera_core::rooms::Pdu]| {
-        v.iter()
-            .map(|p| p.to_client_json(&room))
-            .collect::<Vec<_>>()
-    };
     Ok(Json(json!({
         "event": ctx.event.to_client_json(&room),
-        "events_before": conv(&ctx.before),
-        "events_after": conv(&ctx.after),
+        "events_before": ctx.before.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>(),
+        "events_after": ctx.after.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>(),
         "start": ctx.start.to_string(),
         "end": ctx.end.to_string(),
-        "state": conv(&ctx.state),
+        "state": ctx.state.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>(),
     })))
 }
 

@@ -2,8 +2,8 @@
 
 use ruma::UserId;
 
-use super::password;
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
@@ -101,7 +101,7 @@ impl Homeserver {
         }
         batch.extend(Self::device_deletion(user, device_ids));
         let u = user.to_string();
-        self.commit(|pos| {
+        self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
             batch.push(Statement::new(
                 "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
                 vec![u.into(), Value::Int(pos)],
@@ -129,7 +129,7 @@ impl Homeserver {
         new: &str,
         keep_device: Option<&str>,
     ) -> Result<()> {
-        let hash = password::hash(new)?;
+        let hash = self.hash_password(new).await?;
         let set = vec![Statement::new(
             "UPDATE users SET password_hash = $2 WHERE user_id = $1",
             vec![user.as_str().into(), hash.into()],

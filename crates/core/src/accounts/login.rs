@@ -2,7 +2,7 @@
 
 use ruma::{api::error::ErrorKind, OwnedDeviceId, UserId};
 
-use super::{password, tokens};
+use super::tokens;
 use crate::{
     ports::{DbError, Statement, Value},
     storage::query_opt,
@@ -29,10 +29,13 @@ impl Homeserver {
         .await?;
         let Some(row) = row else {
             // Hash anyway so timing does not reveal whether the account exists.
-            let _ = password::hash(pw);
+            let _ = self.hash_password(pw).await;
             return Err(Error::forbidden("Invalid username or password"));
         };
-        let ok = row.opt_text(0)?.is_some_and(|h| password::verify(pw, &h));
+        let ok = match row.opt_text(0)? {
+            Some(h) => self.verify_password(pw, &h).await?,
+            None => false,
+        };
         if !ok {
             return Err(Error::forbidden("Invalid username or password"));
         }

@@ -38,3 +38,23 @@ pub fn verify(password: &str, stored: &str) -> bool {
         .map(|h| hasher().verify_password(password.as_bytes(), &h).is_ok())
         .unwrap_or(false)
 }
+
+impl crate::Homeserver {
+    /// [`hash`] through the offload port, off the request threads.
+    pub(crate) async fn hash_password(&self, password: &str) -> Result<String> {
+        if password.len() > MAX_PASSWORD_LEN {
+            return Err(Error::invalid_param("password too long"));
+        }
+        let password = password.to_owned();
+        self.offload(move || hash(&password)).await?
+    }
+
+    /// [`verify`] through the offload port, off the request threads.
+    pub(crate) async fn verify_password(&self, password: &str, stored: &str) -> Result<bool> {
+        if password.len() > MAX_PASSWORD_LEN {
+            return Ok(false);
+        }
+        let (password, stored) = (password.to_owned(), stored.to_owned());
+        self.offload(move || verify(&password, &stored)).await
+    }
+}

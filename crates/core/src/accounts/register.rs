@@ -2,7 +2,7 @@
 
 use ruma::{api::error::ErrorKind, OwnedUserId, UserId};
 
-use super::{password, tokens};
+use super::tokens;
 use crate::{
     ports::{DbError, Statement, Value},
     storage::query_opt,
@@ -64,7 +64,10 @@ impl Homeserver {
         admin: bool,
         registration_token: Option<&str>,
     ) -> Result<()> {
-        let hash = password.map(password::hash).transpose()?;
+        let hash = match password {
+            Some(pw) => Some(self.hash_password(pw).await?),
+            None => None,
+        };
         let mut batch = Vec::new();
         if let Some(token) = registration_token {
             batch.push(

@@ -7,7 +7,7 @@ use ruma::api::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{password, tokens};
+use super::tokens;
 use crate::{ports::Value, storage::query_opt, Error, Homeserver, Result};
 
 /// Sessions older than this are forgotten.
@@ -164,7 +164,7 @@ impl Homeserver {
         )
         .await?;
         Ok(match row.map(|r| r.opt_text(0)).transpose()?.flatten() {
-            Some(hash) => password::verify(pw, &hash),
+            Some(hash) => self.verify_password(pw, &hash).await?,
             None => false,
         })
     }

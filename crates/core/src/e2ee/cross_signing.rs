@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::keys::verify_signed;
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
@@ -129,7 +130,7 @@ impl Homeserver {
             return Ok(());
         }
         let u = user.to_string();
-        self.commit(|pos| {
+        self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
             let mut b: Vec<Statement> = rows
                 .into_iter()
                 .map(|(kind, json)| {
@@ -184,7 +185,7 @@ impl Homeserver {
         if !stored.is_empty() {
             changed_users.sort();
             changed_users.dedup();
-            self.commit(|pos| {
+            self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
                 let mut b: Vec<Statement> = stored
                     .into_iter()
                     .map(|(tu, tk, su, sk, sig)| {

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use ruma::UserId;
 
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     Homeserver, Result,
 };
@@ -14,7 +15,7 @@ impl Homeserver {
     /// Records that `user`'s devices or keys changed.
     pub async fn mark_device_list_changed(&self, user: &UserId) -> Result<()> {
         let u = user.to_string();
-        self.commit(|pos| {
+        self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
             vec![Statement::new(
                 "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
                 vec![u.into(), Value::Int(pos)],
@@ -44,6 +45,12 @@ impl Homeserver {
         since: i64,
         upto: i64,
     ) -> Result<(Vec<String>, Vec<String>)> {
+        // Only device-list and membership changes can add to either list.
+        if !self.stream_moved(Stream::DeviceLists, Some(since))
+            && !self.stream_moved(Stream::Memberships, Some(since))
+        {
+            return Ok((vec![], vec![]));
+        }
         let sharing = self.users_sharing_rooms(viewer).await?;
         let mut changed = BTreeSet::new();
         for r in self

@@ -11,6 +11,7 @@ use ruma::{
 use serde_json::{json, Map, Value as Json};
 
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
@@ -139,7 +140,7 @@ impl Homeserver {
         }
         let text = serde_json::to_string(&stored)?;
         let (u, d) = (user.to_string(), device.to_string());
-        self.commit(|pos| {
+        self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
             vec![
                 Statement::new(
                     "INSERT INTO device_keys (user_id, device_id, json) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",

@@ -1,6 +1,9 @@
 //! Auth chains and the v2.1 conflicted state subgraph (spec: room v12, "State resolution").
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use ruma::{state_res::StateMap, EventId, OwnedEventId};
 
@@ -12,7 +15,7 @@ use crate::{Homeserver, Result};
 pub const MAX_AUTH_EVENTS: usize = 100_000;
 
 /// Events loaded for one resolution, keyed by ID.
-pub type EventMap = HashMap<OwnedEventId, Pdu>;
+pub type EventMap = HashMap<OwnedEventId, Arc<Pdu>>;
 
 impl Homeserver {
     /// Loads `roots` and everything reachable through `auth_events` into `events`.

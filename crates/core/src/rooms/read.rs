@@ -1,6 +1,8 @@
 //! Reading rooms: `/messages`, `/event`, `/state`, `/members` (spec: client-server API,
 //! "Getting events for a room").
 
+use std::sync::Arc;
+
 use ruma::{events::StateEventType, EventId, RoomId, UserId};
 use serde_json::Value as Json;
 
@@ -74,7 +76,7 @@ impl Homeserver {
         user: &UserId,
         kind: &StateEventType,
         key: &str,
-    ) -> Result<Pdu> {
+    ) -> Result<Arc<Pdu>> {
         let state = self.visible_state(room_id, user).await?;
         let id = state
             .get(&(kind.clone(), key.to_owned()))
@@ -84,7 +86,7 @@ impl Homeserver {
             .ok_or_else(|| Error::not_found("Event not found"))
     }
 
-    pub async fn state_events(&self, room_id: &RoomId, user: &UserId) -> Result<Vec<Pdu>> {
+    pub async fn state_events(&self, room_id: &RoomId, user: &UserId) -> Result<Vec<Arc<Pdu>>> {
         let state = self.visible_state(room_id, user).await?;
         self.load_pdus(state.values()).await
     }
@@ -92,7 +94,7 @@ impl Homeserver {
     pub async fn load_pdus<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a ruma::OwnedEventId>,
-    ) -> Result<Vec<Pdu>> {
+    ) -> Result<Vec<Arc<Pdu>>> {
         let mut out = Vec::new();
         for id in ids {
             if let Some(p) = self.get_pdu(id).await? {
@@ -110,7 +112,7 @@ impl Homeserver {
         at: Option<i64>,
         membership: Option<&str>,
         not_membership: Option<&str>,
-    ) -> Result<Vec<Pdu>> {
+    ) -> Result<Vec<Arc<Pdu>>> {
         let mut state = self.visible_state(room_id, user).await?;
         // `at`: the members as of a sync or pagination token, no later than what the user
         // may see.
@@ -159,7 +161,7 @@ impl Homeserver {
         room_id: &RoomId,
         user: &UserId,
         id: &EventId,
-    ) -> Result<Pdu> {
+    ) -> Result<Arc<Pdu>> {
         let (membership, _) = self.require_membership(room_id, user).await?;
         let pdu = self
             .get_pdu(id)
@@ -275,14 +277,14 @@ pub fn content_str(pdu: &Pdu, key: &str) -> Option<String> {
 
 /// `/context`: an event with the events around it.
 pub struct Context {
-    pub event: Pdu,
+    pub event: Arc<Pdu>,
     pub before: Vec<Pdu>,
     pub after: Vec<Pdu>,
     /// Tokens to paginate on backwards from `before` and forwards from `after`.
     pub start: i64,
     pub end: i64,
     /// The state at the last event returned.
-    pub state: Vec<Pdu>,
+    pub state: Vec<Arc<Pdu>>,
 }
 
 impl Homeserver {

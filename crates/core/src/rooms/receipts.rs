@@ -6,6 +6,7 @@ use ruma::{EventId, RoomId, UserId};
 use serde_json::{json, Map, Value as Json};
 
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     Error, Homeserver, Result,
 };
@@ -41,7 +42,7 @@ impl Homeserver {
             "m.read" | "m.read.private" => {
                 let thread = thread_id.unwrap_or("");
                 let now = self.now();
-                self.commit_for(crate::homeserver::Audience::Room(room_id), |pos| {
+                self.commit(&[Stream::Receipts], Audience::Room(room_id), |pos| {
                     vec![Statement::new(
                         "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos)
                          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -74,6 +75,9 @@ impl Homeserver {
         since: Option<i64>,
         upto: i64,
     ) -> Result<Option<Json>> {
+        if !self.stream_moved(Stream::Receipts, since) {
+            return Ok(None);
+        }
         let rows = self
             .db
             .query(

@@ -106,7 +106,8 @@ impl Homeserver {
         };
         let (prev, auth, depth) = match room_id {
             Some(room_id) => {
-                let mut prev = self.forward_extremities(room_id).await?;
+                let head = self.room_head(room_id).await?;
+                let mut prev = head.extremities.clone();
                 prev.truncate(MAX_PREV_EVENTS);
                 let mut depth = 0u64;
                 let mut prev_pdus = Vec::new();
@@ -118,14 +119,7 @@ impl Homeserver {
                     depth = depth.max(p.depth);
                     prev_pdus.push(p);
                 }
-                // One extremity: its (cached) state group is the current state.
-                let state = match prev.as_slice() {
-                    [only] => match self.event_place(only).await? {
-                        Some(place) => (*self.state_group(place.state_after).await?.0).clone(),
-                        None => self.current_state_ids(room_id).await?,
-                    },
-                    _ => self.current_state_ids(room_id).await?,
-                };
+                let state = &head.state;
                 let content_raw = serde_json::value::to_raw_value(&content)?;
                 let auth_types = ruma::state_res::auth_types_for_event(
                     &event.kind,

@@ -115,8 +115,8 @@ impl Homeserver {
             .put(group.id, (group.state.clone(), group.chain));
     }
 
-    /// The room's current state, as resolved after its forward extremities.
-    pub async fn current_state_ids(&self, room_id: &RoomId) -> Result<StateIds> {
+    /// The `current_state` rows; [`Homeserver::current_state`] serves them from memory.
+    pub(crate) async fn current_state_from_db(&self, room_id: &RoomId) -> Result<StateIds> {
         let rows = self
             .db
             .query(
@@ -141,13 +141,7 @@ impl Homeserver {
         kind: &StateEventType,
         state_key: &str,
     ) -> Result<Option<OwnedEventId>> {
-        let row = query_opt(
-            self.db.as_ref(),
-            "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
-            vec![room_id.as_str().into(), kind.to_string().into(), state_key.into()],
-        )
-        .await?;
-        row.map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal))
-            .transpose()
+        let state = self.current_state(room_id).await?;
+        Ok(state.get(&(kind.clone(), state_key.to_owned())).cloned())
     }
 }

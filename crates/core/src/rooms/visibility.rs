@@ -41,7 +41,7 @@ impl Homeserver {
                 .get_pdu(id)
                 .await?
                 .as_ref()
-                .map(membership_of)
+                .map(|p| membership_of(p))
                 .unwrap_or_default(),
             None => String::new(),
         };

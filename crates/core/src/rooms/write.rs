@@ -13,10 +13,12 @@ use ruma::{
 
 use super::{
     auth_chain::{self, EventMap},
+    head::RoomHead,
     state::StateIds,
     Pdu,
 };
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
@@ -43,7 +45,8 @@ fn new_group_id() -> i64 {
 }
 
 impl Homeserver {
-    pub async fn get_pdu(&self, id: &ruma::EventId) -> Result<Option<Pdu>> {
+    /// An event by ID, shared with the cache.
+    pub async fn get_pdu(&self, id: &ruma::EventId) -> Result<Option<Arc<Pdu>>> {
         if let Some(p) = self.pdu_cache.get(&id.to_owned()) {
             return Ok(Some(p));
         }
@@ -54,7 +57,7 @@ impl Homeserver {
         )
         .await?;
         let pdu = row
-            .map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?))
+            .map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?).map(Arc::new))
             .transpose()?;
         if let Some(p) = &pdu {
             self.pdu_cache.put(id.to_owned(), p.clone());
@@ -103,19 +106,6 @@ impl Homeserver {
         let version = RoomVersionId::try_from(row.text(0)?).map_err(Error::internal)?;
         self.version_cache.put(room_id.to_owned(), version.clone());
         Ok(version)
-    }
-
-    pub async fn forward_extremities(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>> {
-        let rows = self
-            .db
-            .query(
-                "SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id",
-                vec![room_id.as_str().into()],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal))
-            .collect()
     }
 
     /// Resolves several state maps with state resolution v2 (v2.1 from room v12 on).
@@ -256,30 +246,26 @@ impl Homeserver {
         };
 
         // New forward extremities and the room's current state.
-        let old_ext = self.forward_extremities(room_id).await?;
+        let head = self.room_head(room_id).await?;
         let prevs: HashSet<_> = pdu.prev_events.iter().collect();
-        let mut new_ext: Vec<OwnedEventId> = old_ext
+        let mut new_ext: Vec<OwnedEventId> = head
+            .extremities
             .iter()
             .filter(|e| !prevs.contains(e))
             .cloned()
             .collect();
         new_ext.push(pdu.event_id.clone());
+        new_ext.sort();
         let current = if new_ext.len() == 1 {
-            (*after).clone()
+            after.clone()
         } else {
             let mut states = vec![after.clone()];
             for e in new_ext.iter().filter(|e| **e != pdu.event_id) {
                 states.push(self.state_after(e).await?.0);
             }
-            self.resolve_states(&rules, &states).await?
+            Arc::new(self.resolve_states(&rules, &states).await?)
         };
-        // When the event builds on every extremity, the old current state is its state before.
-        let old_set: HashSet<_> = old_ext.iter().collect();
-        let old_current = if old_set == prevs {
-            (*before).clone()
-        } else {
-            self.current_state_ids(room_id).await?
-        };
+        let old_current = head.state.clone();
         let changed: Vec<_> = current
             .iter()
             .filter(|(k, v)| old_current.get(*k) != Some(*v))
@@ -295,7 +281,7 @@ impl Homeserver {
                             self.get_pdu(id)
                                 .await?
                                 .as_ref()
-                                .map(membership_of)
+                                .map(|p| membership_of(p))
                                 .unwrap_or_default()
                         };
                         member_changes.push((key.clone(), (*id).clone(), membership));
@@ -318,8 +304,36 @@ impl Homeserver {
         let group_stmts: Vec<Statement> =
             groups.iter().flat_map(|g| g.statements.clone()).collect();
         let event_id = pdu.event_id.clone();
+        let streams: &[Stream] = if member_changes.is_empty() {
+            &[Stream::Events]
+        } else {
+            &[Stream::Events, Stream::Memberships]
+        };
+        let new_head = RoomHead {
+            extremities: new_ext,
+            state: current.clone(),
+        };
+        let committed = |pos| {
+            self.set_room_head(room_id, new_head);
+            for g in &groups {
+                self.cache_group(g);
+            }
+            if let Some(target) = &redaction_target {
+                self.pdu_cache.remove(target);
+            }
+            self.pdu_cache
+                .put(pdu.event_id.clone(), Arc::new(pdu.clone()));
+            self.place_cache.put(
+                pdu.event_id.clone(),
+                EventPlace {
+                    pos,
+                    state_before: before_id,
+                    state_after: after_id,
+                },
+            );
+        };
         let pos = self
-            .commit_for(crate::homeserver::Audience::Room(room_id), |pos| {
+            .commit_then(streams, Audience::Room(room_id), |pos| {
                 let mut b = group_stmts;
                 b.push(Statement::new(
                     "INSERT INTO events (event_id, room_id, stream_pos, depth, sender, type, state_key, json, state_before, state_after)
@@ -365,14 +379,9 @@ impl Homeserver {
                     ));
                 }
                 b
-            })
-            .await?;
-        for g in &groups {
-            self.cache_group(g);
-        }
-        if let Some(target) = redaction_target {
-            self.pdu_cache.remove(&target);
-        }
+            }, committed)
+            .await
+            .inspect_err(|_| self.forget_room_head(room_id))?;
         Ok(EventPlace {
             pos,
             state_before: before_id,

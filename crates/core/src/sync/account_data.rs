@@ -4,6 +4,7 @@ use ruma::{RoomId, UserId};
 use serde_json::{json, Value as Json};
 
 use crate::{
+    homeserver::{Audience, Stream},
     ports::{Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
@@ -32,7 +33,7 @@ impl Homeserver {
         }
         let room = room.map(|r| r.as_str().to_owned()).unwrap_or_default();
         let audience = [user.to_owned()];
-        self.commit_for(crate::homeserver::Audience::Users(&audience), |pos| {
+        self.commit(&[Stream::AccountData], Audience::Users(&audience), |pos| {
             vec![Statement::new(
                 "INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos",
@@ -68,6 +69,9 @@ impl Homeserver {
         since: Option<i64>,
         upto: i64,
     ) -> Result<Vec<Json>> {
+        if !self.stream_moved(Stream::AccountData, since) {
+            return Ok(vec![]);
+        }
         let room = room.map(|r| r.as_str().to_owned()).unwrap_or_default();
         let rows = self
             .db

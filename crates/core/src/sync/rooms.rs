@@ -163,7 +163,19 @@ impl Homeserver {
             ephemeral.push(receipts);
         }
         let events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
-        let summary = self.summary(room_id, user).await?;
+        // Spec ("Room summary"): unchanged fields may be left out of an incremental sync,
+        // and only member events change them.
+        let members_moved = from.is_none()
+            || req.full_state
+            || timeline
+                .iter()
+                .any(|(_, p)| p.kind == ruma::events::TimelineEventType::RoomMember)
+            || state.iter().any(|e| e["type"] == "m.room.member");
+        let summary = if members_moved {
+            self.summary(room_id, user).await?
+        } else {
+            json!({})
+        };
         let state_key = if req.use_state_after {
             "state_after"
         } else {
@@ -248,6 +260,10 @@ impl Homeserver {
         limited: bool,
         user: &UserId,
     ) -> Result<Vec<Json>> {
+        // An incremental, unlimited timeline shows every state change itself.
+        if from.is_some() && !req.full_state && !limited && !req.use_state_after {
+            return Ok(vec![]);
+        }
         let at_start: StateIds = match timeline.first() {
             Some((_, first)) if !req.use_state_after => {
                 let place = self
@@ -259,12 +275,7 @@ impl Homeserver {
             _ => self.current_state_ids(room_id).await?,
         };
         let baseline: StateIds = match from {
-            Some(pos) if !req.full_state => {
-                if !limited && !req.use_state_after {
-                    return Ok(vec![]);
-                }
-                self.state_at_pos(room_id, pos).await?
-            }
+            Some(pos) if !req.full_state => self.state_at_pos(room_id, pos).await?,
             _ => StateIds::new(),
         };
         let in_timeline: HashSet<_> = timeline.iter().map(|(_, p)| p.event_id.clone()).collect();

@@ -4,11 +4,7 @@
 //! file they take microseconds, less than a thread hand-off costs (measured with the
 //! benchmark in `bench/`). A task never awaits while it holds a connection.
 
-use std::{
-    path::Path,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{path::Path, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use rusqlite::{

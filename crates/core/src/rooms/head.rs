@@ -1,0 +1,68 @@
+//! Each room's head: its forward extremities and current state, kept in memory so that
+//! building and appending an event reads neither from the database. Only the write path
+//! changes a head, under the room's lock, in step with the rows it commits.
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, RoomId};
+
+use super::state::StateIds;
+use crate::{Error, Homeserver, Result};
+
+/// Heads kept in memory; others are reloaded from `forward_extremities` and
+/// `current_state` when next used.
+pub(crate) const CACHED_HEADS: usize = 1024;
+
+#[derive(Debug)]
+pub struct RoomHead {
+    /// Sorted, so `prev_events` come out in a stable order.
+    pub extremities: Vec<OwnedEventId>,
+    pub state: Arc<StateIds>,
+}
+
+impl Homeserver {
+    pub(crate) async fn room_head(&self, room_id: &RoomId) -> Result<Arc<RoomHead>> {
+        if let Some(head) = self.heads.get(&room_id.to_owned()) {
+            return Ok(head);
+        }
+        let rows = self
+            .db
+            .query(
+                "SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id",
+                vec![room_id.as_str().into()],
+            )
+            .await?;
+        let extremities = rows
+            .iter()
+            .map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal))
+            .collect::<Result<_>>()?;
+        let state = Arc::new(self.current_state_from_db(room_id).await?);
+        let head = Arc::new(RoomHead { extremities, state });
+        self.heads.put(room_id.to_owned(), head.clone());
+        Ok(head)
+    }
+
+    /// Called by the write path once its batch committed, before the position is published.
+    pub(crate) fn set_room_head(&self, room_id: &RoomId, head: RoomHead) {
+        self.heads.put(room_id.to_owned(), Arc::new(head));
+    }
+
+    /// Called when a commit failed: whatever the database holds now is reloaded.
+    pub(crate) fn forget_room_head(&self, room_id: &RoomId) {
+        self.heads.remove(&room_id.to_owned());
+    }
+
+    pub async fn forward_extremities(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>> {
+        Ok(self.room_head(room_id).await?.extremities.clone())
+    }
+
+    /// The room's current state, as resolved after its forward extremities.
+    pub async fn current_state(&self, room_id: &RoomId) -> Result<Arc<StateIds>> {
+        Ok(self.room_head(room_id).await?.state.clone())
+    }
+
+    /// Like [`Homeserver::current_state`], as an owned map.
+    pub async fn current_state_ids(&self, room_id: &RoomId) -> Result<StateIds> {
+        Ok((*self.current_state(room_id).await?).clone())
+    }
+}
