@@ -1,41 +1,54 @@
-//! A small bounded in-memory cache for immutable data (state groups, events). When full it
-//! starts over: simple, and bounded memory is what matters on a small box.
+//! Bounded in-memory caches (quick_cache: concurrent, evicts the least useful entries).
+//! Every cache has an explicit bound, by count or by estimated bytes: memory is what
+//! matters on a small box.
 
-use std::{collections::HashMap, hash::Hash, sync::Mutex};
+use std::hash::Hash;
 
-pub struct BoundedCache<K, V> {
-    capacity: usize,
-    map: Mutex<HashMap<K, V>>,
+use quick_cache::{sync::Cache, Weighter};
+
+/// An entry's estimated size; `Count` weighs every entry 1.
+#[derive(Clone)]
+pub enum Weigh<V> {
+    Count,
+    Bytes(fn(&V) -> u64),
 }
 
-impl<K: Eq + Hash, V: Clone> BoundedCache<K, V> {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            map: Mutex::new(HashMap::new()),
+impl<K, V> Weighter<K, V> for Weigh<V> {
+    fn weight(&self, _key: &K, value: &V) -> u64 {
+        match self {
+            Weigh::Count => 1,
+            Weigh::Bytes(f) => f(value).max(1),
         }
+    }
+}
+
+pub struct BoundedCache<K, V>(Cache<K, V, Weigh<V>>);
+
+impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
+    /// At most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
+        Self(Cache::with_weighter(
+            capacity,
+            capacity as u64,
+            Weigh::Count,
+        ))
+    }
+
+    /// At most `bytes` by `weigh`'s estimate; `typical` sizes the table.
+    pub fn by_bytes(bytes: u64, typical: u64, weigh: fn(&V) -> u64) -> Self {
+        let items = (bytes / typical.max(1)).max(1) as usize;
+        Self(Cache::with_weighter(items, bytes, Weigh::Bytes(weigh)))
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.0.get(key)
     }
 
     pub fn put(&self, key: K, value: V) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= self.capacity {
-            map.clear();
-        }
-        map.insert(key, value);
+        self.0.insert(key, value);
     }
 
     pub fn remove(&self, key: &K) {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.0.remove(key);
     }
 }

@@ -79,10 +79,10 @@ pub struct Homeserver {
     pub(crate) heads: crate::cache::BoundedCache<OwnedRoomId, Arc<crate::rooms::head::RoomHead>>,
 }
 
-/// Events kept parsed in memory.
-const PDU_CACHE_SIZE: usize = 4_000;
+/// Memory for events kept parsed, by [`crate::rooms::Pdu::estimated_size`].
+const PDU_CACHE_BYTES: u64 = 6 << 20;
 /// Event places and room versions kept in memory (small entries).
-const PLACE_CACHE_SIZE: usize = 50_000;
+const PLACE_CACHE_SIZE: usize = 16_384;
 const VERSION_CACHE_SIZE: usize = 10_000;
 
 impl Homeserver {
@@ -119,7 +119,9 @@ impl Homeserver {
             typing: Default::default(),
             state_cache: Default::default(),
             keyring: Default::default(),
-            pdu_cache: crate::cache::BoundedCache::new(PDU_CACHE_SIZE),
+            pdu_cache: crate::cache::BoundedCache::by_bytes(PDU_CACHE_BYTES, 2048, |p| {
+                p.estimated_size()
+            }),
             place_cache: crate::cache::BoundedCache::new(PLACE_CACHE_SIZE),
             version_cache: crate::cache::BoundedCache::new(VERSION_CACHE_SIZE),
             heads: crate::cache::BoundedCache::new(crate::rooms::head::CACHED_HEADS),

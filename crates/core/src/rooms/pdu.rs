@@ -115,6 +115,15 @@ impl Pdu {
         })
     }
 
+    /// Roughly the heap this event holds, for bounding caches: the content twice (raw and
+    /// in the JSON map) plus the parsed map's IDs, hashes and signatures.
+    pub fn estimated_size(&self) -> u64 {
+        const BASE: u64 = 1536;
+        const PER_REF: u64 = 160;
+        let refs = (self.prev_events.len() + self.auth_events.len()) as u64;
+        BASE + 2 * self.content.get().len() as u64 + PER_REF * refs
+    }
+
     /// Parses a stored event (`json` column).
     pub fn from_stored(event_id: &str, json: &str) -> Result<Self> {
         let obj: CanonicalJsonObject = serde_json::from_str(json)?;

@@ -13,8 +13,9 @@ use crate::{
 
 /// Longest delta chain before a group is written in full.
 const MAX_CHAIN: i64 = 32;
-/// Groups kept in memory.
-const CACHE_GROUPS: usize = 2048;
+/// Memory for cached groups, each a full map (about 160 bytes per entry).
+const CACHE_GROUPS_BYTES: u64 = 8 << 20;
+const BYTES_PER_ENTRY: u64 = 160;
 
 pub type StateIds = StateMap<OwnedEventId>;
 
@@ -23,7 +24,11 @@ pub struct GroupCache(pub(crate) crate::cache::BoundedCache<i64, (Arc<StateIds>,
 
 impl Default for GroupCache {
     fn default() -> Self {
-        Self(crate::cache::BoundedCache::new(CACHE_GROUPS))
+        Self(crate::cache::BoundedCache::by_bytes(
+            CACHE_GROUPS_BYTES,
+            64 * BYTES_PER_ENTRY,
+            |(state, _)| state.len() as u64 * BYTES_PER_ENTRY,
+        ))
     }
 }
 

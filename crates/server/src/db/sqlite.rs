@@ -20,7 +20,7 @@ const STATEMENT_CACHE: usize = 512;
 /// How long a connection waits for another process (the CLI) holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page cache per connection, in KiB (SQLite's `cache_size` takes negative KiB).
-const CACHE_KIB: i64 = 4096;
+const CACHE_KIB: i64 = 1024;
 
 pub struct SqliteDb {
     /// SQLite allows one writer: queueing writers here is fairer and cheaper than letting
