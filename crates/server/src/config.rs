@@ -38,6 +38,9 @@ pub struct Listen {
 pub struct Database {
     /// `sqlite://PATH` or `postgres://…`; unset means `sqlite://{data_dir}/tessera.db`.
     pub url: Option<String>,
+    /// SQLite only: `full` syncs the log on every commit, so an acknowledged write
+    /// survives power loss; `normal` survives a crash of the process only.
+    pub sqlite_synchronous: crate::db::sqlite::Synchronous,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -188,5 +191,40 @@ impl Config {
             rate_limit_burst: self.rate_limits.burst,
             max_body_bytes: self.limits.max_body_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::sqlite::Synchronous;
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "server_name = \"example.org\"\n[database]\nsqlite_synchronous = \"normal\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("t.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.server_name, "example.org");
+            assert_eq!(c.database.sqlite_synchronous, Synchronous::Normal);
+            jail.set_env("TESSERA_DATABASE__SQLITE_SYNCHRONOUS", "full");
+            jail.set_env("TESSERA_LISTEN__CLIENT", "127.0.0.1:0");
+            let c = Config::load(Some(Path::new("t.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.database.sqlite_synchronous, Synchronous::Full);
+            assert_eq!(c.listen.client, "127.0.0.1:0");
+            jail.set_env("TESSERA_DATABASE__SQLITE_SYNCHRONOUS", "sometimes");
+            assert!(Config::load(None).is_err(), "an unknown mode is refused");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_are_durable_and_closed() {
+        let c = Config::default();
+        assert_eq!(c.database.sqlite_synchronous, Synchronous::Full);
+        assert!(!c.registration.open);
+        assert!(c.rate_limits.enabled);
     }
 }

@@ -23,7 +23,7 @@ const PASSWORD_HASHES_AT_ONCE: usize = 1;
 
 /// Opens the database, applies migrations and builds the homeserver.
 pub async fn open_homeserver(config: &Config) -> anyhow::Result<Arc<Homeserver>> {
-    let db = db::connect(&config.database_url()).await?;
+    let db = db::connect(&config.database_url(), config.database.sqlite_synchronous).await?;
     let hs = Homeserver::new(
         config.core()?,
         db,

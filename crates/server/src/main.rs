@@ -122,7 +122,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let db = tessera_server::db::connect(&config.database_url()).await?;
+            let db = tessera_server::db::connect(
+                &config.database_url(),
+                config.database.sqlite_synchronous,
+            )
+            .await?;
             let applied = tessera_core::storage::migrate(db.as_ref()).await?;
             println!("applied {applied} migration(s)");
             Ok(())

@@ -9,10 +9,13 @@ pub mod postgres;
 pub mod sqlite;
 
 /// Opens the database named by `url`: `sqlite://PATH`, `sqlite::memory:` or `postgres://…`.
-pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+pub async fn connect(
+    url: &str,
+    sqlite_sync: sqlite::Synchronous,
+) -> anyhow::Result<Arc<dyn Database>> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let path = rest.strip_prefix("//").unwrap_or(rest);
-        let db = sqlite::SqliteDb::open(path)
+        let db = sqlite::SqliteDb::open(path, sqlite_sync)
             .await
             .with_context(|| format!("opening SQLite database {path:?}"))?;
         Ok(Arc::new(db))

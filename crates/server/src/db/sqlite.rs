@@ -22,6 +22,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page cache per connection, in KiB (SQLite's `cache_size` takes negative KiB).
 const CACHE_KIB: i64 = 1024;
 
+/// `PRAGMA synchronous` (see the README's `database.sqlite_synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// The log is synced at every commit: nothing acknowledged is lost on power loss.
+    #[default]
+    Full,
+    /// Synced at checkpoints only: survives a process crash, not a power loss.
+    Normal,
+}
+
 pub struct SqliteDb {
     /// SQLite allows one writer: queueing writers here is fairer and cheaper than letting
     /// them spin in SQLite's busy handler.
@@ -34,16 +45,17 @@ struct Readers {
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
     path: String,
+    sync: Synchronous,
 }
 
 impl SqliteDb {
     /// `path` is a file (created with its parent folders if missing) or `:memory:`.
-    pub async fn open(path: &str) -> anyhow::Result<Self> {
+    pub async fn open(path: &str, sync: Synchronous) -> anyhow::Result<Self> {
         let path = path.split('?').next().unwrap_or_default();
         if path == ":memory:" {
             // An in-memory database lives exactly as long as its single connection.
             let conn = Connection::open_in_memory()?;
-            configure(&conn)?;
+            configure(&conn, sync)?;
             return Ok(Self {
                 writer: tokio::sync::Mutex::new(conn),
                 readers: None,
@@ -60,7 +72,7 @@ impl SqliteDb {
         if !mode.eq_ignore_ascii_case("wal") {
             anyhow::bail!("SQLite refused WAL mode (got {mode})");
         }
-        configure(&conn)?;
+        configure(&conn, sync)?;
         // Inline statements never outnumber the threads running them.
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         Ok(Self {
@@ -69,6 +81,7 @@ impl SqliteDb {
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(readers),
                 path: path.to_owned(),
+                sync,
             }),
         })
     }
@@ -89,7 +102,7 @@ impl SqliteDb {
         let pooled = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => open_reader(&readers.path)?,
+            None => open_reader(&readers.path, readers.sync)?,
         };
         let out = f(&conn);
         readers
@@ -117,21 +130,25 @@ impl SqliteDb {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let sync = match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
     conn.execute_batch(&format!(
-        "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{CACHE_KIB};"
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = {sync}; PRAGMA cache_size = -{CACHE_KIB};"
     ))
 }
 
-fn open_reader(path: &str) -> Result<Connection, DbError> {
+fn open_reader(path: &str, sync: Synchronous) -> Result<Connection, DbError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(map_err)?;
-    configure(&conn).map_err(map_err)?;
+    configure(&conn, sync).map_err(map_err)?;
     Ok(conn)
 }
 

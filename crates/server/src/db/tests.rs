@@ -9,11 +9,19 @@ async fn engines() -> Vec<Arc<dyn Database>> {
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let file = format!("sqlite://{}", dir.join("t.db").display());
     let mut dbs = vec![
-        super::connect("sqlite::memory:").await.expect("sqlite"),
-        super::connect(&file).await.expect("sqlite file"),
+        super::connect("sqlite::memory:", Default::default())
+            .await
+            .expect("sqlite"),
+        super::connect(&file, Default::default())
+            .await
+            .expect("sqlite file"),
     ];
     if let Ok(url) = std::env::var("TESSERA_TEST_POSTGRES_URL") {
-        dbs.push(super::connect(&url).await.expect("postgres"));
+        dbs.push(
+            super::connect(&url, Default::default())
+                .await
+                .expect("postgres"),
+        );
     }
     dbs
 }
