@@ -356,3 +356,49 @@ async fn to_device_in_order_until_acknowledged() {
     );
     server.stop().await;
 }
+
+/// A typing timeout running out reaches a long-polling sync as it happens: nothing else
+/// would announce that the user stopped typing.
+#[tokio::test]
+async fn typing_timeout_wakes_long_polls() {
+    let server = harness::start().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (_, room) = server
+        .req(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(json!({})),
+        )
+        .await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .req(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{alice_id}"),
+            Some(&alice),
+            Some(json!({ "typing": true, "timeout": 300 })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&alice), None)
+        .await;
+    let typing = &body["rooms"]["join"][&room]["ephemeral"]["events"][0];
+    assert_eq!(typing["content"]["user_ids"], json!([alice_id]), "{body}");
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    // Long-poll well past the typing timeout: the answer must carry the empty typing list.
+    let (status, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=20000"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let typing = &body["rooms"]["join"][&room]["ephemeral"]["events"][0];
+    assert_eq!(typing["type"], "m.typing", "{body}");
+    assert_eq!(typing["content"]["user_ids"], json!([]), "{body}");
+    server.stop().await;
+}

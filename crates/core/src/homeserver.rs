@@ -151,15 +151,18 @@ impl Homeserver {
     where
         F: FnOnce(i64) -> Vec<Statement>,
     {
-        self.commit_then(streams, audience, build, |_| ()).await
+        self.commit_then(streams, audience, 1, build, |_| ()).await
     }
 
-    /// Like [`Homeserver::commit`]; `committed` runs once the batch is durable and before
-    /// anyone can see its position, to bring in-memory state in step with it.
+    /// Like [`Homeserver::commit`], for a batch that takes `positions` consecutive
+    /// positions (the first is passed to `build` and returned). `committed` runs once the
+    /// batch is durable and before anyone can see its positions, to bring in-memory state
+    /// in step with it.
     pub(crate) async fn commit_then<F, C>(
         &self,
         streams: &[Stream],
         audience: Audience<'_>,
+        positions: i64,
         build: F,
         committed: C,
     ) -> Result<i64>
@@ -169,14 +172,15 @@ impl Homeserver {
     {
         let guard = self.commit_lock.lock().await;
         let pos = self.current_pos() + 1;
+        let last = pos + positions.max(1) - 1;
         self.db.batch(build(pos)).await?;
         committed(pos);
         // Heads move before the position is published: a sync that sees `pos` also sees
         // that these streams moved.
         for s in streams {
-            self.stream_heads[*s as usize].fetch_max(pos, Ordering::AcqRel);
+            self.stream_heads[*s as usize].fetch_max(last, Ordering::AcqRel);
         }
-        self.current_pos.store(pos, Ordering::Release);
+        self.current_pos.store(last, Ordering::Release);
         drop(guard);
         self.touch(audience).await;
         Ok(pos)

@@ -3,6 +3,7 @@
 
 pub mod auth_chain;
 pub mod create;
+pub mod events;
 pub mod head;
 pub mod membership;
 pub mod pdu;

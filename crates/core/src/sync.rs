@@ -39,6 +39,7 @@ impl Homeserver {
         let mut last = None;
         loop {
             let ticket = self.wakeups.ticket();
+            self.expire_typing().await;
             // Recompute only when something concerning this user was marked since the last
             // pass: other users' traffic does not cost a full sync pass.
             if last.is_none() || self.changed_since(user, seen) {
@@ -56,15 +57,18 @@ impl Homeserver {
                 }
                 last = Some(body);
             }
-            let remaining = deadline.saturating_sub(self.clock.now_ms());
+            let now = self.clock.now_ms();
+            let remaining = deadline.saturating_sub(now);
             if remaining == 0 {
                 if let Some(body) = last {
                     return Ok(body);
                 }
             }
-            self.wakeups
-                .wait(ticket, Duration::from_millis(remaining))
-                .await;
+            // Wake for the next typing timeout too: nothing else announces it.
+            let wake = self
+                .next_typing_expiry()
+                .map_or(remaining, |at| remaining.min(at.saturating_sub(now) + 1));
+            self.wakeups.wait(ticket, Duration::from_millis(wake)).await;
         }
     }
 

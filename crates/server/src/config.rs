@@ -200,6 +200,8 @@ mod tests {
     use crate::db::sqlite::Synchronous;
 
     #[test]
+    // figment's `Jail` fixes the closure's (large) error type.
+    #[allow(clippy::result_large_err)]
     fn file_then_environment() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

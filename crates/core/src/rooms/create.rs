@@ -7,7 +7,10 @@ use ruma::{
 use serde_json::{json, Map, Value as Json};
 
 use super::send::NewEvent;
-use crate::{ports::Value, Error, Homeserver, Result};
+use crate::{
+    ports::{DbError, Statement, Value},
+    Error, Homeserver, Result,
+};
 
 /// Most invitees and initial state events one request may carry.
 pub const MAX_INITIAL_EVENTS: usize = 100;
@@ -98,29 +101,39 @@ impl Homeserver {
                 None,
             )
         };
+        // Every row of the new room commits in one batch: a failure or a crash part-way
+        // leaves no room behind.
         let lock = self.room_lock(&room_id);
         let _guard = lock.lock().await;
-        self.db
-            .execute(
-                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, $4, $5)",
+        let mut w = self.begin_write(&room_id, &version).await?;
+        w.push_prelude(Statement::new(
+            "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                room_id.as_str().into(),
+                version.as_str().into(),
+                creator.as_str().into(),
+                Value::from(req.public),
+                Value::Int(self.now()),
+            ],
+        ));
+        if let Some(alias) = &alias {
+            w.push_prelude(Statement::new(
+                "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)",
                 vec![
+                    alias.as_str().into(),
                     room_id.as_str().into(),
-                    version.as_str().into(),
                     creator.as_str().into(),
-                    Value::from(req.public),
-                    Value::Int(self.now()),
                 ],
-            )
-            .await?;
+            ));
+        }
         let create_pdu = match create_pdu {
             Some(p) => p,
             None => {
-                self.build_pdu(Some(&room_id), &version, creator, create_event)
+                self.build_pdu(Some(&w), &version, creator, create_event)
                     .await?
             }
         };
-        self.append_pdu(&room_id, &version, create_pdu, None)
-            .await?;
+        self.plan_pdu(&mut w, create_pdu, None).await?;
 
         let mut events = Vec::new();
         // 2. the creator joins
@@ -227,15 +240,18 @@ impl Homeserver {
             if event.kind == TimelineEventType::RoomCreate {
                 return Err(Error::bad_json("initial_state may not hold m.room.create"));
             }
-            let pdu = self
-                .build_pdu(Some(&room_id), &version, creator, event)
-                .await?;
-            self.append_pdu(&room_id, &version, pdu, None).await?;
+            let pdu = self.build_pdu(Some(&w), &version, creator, event).await?;
+            self.plan_pdu(&mut w, pdu, None).await?;
         }
-        if let Some(alias) = alias {
-            self.set_alias(&alias, &room_id, creator).await?;
+        match self.commit_write(w).await {
+            Ok(_) => Ok(room_id),
+            // Taken between the check above and the commit.
+            Err(Error::Db(DbError::UniqueViolation)) if alias.is_some() => Err(Error::Matrix(
+                ruma::api::error::ErrorKind::RoomInUse,
+                "Alias already taken".into(),
+            )),
+            Err(e) => Err(e),
         }
-        Ok(room_id)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::{Error, Homeserver, Result};
 /// `current_state` when next used.
 pub(crate) const CACHED_HEADS: usize = 1024;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RoomHead {
     /// Sorted, so `prev_events` come out in a stable order.
     pub extremities: Vec<OwnedEventId>,
@@ -43,8 +43,8 @@ impl Homeserver {
     }
 
     /// Called by the write path once its batch committed, before the position is published.
-    pub(crate) fn set_room_head(&self, room_id: &RoomId, head: RoomHead) {
-        self.heads.put(room_id.to_owned(), Arc::new(head));
+    pub(crate) fn set_room_head(&self, room_id: &RoomId, head: Arc<RoomHead>) {
+        self.heads.put(room_id.to_owned(), head);
     }
 
     /// Called when a commit failed: whatever the database holds now is reloaded.

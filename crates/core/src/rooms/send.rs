@@ -10,7 +10,10 @@ use ruma::{
 };
 use serde_json::Value as Json;
 
-use super::{write::Txn, Pdu};
+use super::{
+    write::{RoomWrite, Txn},
+    Pdu,
+};
 use crate::{ports::Value, storage::query_opt, Error, Homeserver, Result};
 
 /// Spec: PDUs are at most 65536 bytes.
@@ -76,19 +79,19 @@ impl Homeserver {
             }
         }
         let version = self.room_version(room_id).await?;
-        let pdu = self
-            .build_pdu(Some(room_id), &version, sender, event)
-            .await?;
+        let mut w = self.begin_write(room_id, &version).await?;
+        let pdu = self.build_pdu(Some(&w), &version, sender, event).await?;
         let id = pdu.event_id.clone();
-        self.append_pdu(room_id, &version, pdu, txn).await?;
+        self.plan_pdu(&mut w, pdu, txn).await?;
+        self.commit_write(w).await?;
         Ok(id)
     }
 
-    /// Builds and signs a PDU on top of the room's forward extremities. `room_id` is `None`
-    /// only for a v12 `m.room.create`, whose ID is derived from the event.
+    /// Builds and signs a PDU on top of the forward extremities `w` has planned so far.
+    /// `w` is `None` only for a v12 `m.room.create`, whose room ID is derived from the event.
     pub(crate) async fn build_pdu(
         &self,
-        room_id: Option<&RoomId>,
+        w: Option<&RoomWrite>,
         version: &RoomVersionId,
         sender: &UserId,
         event: NewEvent,
@@ -104,16 +107,17 @@ impl Homeserver {
                 ))
             }
         };
-        let (prev, auth, depth) = match room_id {
-            Some(room_id) => {
-                let head = self.room_head(room_id).await?;
+        let room_id = w.map(|w| w.room_id());
+        let (prev, auth, depth) = match w {
+            Some(w) => {
+                let head = w.head();
                 let mut prev = head.extremities.clone();
                 prev.truncate(MAX_PREV_EVENTS);
                 let mut depth = 0u64;
                 let mut prev_pdus = Vec::new();
                 for id in &prev {
-                    let p = self
-                        .get_pdu(id)
+                    let p = w
+                        .pdu(self, id)
                         .await?
                         .ok_or_else(|| Error::internal("missing extremity"))?;
                     depth = depth.max(p.depth);
@@ -175,7 +179,8 @@ impl Homeserver {
         };
         let (prev_v, auth_v) = match rules.events_reference_format {
             EventsReferenceFormatVersion::V1 => {
-                (self.v1_refs(&prev).await?, self.v1_refs(&auth).await?)
+                let w = w.ok_or_else(|| Error::internal("v1 references without a room"))?;
+                (self.v1_refs(w, &prev).await?, self.v1_refs(w, &auth).await?)
             }
             _ => (refs(&prev)?, refs(&auth)?),
         };
@@ -211,11 +216,11 @@ impl Homeserver {
     }
 
     /// Room v1/v2 event references: `[event_id, {"sha256": hash}]`.
-    async fn v1_refs(&self, ids: &[OwnedEventId]) -> Result<CanonicalJsonValue> {
+    async fn v1_refs(&self, w: &RoomWrite, ids: &[OwnedEventId]) -> Result<CanonicalJsonValue> {
         let mut out = Vec::new();
         for id in ids {
-            let p = self
-                .get_pdu(id)
+            let p = w
+                .pdu(self, id)
                 .await?
                 .ok_or_else(|| Error::internal("missing referenced event"))?;
             let hashes = p

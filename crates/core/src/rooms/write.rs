@@ -1,26 +1,33 @@
 //! The write path (design brief, "Write path and streams"): every event that enters a room,
-//! local or remote, goes through [`Homeserver::append_pdu`] under the room's lock.
+//! local or remote, is planned by [`Homeserver::plan_pdu`] and committed by
+//! [`Homeserver::commit_write`], under the room's lock.
+//!
+//! A [`RoomWrite`] is one transaction on one room. It may hold several events (a new room's
+//! initial events), each planned against the head the previous one left; all of them
+//! commit in one batch with consecutive stream positions, or none does.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use rand::Rng;
 use ruma::{
     events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
     state_res::{self, StateMap},
-    OwnedEventId, RoomId, RoomVersionId,
+    OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
 };
 
 use super::{
     auth_chain::{self, EventMap},
     head::RoomHead,
-    state::StateIds,
+    state::{NewGroup, StateIds},
     Pdu,
 };
 use crate::{
     homeserver::{Audience, Stream},
     ports::{Statement, Value},
-    storage::query_opt,
     Error, Homeserver, Result,
 };
 
@@ -44,68 +51,359 @@ fn new_group_id() -> i64 {
     rand::thread_rng().gen_range(1..i64::MAX)
 }
 
+/// One transaction on a room; see the module documentation. Hold the room lock from
+/// [`Homeserver::begin_write`] until [`Homeserver::commit_write`].
+pub struct RoomWrite {
+    room_id: OwnedRoomId,
+    version: RoomVersionId,
+    rules: RoomVersionRules,
+    /// The head as the planned events leave it.
+    head: Arc<RoomHead>,
+    /// Statements that go before the events (a new room's `rooms` row).
+    prelude: Vec<Statement>,
+    steps: Vec<Step>,
+    /// Planned events and their state groups, visible to the events planned after them.
+    pdus: HashMap<OwnedEventId, Arc<Pdu>>,
+    places: HashMap<OwnedEventId, (i64, i64)>,
+    groups: Vec<NewGroup>,
+}
+
+/// One planned event: what its rows need once its stream position is known.
+struct Step {
+    pdu: Arc<Pdu>,
+    json: String,
+    state_before: i64,
+    state_after: i64,
+    txn: Option<[String; 4]>,
+    state_changes: Vec<(StateEventType, String, OwnedEventId)>,
+    member_changes: Vec<(String, OwnedEventId, String)>,
+    redaction: Option<(OwnedEventId, Statement)>,
+}
+
+impl RoomWrite {
+    pub fn room_id(&self) -> &RoomId {
+        &self.room_id
+    }
+
+    pub fn version(&self) -> &RoomVersionId {
+        &self.version
+    }
+
+    pub(crate) fn head(&self) -> &RoomHead {
+        &self.head
+    }
+
+    pub(crate) fn push_prelude(&mut self, statement: Statement) {
+        self.prelude.push(statement);
+    }
+
+    /// An event planned here, else a stored one.
+    pub(crate) async fn pdu(
+        &self,
+        hs: &Homeserver,
+        id: &ruma::EventId,
+    ) -> Result<Option<Arc<Pdu>>> {
+        match self.pdus.get(id) {
+            Some(p) => Ok(Some(p.clone())),
+            None => hs.get_pdu(id).await,
+        }
+    }
+
+    async fn group(&self, hs: &Homeserver, id: i64) -> Result<(Arc<StateIds>, i64)> {
+        match self.groups.iter().find(|g| g.id == id) {
+            Some(g) => Ok((g.state.clone(), g.chain)),
+            None => hs.state_group(id).await,
+        }
+    }
+
+    /// The state after an event: (state, group id, chain length).
+    async fn state_after(
+        &self,
+        hs: &Homeserver,
+        id: &ruma::EventId,
+    ) -> Result<(Arc<StateIds>, i64, i64)> {
+        let after = match self.places.get(id) {
+            Some((_, after)) => *after,
+            None => {
+                hs.event_place(id)
+                    .await?
+                    .ok_or_else(|| Error::Internal(format!("unknown prev event {id}")))?
+                    .state_after
+            }
+        };
+        let (state, chain) = self.group(hs, after).await?;
+        Ok((state, after, chain))
+    }
+}
+
 impl Homeserver {
-    /// An event by ID, shared with the cache.
-    pub async fn get_pdu(&self, id: &ruma::EventId) -> Result<Option<Arc<Pdu>>> {
-        if let Some(p) = self.pdu_cache.get(&id.to_owned()) {
-            return Ok(Some(p));
-        }
-        let row = query_opt(
-            self.db.as_ref(),
-            "SELECT json FROM events WHERE event_id = $1",
-            vec![id.as_str().into()],
-        )
-        .await?;
-        let pdu = row
-            .map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?).map(Arc::new))
-            .transpose()?;
-        if let Some(p) = &pdu {
-            self.pdu_cache.put(id.to_owned(), p.clone());
-        }
-        Ok(pdu)
+    /// Starts a transaction on `room_id`. The caller holds the room's lock.
+    pub(crate) async fn begin_write(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+    ) -> Result<RoomWrite> {
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
+        Ok(RoomWrite {
+            room_id: room_id.to_owned(),
+            version: version.clone(),
+            rules,
+            head: self.room_head(room_id).await?,
+            prelude: Vec::new(),
+            steps: Vec::new(),
+            pdus: HashMap::new(),
+            places: HashMap::new(),
+            groups: Vec::new(),
+        })
     }
 
-    pub async fn event_place(&self, id: &ruma::EventId) -> Result<Option<EventPlace>> {
-        // An event's place never changes once stored.
-        if let Some(place) = self.place_cache.get(&id.to_owned()) {
-            return Ok(Some(place));
+    /// Authorises and persists one PDU: [`Homeserver::plan_pdu`] then
+    /// [`Homeserver::commit_write`]. The caller holds the room lock.
+    pub async fn append_pdu(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        pdu: Pdu,
+        txn: Option<Txn<'_>>,
+    ) -> Result<EventPlace> {
+        if let Some(place) = self.event_place(&pdu.event_id).await? {
+            return Ok(place);
         }
-        let row = query_opt(
-            self.db.as_ref(),
-            "SELECT stream_pos, state_before, state_after FROM events WHERE event_id = $1",
-            vec![id.as_str().into()],
-        )
-        .await?;
-        let place = row
-            .map(|r| {
-                Ok::<_, Error>(EventPlace {
-                    pos: r.int(0)?,
-                    state_before: r.int(1)?,
-                    state_after: r.int(2)?,
-                })
+        let mut w = self.begin_write(room_id, version).await?;
+        self.plan_pdu(&mut w, pdu, txn).await?;
+        self.commit_write(w)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal("nothing was written"))
+    }
+
+    /// Checks one PDU and plans its rows (spec: server-server API, "Checks performed on
+    /// receipt of a PDU"): format, auth events, the state before it (resolved over its
+    /// `prev_events`), auth against that state; then the new forward extremities and the
+    /// room's current state. An event already stored or planned is skipped.
+    pub(crate) async fn plan_pdu(
+        &self,
+        w: &mut RoomWrite,
+        pdu: Pdu,
+        txn: Option<Txn<'_>>,
+    ) -> Result<()> {
+        if w.places.contains_key(&pdu.event_id) || self.event_place(&pdu.event_id).await?.is_some()
+        {
+            return Ok(());
+        }
+        let rules = w.rules.clone();
+        let room_id = w.room_id.clone();
+        state_res::check_pdu_format(&pdu.json, &rules.event_format).map_err(Error::bad_json)?;
+        let is_create = pdu.kind == TimelineEventType::RoomCreate;
+        if is_create != pdu.prev_events.is_empty() {
+            return Err(Error::bad_json("only m.room.create has no prev_events"));
+        }
+
+        // State before the event.
+        let mut prev_states = Vec::with_capacity(pdu.prev_events.len());
+        for prev in &pdu.prev_events {
+            prev_states.push(w.state_after(self, prev).await?);
+        }
+        let mut groups = Vec::new();
+        let (before, before_id, before_chain) = match prev_states.as_slice() {
+            [] => {
+                let g = self.plan_group(&room_id, new_group_id(), None, StateIds::new());
+                let planned = (g.state.clone(), g.id, g.chain);
+                groups.push(g);
+                planned
+            }
+            [(state, id, chain)] => (state.clone(), *id, *chain),
+            many => {
+                let states: Vec<_> = many.iter().map(|(s, _, _)| s.clone()).collect();
+                let resolved = self.resolve_states(&rules, &states).await?;
+                let (s0, id0, c0) = &many[0];
+                let g = self.plan_group(
+                    &room_id,
+                    new_group_id(),
+                    Some((*id0, s0.clone(), *c0)),
+                    resolved,
+                );
+                let planned = (g.state.clone(), g.id, g.chain);
+                groups.push(g);
+                planned
+            }
+        };
+
+        self.authorize(w, &pdu, &before).await?;
+        let redaction = self
+            .apply_redaction(&pdu, &before, &rules)
+            .await?
+            .and_then(|st| Some((pdu.redacts.clone()?, st)));
+
+        // State after the event.
+        let (after, after_id) = match &pdu.state_key {
+            Some(key) => {
+                let mut state = (*before).clone();
+                state.insert(
+                    (StateEventType::from(pdu.kind.to_string()), key.clone()),
+                    pdu.event_id.clone(),
+                );
+                let g = self.plan_group(
+                    &room_id,
+                    new_group_id(),
+                    Some((before_id, before.clone(), before_chain)),
+                    state,
+                );
+                let planned = (g.state.clone(), g.id);
+                groups.push(g);
+                planned
+            }
+            None => (before.clone(), before_id),
+        };
+
+        // New forward extremities and the room's current state.
+        let prevs: HashSet<_> = pdu.prev_events.iter().collect();
+        let mut new_ext: Vec<OwnedEventId> = w
+            .head
+            .extremities
+            .iter()
+            .filter(|e| !prevs.contains(e))
+            .cloned()
+            .collect();
+        new_ext.push(pdu.event_id.clone());
+        new_ext.sort();
+        let current = if new_ext.len() == 1 {
+            after.clone()
+        } else {
+            let mut states = vec![after.clone()];
+            for e in new_ext.iter().filter(|e| **e != pdu.event_id) {
+                states.push(w.state_after(self, e).await?.0);
+            }
+            Arc::new(self.resolve_states(&rules, &states).await?)
+        };
+        let mut state_changes = Vec::new();
+        let mut member_changes = Vec::new();
+        for ((kind, key), id) in current.iter() {
+            if w.head.state.get(&(kind.clone(), key.clone())) == Some(id) {
+                continue;
+            }
+            state_changes.push((kind.clone(), key.clone(), id.clone()));
+            if *kind != StateEventType::RoomMember {
+                continue;
+            }
+            let Ok(user) = ruma::UserId::parse(key.as_str()) else {
+                continue;
+            };
+            if user.server_name() != self.server_name() {
+                continue;
+            }
+            let membership = if *id == pdu.event_id {
+                membership_of(&pdu)
+            } else {
+                w.pdu(self, id)
+                    .await?
+                    .map(|p| membership_of(&p))
+                    .unwrap_or_default()
+            };
+            member_changes.push((key.clone(), id.clone(), membership));
+        }
+
+        let json = serde_json::to_string(&pdu.json)?;
+        let pdu = Arc::new(pdu);
+        w.head = Arc::new(RoomHead {
+            extremities: new_ext,
+            state: current,
+        });
+        w.pdus.insert(pdu.event_id.clone(), pdu.clone());
+        w.places.insert(pdu.event_id.clone(), (before_id, after_id));
+        w.groups.extend(groups);
+        w.steps.push(Step {
+            pdu,
+            json,
+            state_before: before_id,
+            state_after: after_id,
+            txn: txn.map(|t| {
+                [
+                    t.user_id.to_owned(),
+                    t.device_id.to_owned(),
+                    t.scope,
+                    t.txn_id.to_owned(),
+                ]
+            }),
+            state_changes,
+            member_changes,
+            redaction,
+        });
+        Ok(())
+    }
+
+    /// Commits every planned event in one batch, the `n`-th at the `n`-th new stream
+    /// position; then the room's head and the caches move, before the positions are
+    /// published. Returns the events' places, in order.
+    pub(crate) async fn commit_write(&self, w: RoomWrite) -> Result<Vec<EventPlace>> {
+        if w.steps.is_empty() && w.prelude.is_empty() {
+            return Ok(vec![]);
+        }
+        let RoomWrite {
+            room_id,
+            head,
+            prelude,
+            steps,
+            groups,
+            ..
+        } = w;
+        let streams: &[Stream] = if steps.iter().all(|s| s.member_changes.is_empty()) {
+            &[Stream::Events]
+        } else {
+            &[Stream::Events, Stream::Memberships]
+        };
+        let positions = steps.len().max(1) as i64;
+        let room = room_id.as_str();
+        let build = |base: i64| {
+            let mut b = prelude;
+            b.extend(groups.iter().flat_map(|g| g.statements.clone()));
+            for (step, pos) in steps.iter().zip(base..) {
+                b.extend(step_statements(room, step, pos));
+            }
+            b
+        };
+        let committed = |base: i64| {
+            self.set_room_head(&room_id, head);
+            for g in &groups {
+                self.cache_group(g);
+            }
+            for (step, pos) in steps.iter().zip(base..) {
+                if let Some((target, _)) = &step.redaction {
+                    self.pdu_cache.remove(target);
+                }
+                self.pdu_cache
+                    .put(step.pdu.event_id.clone(), step.pdu.clone());
+                self.place_cache.put(
+                    step.pdu.event_id.clone(),
+                    EventPlace {
+                        pos,
+                        state_before: step.state_before,
+                        state_after: step.state_after,
+                    },
+                );
+            }
+        };
+        let base = self
+            .commit_then(
+                streams,
+                Audience::Room(&room_id),
+                positions,
+                build,
+                committed,
+            )
+            .await
+            .inspect_err(|_| self.forget_room_head(&room_id))?;
+        Ok(steps
+            .iter()
+            .zip(base..)
+            .map(|(s, pos)| EventPlace {
+                pos,
+                state_before: s.state_before,
+                state_after: s.state_after,
             })
-            .transpose()?;
-        if let Some(p) = place {
-            self.place_cache.put(id.to_owned(), p);
-        }
-        Ok(place)
-    }
-
-    pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {
-        // A room's version never changes.
-        if let Some(v) = self.version_cache.get(&room_id.to_owned()) {
-            return Ok(v);
-        }
-        let row = query_opt(
-            self.db.as_ref(),
-            "SELECT room_version FROM rooms WHERE room_id = $1",
-            vec![room_id.as_str().into()],
-        )
-        .await?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
-        let version = RoomVersionId::try_from(row.text(0)?).map_err(Error::internal)?;
-        self.version_cache.put(room_id.to_owned(), version.clone());
-        Ok(version)
+            .collect())
     }
 
     /// Resolves several state maps with state resolution v2 (v2.1 from room v12 on).
@@ -157,255 +455,19 @@ impl Homeserver {
         .map_err(|e| Error::forbidden(format!("state resolution failed: {e}")))
     }
 
-    /// The state after an event, from its stored group: (state, group id, chain length).
-    async fn state_after(&self, id: &ruma::EventId) -> Result<(Arc<StateIds>, i64, i64)> {
-        let place = self
-            .event_place(id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("unknown prev event {id}")))?;
-        let (state, chain) = self.state_group(place.state_after).await?;
-        Ok((state, place.state_after, chain))
-    }
-
-    /// Authorises and persists one PDU. The caller holds the room lock. Checks (spec:
-    /// server-server API, "Checks performed on receipt of a PDU"): format, auth events,
-    /// state before the event (resolved over its `prev_events`), then the new forward
-    /// extremities and current state are derived and everything lands in one batch.
-    pub async fn append_pdu(
-        &self,
-        room_id: &RoomId,
-        version: &RoomVersionId,
-        pdu: Pdu,
-        txn: Option<Txn<'_>>,
-    ) -> Result<EventPlace> {
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
-        if let Some(place) = self.event_place(&pdu.event_id).await? {
-            return Ok(place);
-        }
-        state_res::check_pdu_format(&pdu.json, &rules.event_format).map_err(Error::bad_json)?;
-        let is_create = pdu.kind == TimelineEventType::RoomCreate;
-        if is_create != pdu.prev_events.is_empty() {
-            return Err(Error::bad_json("only m.room.create has no prev_events"));
-        }
-
-        // State before the event.
-        let mut prev_states = Vec::with_capacity(pdu.prev_events.len());
-        for prev in &pdu.prev_events {
-            prev_states.push(self.state_after(prev).await?);
-        }
-        let mut groups = Vec::new();
-        let (before, before_id, before_chain) = match prev_states.as_slice() {
-            [] => {
-                let g = self.plan_group(room_id, new_group_id(), None, StateIds::new());
-                let planned = (g.state.clone(), g.id, g.chain);
-                groups.push(g);
-                planned
-            }
-            [(state, id, chain)] => (state.clone(), *id, *chain),
-            many => {
-                let states: Vec<_> = many.iter().map(|(s, _, _)| s.clone()).collect();
-                let resolved = self.resolve_states(&rules, &states).await?;
-                let (s0, id0, c0) = &many[0];
-                let g = self.plan_group(
-                    room_id,
-                    new_group_id(),
-                    Some((*id0, s0.clone(), *c0)),
-                    resolved,
-                );
-                let planned = (g.state.clone(), g.id, g.chain);
-                groups.push(g);
-                planned
-            }
-        };
-
-        self.authorize(&rules, &pdu, &before).await?;
-        let redaction = self.apply_redaction(&pdu, &before, &rules).await?;
-        let redaction_target = redaction.as_ref().and(pdu.redacts.clone());
-
-        // State after the event.
-        let (after, after_id) = match &pdu.state_key {
-            Some(key) => {
-                let mut state = (*before).clone();
-                state.insert(
-                    (StateEventType::from(pdu.kind.to_string()), key.clone()),
-                    pdu.event_id.clone(),
-                );
-                let g = self.plan_group(
-                    room_id,
-                    new_group_id(),
-                    Some((before_id, before.clone(), before_chain)),
-                    state,
-                );
-                let planned = (g.state.clone(), g.id);
-                groups.push(g);
-                planned
-            }
-            None => (before.clone(), before_id),
-        };
-
-        // New forward extremities and the room's current state.
-        let head = self.room_head(room_id).await?;
-        let prevs: HashSet<_> = pdu.prev_events.iter().collect();
-        let mut new_ext: Vec<OwnedEventId> = head
-            .extremities
-            .iter()
-            .filter(|e| !prevs.contains(e))
-            .cloned()
-            .collect();
-        new_ext.push(pdu.event_id.clone());
-        new_ext.sort();
-        let current = if new_ext.len() == 1 {
-            after.clone()
-        } else {
-            let mut states = vec![after.clone()];
-            for e in new_ext.iter().filter(|e| **e != pdu.event_id) {
-                states.push(self.state_after(e).await?.0);
-            }
-            Arc::new(self.resolve_states(&rules, &states).await?)
-        };
-        let old_current = head.state.clone();
-        let changed: Vec<_> = current
-            .iter()
-            .filter(|(k, v)| old_current.get(*k) != Some(*v))
-            .collect();
-        let mut member_changes = Vec::new();
-        for ((kind, key), id) in &changed {
-            if *kind == StateEventType::RoomMember {
-                if let Ok(user) = ruma::UserId::parse(key.as_str()) {
-                    if user.server_name() == self.server_name() {
-                        let membership = if *id == &pdu.event_id {
-                            membership_of(&pdu)
-                        } else {
-                            self.get_pdu(id)
-                                .await?
-                                .as_ref()
-                                .map(|p| membership_of(p))
-                                .unwrap_or_default()
-                        };
-                        member_changes.push((key.clone(), (*id).clone(), membership));
-                    }
-                }
-            }
-        }
-
-        let json = serde_json::to_string(&pdu.json)?;
-        let state_stmts: Vec<Statement> = changed
-            .iter()
-            .map(|((kind, key), id)| {
-                Statement::new(
-                    "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
-                    vec![room_id.as_str().into(), kind.to_string().into(), key.as_str().into(), id.as_str().into()],
-                )
-            })
-            .collect();
-        let group_stmts: Vec<Statement> =
-            groups.iter().flat_map(|g| g.statements.clone()).collect();
-        let event_id = pdu.event_id.clone();
-        let streams: &[Stream] = if member_changes.is_empty() {
-            &[Stream::Events]
-        } else {
-            &[Stream::Events, Stream::Memberships]
-        };
-        let new_head = RoomHead {
-            extremities: new_ext,
-            state: current.clone(),
-        };
-        let committed = |pos| {
-            self.set_room_head(room_id, new_head);
-            for g in &groups {
-                self.cache_group(g);
-            }
-            if let Some(target) = &redaction_target {
-                self.pdu_cache.remove(target);
-            }
-            self.pdu_cache
-                .put(pdu.event_id.clone(), Arc::new(pdu.clone()));
-            self.place_cache.put(
-                pdu.event_id.clone(),
-                EventPlace {
-                    pos,
-                    state_before: before_id,
-                    state_after: after_id,
-                },
-            );
-        };
-        let pos = self
-            .commit_then(streams, Audience::Room(room_id), |pos| {
-                let mut b = group_stmts;
-                b.push(Statement::new(
-                    "INSERT INTO events (event_id, room_id, stream_pos, depth, sender, type, state_key, json, state_before, state_after)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    vec![
-                        event_id.as_str().into(),
-                        room_id.as_str().into(),
-                        Value::Int(pos),
-                        Value::Int(pdu.depth.min(i64::MAX as u64) as i64),
-                        pdu.sender.as_str().into(),
-                        pdu.kind.to_string().into(),
-                        pdu.state_key.clone().into(),
-                        json.into(),
-                        Value::Int(before_id),
-                        Value::Int(after_id),
-                    ],
-                ));
-                if let Some(t) = &txn {
-                    b.push(Statement::new(
-                        "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)",
-                        vec![t.user_id.into(), t.device_id.into(), t.scope.as_str().into(), t.txn_id.into(), event_id.as_str().into()],
-                    ));
-                }
-                for prev in &pdu.prev_events {
-                    b.push(Statement::new(
-                        "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2",
-                        vec![room_id.as_str().into(), prev.as_str().into()],
-                    ));
-                }
-                b.push(Statement::new(
-                    "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
-                    vec![room_id.as_str().into(), event_id.as_str().into()],
-                ));
-                b.extend(state_stmts);
-                b.extend(redaction);
-                for (user, id, membership) in member_changes {
-                    b.push(Statement::new(
-                        "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
-                         VALUES ($1, $2, $3, $4, $5, 0)
-                         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
-                           event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
-                        vec![room_id.as_str().into(), user.into(), membership.into(), id.as_str().into(), Value::Int(pos)],
-                    ));
-                }
-                b
-            }, committed)
-            .await
-            .inspect_err(|_| self.forget_room_head(room_id))?;
-        Ok(EventPlace {
-            pos,
-            state_before: before_id,
-            state_after: after_id,
-        })
-    }
-
     /// Auth checks against the event's own auth events and the state before it.
-    async fn authorize(
-        &self,
-        rules: &RoomVersionRules,
-        pdu: &Pdu,
-        before: &StateIds,
-    ) -> Result<()> {
+    async fn authorize(&self, w: &RoomWrite, pdu: &Pdu, before: &StateIds) -> Result<()> {
+        let rules = &w.rules;
         let mut auth = EventMap::new();
         for id in &pdu.auth_events {
-            if let Some(p) = self.get_pdu(id).await? {
+            if let Some(p) = w.pdu(self, id).await? {
                 auth.insert(id.clone(), p);
             }
         }
         // v12: the create event is referenced by the room ID, not in auth_events.
         if let Some(room_id) = &pdu.room_id {
             if let Some(create_id) = create_event_id_of(room_id) {
-                if let Some(p) = self.get_pdu(&create_id).await? {
+                if let Some(p) = w.pdu(self, &create_id).await? {
                     auth.insert(create_id, p);
                 }
             }
@@ -425,7 +487,7 @@ impl Homeserver {
         let create_key = (StateEventType::RoomCreate, String::new());
         for key in needed.into_iter().chain(std::iter::once(create_key)) {
             if let Some(id) = before.get(&key) {
-                if let Some(p) = self.get_pdu(id).await? {
+                if let Some(p) = w.pdu(self, id).await? {
                     state_events.insert(key, p);
                 }
             }
@@ -435,6 +497,69 @@ impl Homeserver {
         })
         .map_err(|e| Error::forbidden(format!("event not authorised: {e}")))
     }
+}
+
+/// The rows of one planned event at stream position `pos`.
+fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statement> {
+    let pdu = &step.pdu;
+    let event_id = pdu.event_id.as_str();
+    let mut b = vec![Statement::new(
+        "INSERT INTO events (event_id, room_id, stream_pos, depth, sender, type, state_key, json, state_before, state_after)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        vec![
+            event_id.into(),
+            room.into(),
+            Value::Int(pos),
+            Value::Int(pdu.depth.min(i64::MAX as u64) as i64),
+            pdu.sender.as_str().into(),
+            pdu.kind.to_string().into(),
+            pdu.state_key.clone().into(),
+            step.json.as_str().into(),
+            Value::Int(step.state_before),
+            Value::Int(step.state_after),
+        ],
+    )];
+    if let Some([user, device, scope, txn]) = &step.txn {
+        b.push(Statement::new(
+            "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)",
+            vec![user.into(), device.into(), scope.into(), txn.into(), event_id.into()],
+        ));
+    }
+    for prev in &pdu.prev_events {
+        b.push(Statement::new(
+            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2",
+            vec![room.into(), prev.as_str().into()],
+        ));
+    }
+    b.push(Statement::new(
+        "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
+        vec![room.into(), event_id.into()],
+    ));
+    for (kind, key, id) in &step.state_changes {
+        b.push(Statement::new(
+            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            vec![
+                room.into(),
+                kind.to_string().into(),
+                key.into(),
+                id.as_str().into(),
+            ],
+        ));
+    }
+    if let Some((_, st)) = &step.redaction {
+        b.push(st.clone());
+    }
+    for (user, id, membership) in &step.member_changes {
+        b.push(Statement::new(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
+             VALUES ($1, $2, $3, $4, $5, 0)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+               event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
+            vec![room.into(), user.into(), membership.into(), id.as_str().into(), Value::Int(pos)],
+        ));
+    }
+    b
 }
 
 /// `content.membership` of a member event.

@@ -48,6 +48,38 @@ impl Homeserver {
         self.touch(crate::homeserver::Audience::Room(room)).await;
     }
 
+    /// Drops typers whose timeout passed; the syncs of those rooms' members wake, so a
+    /// long-poll learns that someone stopped typing when it happens.
+    pub(crate) async fn expire_typing(&self) {
+        let now = self.clock.now_ms();
+        let expired: Vec<OwnedRoomId> = {
+            let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            let mut expired = Vec::new();
+            for (room, entry) in rooms.iter_mut() {
+                let before = entry.0.len();
+                entry.0.retain(|_, exp| *exp > now);
+                if entry.0.len() != before {
+                    entry.1 = self.typing.serial.fetch_add(1, Ordering::AcqRel) + 1;
+                    expired.push(room.clone());
+                }
+            }
+            expired
+        };
+        for room in expired {
+            self.touch(crate::homeserver::Audience::Room(&room)).await;
+        }
+    }
+
+    /// When the next typing timeout falls (ms since the epoch), if anyone is typing.
+    pub(crate) fn next_typing_expiry(&self) -> Option<u64> {
+        let rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms
+            .values()
+            .flat_map(|(users, _)| users.values())
+            .min()
+            .copied()
+    }
+
     /// Current typers, if the room's typing changed after `since`. Expired typers are dropped.
     pub fn typing_since(&self, room: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
         let now = self.clock.now_ms();

@@ -1,0 +1,74 @@
+//! Stored events by ID: the parsed event, its place in the stream and state, and the
+//! version of its room. All immutable once stored, so all cached.
+
+use std::sync::Arc;
+
+use ruma::{RoomId, RoomVersionId};
+
+use super::{write::EventPlace, Pdu};
+use crate::{storage::query_opt, Error, Homeserver, Result};
+
+impl Homeserver {
+    /// An event by ID, shared with the cache.
+    pub async fn get_pdu(&self, id: &ruma::EventId) -> Result<Option<Arc<Pdu>>> {
+        if let Some(p) = self.pdu_cache.get(&id.to_owned()) {
+            return Ok(Some(p));
+        }
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT json FROM events WHERE event_id = $1",
+            vec![id.as_str().into()],
+        )
+        .await?;
+        let pdu = row
+            .map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?).map(Arc::new))
+            .transpose()?;
+        if let Some(p) = &pdu {
+            self.pdu_cache.put(id.to_owned(), p.clone());
+        }
+        Ok(pdu)
+    }
+
+    pub async fn event_place(&self, id: &ruma::EventId) -> Result<Option<EventPlace>> {
+        // An event's place never changes once stored.
+        if let Some(place) = self.place_cache.get(&id.to_owned()) {
+            return Ok(Some(place));
+        }
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT stream_pos, state_before, state_after FROM events WHERE event_id = $1",
+            vec![id.as_str().into()],
+        )
+        .await?;
+        let place = row
+            .map(|r| {
+                Ok::<_, Error>(EventPlace {
+                    pos: r.int(0)?,
+                    state_before: r.int(1)?,
+                    state_after: r.int(2)?,
+                })
+            })
+            .transpose()?;
+        if let Some(p) = place {
+            self.place_cache.put(id.to_owned(), p);
+        }
+        Ok(place)
+    }
+
+    pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {
+        // A room's version never changes.
+        if let Some(v) = self.version_cache.get(&room_id.to_owned()) {
+            return Ok(v);
+        }
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT room_version FROM rooms WHERE room_id = $1",
+            vec![room_id.as_str().into()],
+        )
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let version = RoomVersionId::try_from(row.text(0)?).map_err(Error::internal)?;
+        self.version_cache.put(room_id.to_owned(), version.clone());
+        Ok(version)
+    }
+}
