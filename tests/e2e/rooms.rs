@@ -341,6 +341,77 @@ async fn older_room_versions_are_created_and_used() {
     server.stop().await;
 }
 
+/// History visibility "shared" (spec: "Visibility of events", rule 3): a member who has
+/// left still reads what was sent before they joined, and what was sent while they were
+/// in the room, but nothing after they left.
+#[tokio::test]
+async fn shared_history_stays_readable_after_leaving() {
+    let server = harness::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = create(
+        &server,
+        &alice,
+        json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.history_visibility", "content": { "history_visibility": "shared" } }] }),
+    )
+    .await;
+    send(&server, &alice, &room, "s1", "before bob").await;
+    let (status, _) = server
+        .req(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    send(&server, &alice, &room, "s2", "with bob").await;
+    let (status, _) = server
+        .req(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&bob),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    send(&server, &alice, &room, "s3", "after bob").await;
+    let (status, body) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let texts: Vec<_> = body["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["with bob", "before bob"], "{body}");
+    // The left room in Bob's sync shows the same history, up to his leave.
+    let (_, body) = server
+        .req(
+            "GET",
+            "/_matrix/client/v3/sync?filter=%7B%22room%22%3A%7B%22include_leave%22%3Atrue%7D%7D",
+            Some(&bob),
+            None,
+        )
+        .await;
+    let timeline = body["rooms"]["leave"][&room]["timeline"]["events"].to_string();
+    assert!(
+        timeline.contains("before bob")
+            && timeline.contains("with bob")
+            && !timeline.contains("after bob"),
+        "{body}"
+    );
+    assert!(timeline.contains(&bob_id), "{timeline}");
+    server.stop().await;
+}
+
 /// Rows of every table a room writes, to check that a failed createRoom left none.
 async fn room_rows(server: &TestServer) -> Vec<i64> {
     let mut counts = Vec::new();

@@ -20,6 +20,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0003_key_backup.sql"),
         include_str!("storage/migrations/0003_key_backup.sql"),
     ),
+    (
+        include_str!("storage/migrations/0004_events_state_index.sql"),
+        include_str!("storage/migrations/0004_events_state_index.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.
