@@ -163,6 +163,63 @@ impl TestServer {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A request that must succeed; returns the body.
+    pub async fn ok(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.req(method, path, Some(token), body).await;
+        assert_eq!(status, 200, "{method} {path}: {body}");
+        body
+    }
+
+    /// `createRoom`; returns the room ID.
+    pub async fn create_room(&self, token: &str, body: Value) -> String {
+        let body = self
+            .ok("POST", "/_matrix/client/v3/createRoom", token, Some(body))
+            .await;
+        body["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Joins, leaves, forgets…: `POST /rooms/{room}/{action}` with an empty body.
+    pub async fn membership(&self, token: &str, room: &str, action: &str) {
+        self.ok(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/{action}"),
+            token,
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// Sends an `m.text` message; returns its event ID.
+    pub async fn send_text(&self, token: &str, room: &str, txn: &str, text: &str) -> String {
+        let body = self
+            .ok(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                token,
+                Some(json!({ "msgtype": "m.text", "body": text })),
+            )
+            .await;
+        body["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// The message bodies `/messages` shows the user, newest first (up to 50).
+    pub async fn message_bodies(&self, token: &str, room: &str) -> Vec<String> {
+        let body = self
+            .ok(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+                token,
+                None,
+            )
+            .await;
+        body["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Registers with `m.login.dummy`; returns (user_id, access_token).
     pub async fn register(&self, name: &str) -> (String, String) {
         let (status, body) = self

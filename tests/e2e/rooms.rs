@@ -6,37 +6,11 @@ use serde_json::{json, Value};
 
 use crate::harness::{self, TestServer};
 
-async fn create(server: &TestServer, token: &str, body: Value) -> String {
-    let (status, body) = server
-        .req(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(token),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn send(server: &TestServer, token: &str, room: &str, txn: &str, text: &str) -> String {
-    let (status, body) = server
-        .req(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
-            Some(token),
-            Some(json!({ "msgtype": "m.text", "body": text })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["event_id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn create_state_send_and_read() {
     let server = harness::start().await;
     let (alice, token) = server.register("alice").await;
-    let room = create(&server, &token, json!({ "name": "Plans", "topic": "t", "room_alias_name": "plans", "preset": "public_chat" })).await;
+    let room = server.create_room(&token, json!({ "name": "Plans", "topic": "t", "room_alias_name": "plans", "preset": "public_chat" })).await;
     // Room v12: the ID is the create event's reference hash, with no server part.
     assert!(!room.contains(':'), "{room}");
 
@@ -64,8 +38,8 @@ async fn create_state_send_and_read() {
     );
 
     // Same transaction ID: same event, sent once.
-    let e1 = send(&server, &token, &room, "t1", "hi").await;
-    let e2 = send(&server, &token, &room, "t1", "hi").await;
+    let e1 = server.send_text(&token, &room, "t1", "hi").await;
+    let e2 = server.send_text(&token, &room, "t1", "hi").await;
     assert_eq!(e1, e2);
     let (_, body) = server
         .req(
@@ -180,7 +154,9 @@ async fn membership_power_and_visibility() {
     let server = harness::start().await;
     let (_, alice) = server.register("alice").await;
     let (bob_id, bob) = server.register("bob").await;
-    let room = create(&server, &alice, json!({ "preset": "private_chat" })).await;
+    let room = server
+        .create_room(&alice, json!({ "preset": "private_chat" }))
+        .await;
 
     // Private: Bob cannot join uninvited.
     let (status, _) = server
@@ -203,7 +179,9 @@ async fn membership_power_and_visibility() {
         )
         .await;
     assert_eq!(status, 200);
-    send(&server, &alice, &room, "a1", "secret before bob").await;
+    server
+        .send_text(&alice, &room, "a1", "secret before bob")
+        .await;
     let (status, _) = server
         .req(
             "POST",
@@ -222,7 +200,7 @@ async fn membership_power_and_visibility() {
         )
         .await;
     assert_eq!(status, 200);
-    send(&server, &alice, &room, "a2", "welcome bob").await;
+    server.send_text(&alice, &room, "a2", "welcome bob").await;
     let (_, body) = server
         .req(
             "GET",
@@ -321,13 +299,15 @@ async fn older_room_versions_are_created_and_used() {
     let server = harness::start().await;
     let (_, token) = server.register("vera").await;
     for version in ["1", "3", "6", "10", "11", "12"] {
-        let room = create(
-            &server,
-            &token,
-            json!({ "room_version": version, "name": format!("v{version}") }),
-        )
-        .await;
-        send(&server, &token, &room, &format!("t{version}"), "hi").await;
+        let room = server
+            .create_room(
+                &token,
+                json!({ "room_version": version, "name": format!("v{version}") }),
+            )
+            .await;
+        server
+            .send_text(&token, &room, &format!("t{version}"), "hi")
+            .await;
         let (_, body) = server
             .req(
                 "GET",
@@ -349,55 +329,27 @@ async fn shared_history_stays_readable_after_leaving() {
     let server = harness::start().await;
     let (_, alice) = server.register("alice").await;
     let (bob_id, bob) = server.register("bob").await;
-    let room = create(
-        &server,
-        &alice,
-        json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.history_visibility", "content": { "history_visibility": "shared" } }] }),
-    )
-    .await;
-    send(&server, &alice, &room, "s1", "before bob").await;
-    let (status, _) = server
-        .req(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            Some(&bob),
-            Some(json!({})),
+    let room = server
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.history_visibility", "content": { "history_visibility": "shared" } }] }),
         )
         .await;
-    assert_eq!(status, 200);
-    send(&server, &alice, &room, "s2", "with bob").await;
-    let (status, _) = server
-        .req(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{room}/leave"),
-            Some(&bob),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    send(&server, &alice, &room, "s3", "after bob").await;
-    let (status, body) = server
-        .req(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
-            Some(&bob),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let texts: Vec<_> = body["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["content"]["body"].as_str())
-        .collect();
-    assert_eq!(texts, vec!["with bob", "before bob"], "{body}");
+    server.send_text(&alice, &room, "s1", "before bob").await;
+    server.membership(&bob, &room, "join").await;
+    server.send_text(&alice, &room, "s2", "with bob").await;
+    server.membership(&bob, &room, "leave").await;
+    server.send_text(&alice, &room, "s3", "after bob").await;
+    assert_eq!(
+        server.message_bodies(&bob, &room).await,
+        vec!["with bob", "before bob"]
+    );
     // The left room in Bob's sync shows the same history, up to his leave.
-    let (_, body) = server
-        .req(
+    let body = server
+        .ok(
             "GET",
             "/_matrix/client/v3/sync?filter=%7B%22room%22%3A%7B%22include_leave%22%3Atrue%7D%7D",
-            Some(&bob),
+            &bob,
             None,
         )
         .await;
@@ -490,7 +442,9 @@ async fn failed_create_room_leaves_nothing() {
     assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
 
     // A room that is created is whole, and its alias is taken.
-    create(&server, &token, json!({ "room_alias_name": "once" })).await;
+    server
+        .create_room(&token, json!({ "room_alias_name": "once" }))
+        .await;
     let one = room_rows(&server).await;
     assert!(one.iter().all(|n| *n > 0), "{one:?}");
     let (status, body) = server
@@ -516,7 +470,9 @@ async fn failed_create_room_leaves_nothing() {
 async fn concurrent_senders_and_long_polls() {
     let server = harness::start().await;
     let (_, owner) = server.register("owner").await;
-    let room = create(&server, &owner, json!({ "preset": "public_chat" })).await;
+    let room = server
+        .create_room(&owner, json!({ "preset": "public_chat" }))
+        .await;
     let mut tokens = vec![owner.clone()];
     for i in 0..5 {
         let (_, t) = server.register(&format!("u{i}")).await;
@@ -619,7 +575,9 @@ async fn redaction_receipts_context_presence_knock() {
     let server = harness::start().await;
     let (alice_id, alice) = server.register("alice").await;
     let (bob_id, bob) = server.register("bob").await;
-    let room = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let room = server
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
     server
         .req(
             "POST",
@@ -630,11 +588,15 @@ async fn redaction_receipts_context_presence_knock() {
         .await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(send(&server, &bob, &room, &format!("b{i}"), &format!("msg {i}")).await);
+        ids.push(
+            server
+                .send_text(&bob, &room, &format!("b{i}"), &format!("msg {i}"))
+                .await,
+        );
     }
 
     // Alice cannot be redacted by Bob (power 0); Bob redacts his own; Alice (creator) redacts Bob's.
-    let a_msg = send(&server, &alice, &room, "a0", "alice's").await;
+    let a_msg = server.send_text(&alice, &room, "a0", "alice's").await;
     let (status, _) = server
         .req(
             "PUT",
@@ -800,7 +762,7 @@ async fn redaction_receipts_context_presence_knock() {
 
     // Knocking on a knock room, then being let in.
     let (_, carol) = server.register("carol").await;
-    let knock_room = create(&server, &alice, json!({ "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] })).await;
+    let knock_room = server.create_room(&alice, json!({ "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] })).await;
     let (status, body) = server
         .req(
             "POST",

@@ -363,40 +363,30 @@ async fn to_device_in_order_until_acknowledged() {
 async fn typing_timeout_wakes_long_polls() {
     let server = harness::start().await;
     let (alice_id, alice) = server.register("alice").await;
-    let (_, room) = server
-        .req(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(&alice),
-            Some(json!({})),
-        )
-        .await;
-    let room = room["room_id"].as_str().unwrap().to_owned();
-    let (status, _) = server
-        .req(
+    let room = server.create_room(&alice, json!({})).await;
+    server
+        .ok(
             "PUT",
             &format!("/_matrix/client/v3/rooms/{room}/typing/{alice_id}"),
-            Some(&alice),
+            &alice,
             Some(json!({ "typing": true, "timeout": 300 })),
         )
         .await;
-    assert_eq!(status, 200);
-    let (_, body) = server
-        .req("GET", "/_matrix/client/v3/sync", Some(&alice), None)
+    let body = server
+        .ok("GET", "/_matrix/client/v3/sync", &alice, None)
         .await;
     let typing = &body["rooms"]["join"][&room]["ephemeral"]["events"][0];
     assert_eq!(typing["content"]["user_ids"], json!([alice_id]), "{body}");
     let since = body["next_batch"].as_str().unwrap().to_owned();
     // Long-poll well past the typing timeout: the answer must carry the empty typing list.
-    let (status, body) = server
-        .req(
+    let body = server
+        .ok(
             "GET",
             &format!("/_matrix/client/v3/sync?since={since}&timeout=20000"),
-            Some(&alice),
+            &alice,
             None,
         )
         .await;
-    assert_eq!(status, 200);
     let typing = &body["rooms"]["join"][&room]["ephemeral"]["events"][0];
     assert_eq!(typing["type"], "m.typing", "{body}");
     assert_eq!(typing["content"]["user_ids"], json!([]), "{body}");
