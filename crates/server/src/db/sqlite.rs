@@ -119,14 +119,22 @@ impl SqliteDb {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         let mut conn = self.writer.lock().await;
-        // IMMEDIATE takes the write lock up front, so a read-then-write batch cannot fail
-        // half-way with SQLITE_BUSY against another process.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_err)?;
-        let out = f(&tx)?; // dropping `tx` on error rolls back
-        tx.commit().map_err(map_err)?;
-        Ok(out)
+        let run = move || {
+            // IMMEDIATE takes the write lock up front, so a read-then-write batch cannot
+            // fail half-way with SQLITE_BUSY against another process.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let out = f(&tx)?; // dropping `tx` on error rolls back
+            tx.commit().map_err(map_err)?;
+            Ok(out)
+        };
+        // A commit waits for the disk (`synchronous = FULL`): on a multi-threaded runtime
+        // the worker's other tasks move to another thread meanwhile.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        }
     }
 }
 
