@@ -12,7 +12,7 @@ pub struct TestServer {
     pg_db: Option<(String, String)>,
     _dir: tempfile::TempDir,
     pub http: reqwest::Client,
-    config: Config,
+    pub config: Config,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -9,6 +9,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 pub mod config;
 pub mod db;
 pub mod memory;
+mod node_lock;
 mod ports;
 
 pub use config::Config;
@@ -42,6 +43,8 @@ pub struct RunningServer {
     pub hs: Arc<Homeserver>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
+    /// Released when the server is dropped or shut down.
+    _lock: node_lock::NodeLock,
 }
 
 impl RunningServer {
@@ -63,6 +66,7 @@ impl RunningServer {
 
 /// Starts serving the client API on `listen.client`.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let lock = node_lock::acquire(&config.database_url()).await?;
     let hs = open_homeserver(&config).await?;
     let listener = TcpListener::bind(&config.listen.client)
         .await
@@ -87,5 +91,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         hs,
         stop,
         task,
+        _lock: lock,
     })
 }
