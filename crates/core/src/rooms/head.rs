@@ -21,10 +21,27 @@ pub struct RoomHead {
 }
 
 impl Homeserver {
+    /// The room's head, from memory or else read from the database. Only a writer holding
+    /// the room's lock puts a head read from the database into memory
+    /// ([`Homeserver::room_head_locked`]): a reader's two reads could straddle a commit.
     pub(crate) async fn room_head(&self, room_id: &RoomId) -> Result<Arc<RoomHead>> {
+        match self.heads.get(&room_id.to_owned()) {
+            Some(head) => Ok(head),
+            None => self.room_head_from_db(room_id).await,
+        }
+    }
+
+    /// [`Homeserver::room_head`] for the holder of the room's lock, which keeps it in memory.
+    pub(crate) async fn room_head_locked(&self, room_id: &RoomId) -> Result<Arc<RoomHead>> {
         if let Some(head) = self.heads.get(&room_id.to_owned()) {
             return Ok(head);
         }
+        let head = self.room_head_from_db(room_id).await?;
+        self.heads.put(room_id.to_owned(), head.clone());
+        Ok(head)
+    }
+
+    async fn room_head_from_db(&self, room_id: &RoomId) -> Result<Arc<RoomHead>> {
         let rows = self
             .db
             .query(
@@ -37,9 +54,7 @@ impl Homeserver {
             .map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal))
             .collect::<Result<_>>()?;
         let state = Arc::new(self.current_state_from_db(room_id).await?);
-        let head = Arc::new(RoomHead { extremities, state });
-        self.heads.put(room_id.to_owned(), head.clone());
-        Ok(head)
+        Ok(Arc::new(RoomHead { extremities, state }))
     }
 
     /// Called by the write path once its batch committed, before the position is published.

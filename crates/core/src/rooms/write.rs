@@ -150,7 +150,7 @@ impl Homeserver {
             room_id: room_id.to_owned(),
             version: version.clone(),
             rules,
-            head: self.room_head(room_id).await?,
+            head: self.room_head_locked(room_id).await?,
             prelude: Vec::new(),
             steps: Vec::new(),
             pdus: HashMap::new(),
