@@ -77,6 +77,8 @@ pub struct Homeserver {
         crate::cache::BoundedCache<ruma::OwnedEventId, crate::rooms::write::EventPlace>,
     pub(crate) version_cache: crate::cache::BoundedCache<OwnedRoomId, ruma::RoomVersionId>,
     pub(crate) heads: crate::cache::BoundedCache<OwnedRoomId, Arc<crate::rooms::head::RoomHead>>,
+    /// Counts committed redactions; see `rooms/events.rs`.
+    pub(crate) redactions: Mutex<u64>,
 }
 
 /// Memory for events kept parsed, by [`crate::rooms::Pdu::estimated_size`].
@@ -125,6 +127,7 @@ impl Homeserver {
             place_cache: crate::cache::BoundedCache::new(PLACE_CACHE_SIZE),
             version_cache: crate::cache::BoundedCache::new(VERSION_CACHE_SIZE),
             heads: crate::cache::BoundedCache::new(crate::rooms::head::CACHED_HEADS),
+            redactions: Mutex::new(0),
         })
     }
 

@@ -1,5 +1,6 @@
 //! Stored events by ID: the parsed event, its place in the stream and state, and the
-//! version of its room. All immutable once stored, so all cached.
+//! version of its room. All immutable once stored, so all cached, except that a redaction
+//! rewrites its target: see [`Homeserver::forget_redacted`].
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ impl Homeserver {
         if let Some(p) = self.pdu_cache.get(&id.to_owned()) {
             return Ok(Some(p));
         }
+        let epoch = self.redaction_epoch();
         let row = query_opt(
             self.db.as_ref(),
             "SELECT json FROM events WHERE event_id = $1",
@@ -24,9 +26,25 @@ impl Homeserver {
             .map(|r| Pdu::from_stored(id.as_str(), &r.text(0)?).map(Arc::new))
             .transpose()?;
         if let Some(p) = &pdu {
-            self.pdu_cache.put(id.to_owned(), p.clone());
+            // Not when a redaction committed meanwhile: this may be the unredacted form.
+            let redactions = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
+            if *redactions == epoch {
+                self.pdu_cache.put(id.to_owned(), p.clone());
+            }
         }
         Ok(pdu)
+    }
+
+    fn redaction_epoch(&self) -> u64 {
+        *self.redactions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called once a redaction of `target` committed. Under the same lock as the cache
+    /// fill above, so a read of the unredacted row never lands in the cache afterwards.
+    pub(crate) fn forget_redacted(&self, target: &ruma::EventId) {
+        let mut redactions = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
+        *redactions += 1;
+        self.pdu_cache.remove(&target.to_owned());
     }
 
     pub async fn event_place(&self, id: &ruma::EventId) -> Result<Option<EventPlace>> {

@@ -371,7 +371,7 @@ impl Homeserver {
             }
             for (step, pos) in steps.iter().zip(base..) {
                 if let Some((target, _)) = &step.redaction {
-                    self.pdu_cache.remove(target);
+                    self.forget_redacted(target);
                 }
                 self.pdu_cache
                     .put(step.pdu.event_id.clone(), step.pdu.clone());
