@@ -392,3 +392,124 @@ async fn typing_timeout_wakes_long_polls() {
     assert_eq!(typing["content"]["user_ids"], json!([]), "{body}");
     server.stop().await;
 }
+
+/// The room summary comes with an incremental sync whenever membership changed since, also
+/// when the member event itself is not shown: here it falls in the gap of a limited,
+/// lazy-loading timeline.
+#[tokio::test]
+async fn summary_follows_joins_hidden_by_a_limited_timeline() {
+    let server = harness::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let (_, carol) = server.register("carol").await;
+    let room = server
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    server.membership(&bob, &room, "join").await;
+    let filter = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A5%7D%2C%22state%22%3A%7B%22lazy_load_members%22%3Atrue%7D%7D%7D";
+    let body = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/sync?filter={filter}"),
+            &bob,
+            None,
+        )
+        .await;
+    assert_eq!(
+        body["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 2,
+        "{body}"
+    );
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    server.membership(&carol, &room, "join").await;
+    for i in 0..8 {
+        server
+            .send_text(&alice, &room, &format!("m{i}"), "hello")
+            .await;
+    }
+    let body = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/sync?filter={filter}&since={since}"),
+            &bob,
+            None,
+        )
+        .await;
+    let joined = &body["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true, "{body}");
+    let shown = format!("{}{}", joined["state"], joined["timeline"]);
+    assert!(!shown.contains("@carol:localhost"), "{body}");
+    assert_eq!(joined["summary"]["m.joined_member_count"], 3, "{body}");
+    // Nothing about members moved since: the summary is left out.
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    server.send_text(&alice, &room, "m9", "again").await;
+    let body = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/sync?filter={filter}&since={since}"),
+            &bob,
+            None,
+        )
+        .await;
+    assert_eq!(body["rooms"]["join"][&room]["summary"], json!({}), "{body}");
+    server.stop().await;
+}
+
+/// Stream positions are never handed out twice, even when the rows that held the highest
+/// one are gone: here acknowledged to-device messages, then a restart. A client holding
+/// that position must still receive what comes next.
+#[tokio::test]
+async fn positions_survive_acknowledged_to_device_and_restart() {
+    let mut server = harness::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    server.membership(&bob, &room, "join").await;
+    let body = server
+        .ok("GET", "/_matrix/client/v3/sync", &bob, None)
+        .await;
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    server
+        .ok(
+            "PUT",
+            "/_matrix/client/v3/sendToDevice/org.example.ping/t1",
+            &alice,
+            Some(json!({ "messages": { bob_id: { "*": { "n": 1 } } } })),
+        )
+        .await;
+    let body = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={since}"),
+            &bob,
+            None,
+        )
+        .await;
+    assert_eq!(body["to_device"]["events"][0]["content"]["n"], 1, "{body}");
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    // This sync acknowledges (deletes) the message.
+    server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=0"),
+            &bob,
+            None,
+        )
+        .await;
+    server.restart().await;
+    server
+        .send_text(&alice, &room, "after", "after the restart")
+        .await;
+    let body = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=5000"),
+            &bob,
+            None,
+        )
+        .await;
+    let timeline = body["rooms"]["join"][&room]["timeline"]["events"].to_string();
+    assert!(timeline.contains("after the restart"), "{body}");
+    server.stop().await;
+}

@@ -4,7 +4,12 @@
 
 use std::hash::Hash;
 
-use quick_cache::{sync::Cache, Weighter};
+use quick_cache::{sync::Cache, OptionsBuilder, Weighter};
+
+/// Shards of a byte-bounded cache. quick_cache splits the budget between shards and
+/// refuses an entry heavier than its shard's part, so large entries (a big room's state)
+/// need few shards.
+const BYTE_CACHE_SHARDS: usize = 2;
 
 /// An entry's estimated size; `Count` weighs every entry 1.
 #[derive(Clone)]
@@ -34,10 +39,24 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
         ))
     }
 
-    /// At most `bytes` by `weigh`'s estimate; `typical` sizes the table.
+    /// At most `bytes` by `weigh`'s estimate; `typical` sizes the table. One entry may
+    /// take up to about half the budget.
     pub fn by_bytes(bytes: u64, typical: u64, weigh: fn(&V) -> u64) -> Self {
         let items = (bytes / typical.max(1)).max(1) as usize;
-        Self(Cache::with_weighter(items, bytes, Weigh::Bytes(weigh)))
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(bytes)
+            .shards(BYTE_CACHE_SHARDS)
+            .build();
+        Self(match options {
+            Ok(options) => Cache::with_options(
+                options,
+                Weigh::Bytes(weigh),
+                Default::default(),
+                Default::default(),
+            ),
+            Err(_) => Cache::with_weighter(items, bytes, Weigh::Bytes(weigh)),
+        })
     }
 
     pub fn get(&self, key: &K) -> Option<V> {

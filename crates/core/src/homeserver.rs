@@ -64,6 +64,9 @@ pub struct Homeserver {
     stream_heads: [AtomicI64; STREAM_KINDS],
     /// Serialises position allocation with the commit, so positions become visible in order.
     commit_lock: async_lock::Mutex<()>,
+    /// Set when a commit's outcome is unknown (an error, or its request was dropped while
+    /// the database committed): the next commit reloads the positions from the database.
+    positions_unsure: std::sync::atomic::AtomicBool,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
     /// Change ticks: a counter, the last tick meant for everyone, and per user.
     ticks: std::sync::atomic::AtomicU64,
@@ -97,13 +100,7 @@ impl Homeserver {
     ) -> Result<Self> {
         storage::migrate(db.as_ref()).await?;
         let signing_key = load_or_create_key(db.as_ref(), clock.now_ms()).await?;
-        let mut heads = [0; STREAM_KINDS];
-        for (head, sql) in heads.iter_mut().zip(STREAM_TABLES) {
-            if let Some(row) = storage::query_opt(db.as_ref(), sql, vec![]).await? {
-                *head = row.opt_int(0)?.unwrap_or(0);
-            }
-        }
-        let pos = heads.iter().copied().max().unwrap_or(0);
+        let (heads, pos) = load_positions(db.as_ref()).await?;
         Ok(Self {
             config,
             db,
@@ -114,6 +111,7 @@ impl Homeserver {
             current_pos: AtomicI64::new(pos),
             stream_heads: heads.map(AtomicI64::new),
             commit_lock: async_lock::Mutex::new(()),
+            positions_unsure: Default::default(),
             room_locks: Mutex::new(HashMap::new()),
             ticks: Default::default(),
             global_tick: Default::default(),
@@ -126,7 +124,11 @@ impl Homeserver {
             }),
             place_cache: crate::cache::BoundedCache::new(PLACE_CACHE_SIZE),
             version_cache: crate::cache::BoundedCache::new(VERSION_CACHE_SIZE),
-            heads: crate::cache::BoundedCache::new(crate::rooms::head::CACHED_HEADS),
+            heads: crate::cache::BoundedCache::by_bytes(
+                crate::rooms::head::CACHED_HEADS_BYTES,
+                4096,
+                |h| h.estimated_size(),
+            ),
             redactions: Mutex::new(0),
         })
     }
@@ -174,8 +176,22 @@ impl Homeserver {
         C: FnOnce(i64),
     {
         let guard = self.commit_lock.lock().await;
+        if self.positions_unsure.load(Ordering::Acquire) {
+            let (heads, pos) = load_positions(self.db.as_ref()).await?;
+            for (head, loaded) in self.stream_heads.iter().zip(heads) {
+                head.fetch_max(loaded, Ordering::AcqRel);
+            }
+            self.current_pos.fetch_max(pos, Ordering::AcqRel);
+            self.positions_unsure.store(false, Ordering::Release);
+        }
         let pos = self.current_pos() + 1;
         let last = pos + positions.max(1) - 1;
+        // Until the position is published, a failure or a dropped future leaves it unsure
+        // whether the batch committed.
+        let mut unsure = Unsure {
+            flag: &self.positions_unsure,
+            armed: true,
+        };
         self.db.batch(build(pos)).await?;
         committed(pos);
         // Heads move before the position is published: a sync that sees `pos` also sees
@@ -184,6 +200,7 @@ impl Homeserver {
             self.stream_heads[*s as usize].fetch_max(last, Ordering::AcqRel);
         }
         self.current_pos.store(last, Ordering::Release);
+        unsure.armed = false;
         drop(guard);
         self.touch(audience).await;
         Ok(pos)
@@ -268,6 +285,37 @@ impl Homeserver {
         )
         .encode()
     }
+}
+
+/// Marks the positions unsure when dropped armed; disarmed once a commit is published.
+struct Unsure<'a> {
+    flag: &'a std::sync::atomic::AtomicBool,
+    armed: bool,
+}
+
+impl Drop for Unsure<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flag.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Each stream's last position, and the highest position handed out, from the database.
+async fn load_positions(db: &dyn Database) -> Result<([i64; STREAM_KINDS], i64)> {
+    let mut heads = [0; STREAM_KINDS];
+    for (head, sql) in heads.iter_mut().zip(STREAM_TABLES) {
+        if let Some(row) = storage::query_opt(db, sql, vec![]).await? {
+            *head = row.opt_int(0)?.unwrap_or(0);
+        }
+    }
+    let floor = storage::query_opt(db, "SELECT pos FROM stream_floor WHERE id = 1", vec![])
+        .await?
+        .map(|r| r.int(0))
+        .transpose()?
+        .unwrap_or(0);
+    let pos = heads.iter().copied().max().unwrap_or(0).max(floor);
+    Ok((heads, pos))
 }
 
 async fn load_or_create_key(db: &dyn Database, now: u64) -> Result<Ed25519KeyPair> {

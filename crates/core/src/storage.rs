@@ -24,6 +24,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0004_events_state_index.sql"),
         include_str!("storage/migrations/0004_events_state_index.sql"),
     ),
+    (
+        include_str!("storage/migrations/0005_stream_floor.sql"),
+        include_str!("storage/migrations/0005_stream_floor.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -128,15 +128,23 @@ impl Homeserver {
         if pending.is_none() {
             return Ok(());
         }
+        // The deleted rows may hold the highest position handed out: keep it in
+        // `stream_floor`, so a restart never hands it out again.
         self.db
-            .execute(
-                "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3",
-                vec![
-                    user.as_str().into(),
-                    device.as_str().into(),
-                    Value::Int(acked),
-                ],
-            )
+            .batch(vec![
+                Statement::new(
+                    "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3",
+                    vec![
+                        user.as_str().into(),
+                        device.as_str().into(),
+                        Value::Int(acked),
+                    ],
+                ),
+                Statement::new(
+                    "UPDATE stream_floor SET pos = $1 WHERE id = 1 AND pos < $1",
+                    vec![Value::Int(acked)],
+                ),
+            ])
             .await?;
         Ok(())
     }

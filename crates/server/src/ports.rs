@@ -1,6 +1,9 @@
 //! The native host's clock, wake-ups and offloaded work.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use async_trait::async_trait;
 use tessera_core::ports::{Clock, Offload, Wakeups};
@@ -20,13 +23,13 @@ impl Clock for SystemClock {
 /// Runs jobs on tokio's blocking threads, a bounded number at once, so password hashes
 /// neither stall request threads nor stack up their memory (12 MiB each).
 pub struct BlockingOffload {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 impl BlockingOffload {
     pub fn new(concurrent: usize) -> Self {
         Self {
-            permits: Semaphore::new(concurrent.max(1)),
+            permits: Arc::new(Semaphore::new(concurrent.max(1))),
         }
     }
 }
@@ -34,9 +37,14 @@ impl BlockingOffload {
 #[async_trait]
 impl Offload for BlockingOffload {
     async fn run(&self, job: Box<dyn FnOnce() + Send>) {
-        // The semaphore is never closed; without a permit the job still runs.
-        let _permit = self.permits.acquire().await.ok();
-        if let Err(e) = tokio::task::spawn_blocking(job).await {
+        // The semaphore is never closed. The permit goes with the job, so a request dropped
+        // while its hash runs does not free a slot before the hash ends.
+        let permit = self.permits.clone().acquire_owned().await.ok();
+        let task = tokio::task::spawn_blocking(move || {
+            job();
+            drop(permit);
+        });
+        if let Err(e) = task.await {
             tracing::error!("offloaded job failed: {e}");
         }
     }

@@ -245,11 +245,14 @@ impl Homeserver {
         }
         match self.commit_write(w).await {
             Ok(_) => Ok(room_id),
-            // Taken between the check above and the commit.
-            Err(Error::Db(DbError::UniqueViolation)) if alias.is_some() => Err(Error::Matrix(
-                ruma::api::error::ErrorKind::RoomInUse,
-                "Alias already taken".into(),
-            )),
+            Err(e @ Error::Db(DbError::UniqueViolation)) => match &alias {
+                // Taken between the check above and the commit.
+                Some(alias) if self.resolve_alias(alias).await?.is_some() => Err(Error::Matrix(
+                    ruma::api::error::ErrorKind::RoomInUse,
+                    "Alias already taken".into(),
+                )),
+                _ => Err(e),
+            },
             Err(e) => Err(e),
         }
     }

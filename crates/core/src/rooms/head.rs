@@ -9,9 +9,16 @@ use ruma::{OwnedEventId, RoomId};
 use super::state::StateIds;
 use crate::{Error, Homeserver, Result};
 
-/// Heads kept in memory; others are reloaded from `forward_extremities` and
-/// `current_state` when next used.
-pub(crate) const CACHED_HEADS: usize = 1024;
+/// Memory for heads kept in memory (about 160 bytes per state entry); others are
+/// reloaded from `forward_extremities` and `current_state` when next used.
+pub(crate) const CACHED_HEADS_BYTES: u64 = 8 << 20;
+const BYTES_PER_ENTRY: u64 = 160;
+
+impl RoomHead {
+    pub(crate) fn estimated_size(&self) -> u64 {
+        256 + BYTES_PER_ENTRY * (self.state.len() + self.extremities.len()) as u64
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RoomHead {

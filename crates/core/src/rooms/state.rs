@@ -83,11 +83,14 @@ impl Homeserver {
         base: Option<(i64, Arc<StateIds>, i64)>,
         state: StateIds,
     ) -> NewGroup {
-        let base = base.filter(|(_, _, chain)| *chain < MAX_CHAIN);
+        // A delta records changed and added entries only: a state that lost a key (state
+        // resolution can drop one) is written in full.
+        let base = base.filter(|(_, base_state, chain)| {
+            *chain < MAX_CHAIN && base_state.keys().all(|k| state.contains_key(k))
+        });
         let (prev, entries, chain): (Option<i64>, Vec<_>, i64) = match &base {
             Some((b, base_state, chain)) => {
-                // Delta: entries that differ from the base. State never loses keys, so a
-                // delta of changed and added entries is complete.
+                // Delta: entries that differ from the base.
                 let delta = state
                     .iter()
                     .filter(|(k, v)| base_state.get(*k) != Some(*v))

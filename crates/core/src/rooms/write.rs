@@ -76,6 +76,8 @@ struct Step {
     state_after: i64,
     txn: Option<[String; 4]>,
     state_changes: Vec<(StateEventType, String, OwnedEventId)>,
+    /// Keys state resolution dropped (every event for them failed auth).
+    state_removals: Vec<(StateEventType, String)>,
     member_changes: Vec<(String, OwnedEventId, String)>,
     redaction: Option<(OwnedEventId, Statement)>,
 }
@@ -305,6 +307,14 @@ impl Homeserver {
             member_changes.push((key.clone(), id.clone(), membership));
         }
 
+        let state_removals: Vec<_> = w
+            .head
+            .state
+            .keys()
+            .filter(|k| !current.contains_key(*k))
+            .cloned()
+            .collect();
+
         let json = serde_json::to_string(&pdu.json)?;
         let pdu = Arc::new(pdu);
         w.head = Arc::new(RoomHead {
@@ -328,6 +338,7 @@ impl Homeserver {
                 ]
             }),
             state_changes,
+            state_removals,
             member_changes,
             redaction,
         });
@@ -385,6 +396,13 @@ impl Homeserver {
                 );
             }
         };
+        // If the commit fails, or its request is dropped while the database commits, the
+        // head in memory may be wrong: drop it, so the next writer reloads it.
+        let mut forget = ForgetHead {
+            hs: self,
+            room_id: &room_id,
+            armed: true,
+        };
         let base = self
             .commit_then(
                 streams,
@@ -393,8 +411,8 @@ impl Homeserver {
                 build,
                 committed,
             )
-            .await
-            .inspect_err(|_| self.forget_room_head(&room_id))?;
+            .await?;
+        forget.armed = false;
         Ok(steps
             .iter()
             .zip(base..)
@@ -499,6 +517,21 @@ impl Homeserver {
     }
 }
 
+/// Drops a room's head from memory when dropped armed.
+struct ForgetHead<'a> {
+    hs: &'a Homeserver,
+    room_id: &'a RoomId,
+    armed: bool,
+}
+
+impl Drop for ForgetHead<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.hs.forget_room_head(self.room_id);
+        }
+    }
+}
+
 /// The rows of one planned event at stream position `pos`.
 fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statement> {
     let pdu = &step.pdu;
@@ -545,6 +578,12 @@ fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statement> {
                 key.into(),
                 id.as_str().into(),
             ],
+        ));
+    }
+    for (kind, key) in &step.state_removals {
+        b.push(Statement::new(
+            "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            vec![room.into(), kind.to_string().into(), key.into()],
         ));
     }
     if let Some((_, st)) = &step.redaction {

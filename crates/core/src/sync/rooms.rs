@@ -164,13 +164,28 @@ impl Homeserver {
         }
         let events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
         // Spec ("Room summary"): unchanged fields may be left out of an incremental sync,
-        // and only member events change them.
-        let members_moved = from.is_none()
-            || req.full_state
-            || timeline
-                .iter()
-                .any(|(_, p)| p.kind == ruma::events::TimelineEventType::RoomMember)
-            || state.iter().any(|e| e["type"] == "m.room.member");
+        // and only member events change them. The timeline shows every event since `from`
+        // unless it is limited or filtered; otherwise look in the room.
+        let f = &req.filter.room.timeline;
+        let timeline_whole = !limited
+            && f.types.is_none()
+            && f.not_types.is_empty()
+            && f.senders.is_none()
+            && f.not_senders.is_empty()
+            && f.url_filter.is_none();
+        let members_moved = match from {
+            None => true,
+            Some(_) if req.full_state => true,
+            Some(_)
+                if timeline
+                    .iter()
+                    .any(|(_, p)| p.kind == ruma::events::TimelineEventType::RoomMember) =>
+            {
+                true
+            }
+            Some(_) if timeline_whole => false,
+            Some(from) => self.member_event_between(room_id, from, now.pos).await?,
+        };
         let summary = if members_moved {
             self.summary(room_id, user).await?
         } else {
@@ -358,6 +373,19 @@ impl Homeserver {
             out.push(stripped(&p));
         }
         Ok(out)
+    }
+
+    /// Whether a member event was sent in `(from, upto]`.
+    async fn member_event_between(&self, room_id: &RoomId, from: i64, upto: i64) -> Result<bool> {
+        let rows = self
+            .db
+            .query(
+                "SELECT 1 FROM events WHERE room_id = $1 AND type = 'm.room.member'
+                 AND stream_pos > $2 AND stream_pos <= $3 LIMIT 1",
+                vec![room_id.as_str().into(), Value::Int(from), Value::Int(upto)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// `m.heroes` and member counts (spec: "Room summary").

@@ -80,22 +80,24 @@ impl Homeserver {
             .copied()
     }
 
-    /// Current typers, if the room's typing changed after `since`. Expired typers are dropped.
+    /// Current typers, if the room's typing changed after `since`. Typers whose timeout
+    /// passed are left out; only [`Homeserver::expire_typing`] removes them, and it wakes
+    /// every sync concerned.
     pub fn typing_since(&self, room: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
         let now = self.clock.now_ms();
-        let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = rooms.get_mut(room)?;
-        let before = entry.0.len();
-        entry.0.retain(|_, exp| *exp > now);
-        if entry.0.len() != before {
-            entry.1 = self.typing.serial.fetch_add(1, Ordering::AcqRel) + 1;
-        }
-        if since.is_some_and(|s| entry.1 <= s) {
+        let rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let (users, serial) = rooms.get(room)?;
+        if since.is_some_and(|s| *serial <= s) {
             return None;
         }
-        if since.is_none() && entry.0.is_empty() {
+        let typing: Vec<OwnedUserId> = users
+            .iter()
+            .filter(|(_, exp)| **exp > now)
+            .map(|(u, _)| u.clone())
+            .collect();
+        if since.is_none() && typing.is_empty() {
             return None;
         }
-        Some(entry.0.keys().cloned().collect())
+        Some(typing)
     }
 }
