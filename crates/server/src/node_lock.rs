@@ -17,8 +17,12 @@ const PG_KEY: i64 = 0x0074_6573_7365_7261;
 
 /// Held for as long as the node serves; dropping it releases the lock.
 pub enum NodeLock {
-    File(#[allow(dead_code)] File),
-    Postgres(#[allow(dead_code)] sqlx::PgConnection),
+    File {
+        _file: File,
+    },
+    Postgres {
+        _session: sqlx::PgConnection,
+    },
     /// An in-memory database belongs to its process anyway.
     Memory,
 }
@@ -43,7 +47,7 @@ pub async fn acquire(url: &str) -> anyhow::Result<NodeLock> {
         let file = File::create(&lock_path).with_context(|| format!("creating {lock_path}"))?;
         // The kernel drops the lock when the process dies, however it dies.
         return match file.try_lock() {
-            Ok(()) => Ok(NodeLock::File(file)),
+            Ok(()) => Ok(NodeLock::File { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => bail!("{TAKEN} ({lock_path} is locked)"),
             Err(std::fs::TryLockError::Error(e)) => Err(e).context(format!("locking {lock_path}")),
         };
@@ -58,7 +62,7 @@ pub async fn acquire(url: &str) -> anyhow::Result<NodeLock> {
             .fetch_one(&mut conn)
             .await?;
         if got {
-            return Ok(NodeLock::Postgres(conn));
+            return Ok(NodeLock::Postgres { _session: conn });
         }
         if tokio::time::Instant::now() >= deadline {
             bail!("{TAKEN}");

@@ -55,7 +55,6 @@ fn new_group_id() -> i64 {
 /// [`Homeserver::begin_write`] until [`Homeserver::commit_write`].
 pub struct RoomWrite {
     room_id: OwnedRoomId,
-    version: RoomVersionId,
     rules: RoomVersionRules,
     /// The head as the planned events leave it.
     head: Arc<RoomHead>,
@@ -85,10 +84,6 @@ struct Step {
 impl RoomWrite {
     pub fn room_id(&self) -> &RoomId {
         &self.room_id
-    }
-
-    pub fn version(&self) -> &RoomVersionId {
-        &self.version
     }
 
     pub(crate) fn head(&self) -> &RoomHead {
@@ -150,7 +145,6 @@ impl Homeserver {
             .ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
         Ok(RoomWrite {
             room_id: room_id.to_owned(),
-            version: version.clone(),
             rules,
             head: self.room_head_locked(room_id).await?,
             prelude: Vec::new(),
