@@ -513,3 +513,163 @@ async fn positions_survive_acknowledged_to_device_and_restart() {
     assert!(timeline.contains("after the restart"), "{body}");
     server.stop().await;
 }
+
+/// Messages, receipts, account data and to-device messages written concurrently by four
+/// users all reach every long-polling sync: each message and to-device message exactly
+/// once, and the last account data and receipts in the end. Guards the per-stream skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mixed_streams_reach_every_long_poll() {
+    const USERS: usize = 4;
+    const ROUNDS: usize = 10;
+    let server = harness::start().await;
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        users.push(server.register(&format!("m{i}")).await);
+    }
+    let room = server
+        .create_room(&users[0].1, json!({ "preset": "public_chat" }))
+        .await;
+    for (_, token) in &users[1..] {
+        server.membership(token, &room, "join").await;
+    }
+    let mut starts = Vec::new();
+    for (_, token) in &users {
+        let body = server
+            .ok("GET", "/_matrix/client/v3/sync", token, None)
+            .await;
+        starts.push(body["next_batch"].as_str().unwrap().to_owned());
+    }
+    let ids: Vec<String> = users.iter().map(|(id, _)| id.clone()).collect();
+
+    let mut readers = Vec::new();
+    for (i, (_, token)) in users.iter().enumerate() {
+        let (url, room, token, ids) =
+            (server.url.clone(), room.clone(), token.clone(), ids.clone());
+        let mut since = starts[i].clone();
+        readers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let (mut messages, mut to_device) = (Vec::<(String, String)>::new(), Vec::new());
+            let (mut counter, mut receipts) = (None, std::collections::HashMap::new());
+            loop {
+                // Done once every message, to-device message, the last counter and each
+                // sender's receipt on its own last message were seen.
+                let last_of = |u: &str| messages.iter().rev().find(|(s, _)| s == u).map(|(_, e)| e.clone());
+                if messages.len() == USERS * ROUNDS
+                    && to_device.len() == ROUNDS
+                    && counter == Some(ROUNDS as i64 - 1)
+                    && ids.iter().all(|u| receipts.get(u) == last_of(u).as_ref())
+                {
+                    return (messages, to_device);
+                }
+                let body: Value = http
+                    .get(format!("{url}/_matrix/client/v3/sync?timeout=10000&since={since}&filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A100%7D%7D%7D"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                since = body["next_batch"].as_str().unwrap().to_owned();
+                let joined = &body["rooms"]["join"][&room];
+                assert_ne!(joined["timeline"]["limited"], true, "{body}");
+                for e in joined["timeline"]["events"].as_array().into_iter().flatten() {
+                    if e["type"] == "m.room.message" {
+                        messages.push((e["sender"].as_str().unwrap().into(), e["event_id"].as_str().unwrap().into()));
+                    }
+                }
+                for e in joined["ephemeral"]["events"].as_array().into_iter().flatten() {
+                    if e["type"] != "m.receipt" {
+                        continue;
+                    }
+                    for (event_id, by_type) in e["content"].as_object().unwrap() {
+                        for user in by_type["m.read"].as_object().into_iter().flatten().map(|(u, _)| u) {
+                            receipts.insert(user.clone(), event_id.clone());
+                        }
+                    }
+                }
+                for e in body["account_data"]["events"].as_array().into_iter().flatten() {
+                    if e["type"] == "org.example.counter" {
+                        counter = e["content"]["n"].as_i64();
+                    }
+                }
+                for e in body["to_device"]["events"].as_array().into_iter().flatten() {
+                    to_device.push(e["content"]["n"].as_i64().unwrap());
+                }
+            }
+        }));
+    }
+
+    let mut writers = Vec::new();
+    for (i, (id, token)) in users.iter().enumerate() {
+        let (url, room, token, id) = (server.url.clone(), room.clone(), token.clone(), id.clone());
+        let next = ids[(i + 1) % USERS].clone();
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let put = |path: String, body: Value| {
+                http.put(format!("{url}{path}"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+            };
+            for n in 0..ROUNDS {
+                let res = put(
+                    format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{n}"),
+                    json!({ "msgtype": "m.text", "body": format!("{i}-{n}") }),
+                )
+                .await
+                .unwrap();
+                assert_eq!(res.status(), 200);
+                let event: Value = res.json().await.unwrap();
+                let event = event["event_id"].as_str().unwrap();
+                let res = http
+                    .post(format!(
+                        "{url}/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}"
+                    ))
+                    .bearer_auth(&token)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+                let res = put(
+                    format!("/_matrix/client/v3/user/{id}/account_data/org.example.counter"),
+                    json!({ "n": n }),
+                )
+                .await
+                .unwrap();
+                assert_eq!(res.status(), 200);
+                let res = put(
+                    format!("/_matrix/client/v3/sendToDevice/org.example.n/{n}"),
+                    json!({ "messages": { next.clone(): { "*": { "n": n } } } }),
+                )
+                .await
+                .unwrap();
+                assert_eq!(res.status(), 200);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut orders = Vec::new();
+    for r in readers {
+        let (messages, to_device) = tokio::time::timeout(std::time::Duration::from_secs(60), r)
+            .await
+            .expect("every reader saw everything")
+            .unwrap();
+        assert_eq!(
+            to_device,
+            (0..ROUNDS as i64).collect::<Vec<_>>(),
+            "to-device once each, in order"
+        );
+        let unique: std::collections::HashSet<_> = messages.iter().collect();
+        assert_eq!(unique.len(), messages.len(), "a message arrived twice");
+        orders.push(messages);
+    }
+    assert!(
+        orders.iter().all(|o| *o == orders[0]),
+        "readers saw different orders"
+    );
+    server.stop().await;
+}
