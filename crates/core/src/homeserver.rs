@@ -13,7 +13,7 @@ use base64::Engine as _;
 use ruma::{signatures::Ed25519KeyPair, OwnedRoomId};
 
 use crate::{
-    ports::{Clock, Database, Offload, Statement, Value, Wakeups},
+    ports::{Clock, Database, DbError, Offload, Statement, Value, Wakeups},
     storage, Config, Error, Result,
 };
 
@@ -192,7 +192,15 @@ impl Homeserver {
             flag: &self.positions_unsure,
             armed: true,
         };
-        self.db.batch(build(pos)).await?;
+        match self.db.batch(build(pos)).await {
+            Ok(()) => {}
+            // These come from inside the transaction, which then surely rolled back.
+            Err(e @ (DbError::Conflict | DbError::UniqueViolation)) => {
+                unsure.armed = false;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        }
         committed(pos);
         // Heads move before the position is published: a sync that sees `pos` also sees
         // that these streams moved.
