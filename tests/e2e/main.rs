@@ -7,6 +7,7 @@ mod harness;
 mod accounts;
 mod backup;
 mod client_flow;
+mod client_format;
 mod create_room;
 mod e2ee;
 mod errors;

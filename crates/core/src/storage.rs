@@ -28,6 +28,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0005_stream_floor.sql"),
         include_str!("storage/migrations/0005_stream_floor.sql"),
     ),
+    (
+        include_str!("storage/migrations/0006_event_txns_index.sql"),
+        include_str!("storage/migrations/0006_event_txns_index.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

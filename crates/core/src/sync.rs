@@ -80,7 +80,7 @@ impl Homeserver {
         now: SyncToken,
     ) -> Result<(Json, bool)> {
         let since = req.since.map(|s| s.clamp_to(now));
-        let rooms = self.sync_rooms(user, req, since, now).await?;
+        let rooms = self.sync_rooms(user, device, req, since, now).await?;
         let account_data = self
             .account_data_since(user, None, since.map(|s| s.pos), now.pos)
             .await?;

@@ -316,11 +316,13 @@ async fn messages(
             &keep,
         )
         .await?;
-    let chunk: Vec<Value> = page
+    let mut chunk: Vec<Value> = page
         .events
         .iter()
         .map(|p| p.to_client_json(&room))
         .collect();
+    s.hs.add_transaction_ids(&a.user_id, &a.device_id, &mut chunk)
+        .await?;
     let mut body = json!({ "start": page.start.to_string(), "chunk": chunk });
     if let Some(end) = page.end {
         body["end"] = end.to_string().into();
@@ -354,7 +356,11 @@ async fn event(
     let id =
         ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
     let pdu = s.hs.event_for_user(&room, &a.user_id, &id).await?;
-    Ok(Json(pdu.to_client_json(&room)))
+    let mut event = [pdu.to_client_json(&room)];
+    s.hs.add_transaction_ids(&a.user_id, &a.device_id, &mut event)
+        .await?;
+    let [event] = event;
+    Ok(Json(event))
 }
 
 #[derive(Deserialize)]
@@ -508,10 +514,18 @@ async fn context(
     let ctx =
         s.hs.context(&room, &a.user_id, &id, q.limit.unwrap_or(10), &keep)
             .await?;
+    let mut event = [ctx.event.to_client_json(&room)];
+    let mut before: Vec<Value> = ctx.before.iter().map(|p| p.to_client_json(&room)).collect();
+    let mut after: Vec<Value> = ctx.after.iter().map(|p| p.to_client_json(&room)).collect();
+    for events in [&mut event[..], &mut before, &mut after] {
+        s.hs.add_transaction_ids(&a.user_id, &a.device_id, events)
+            .await?;
+    }
+    let [event] = event;
     Ok(Json(json!({
-        "event": ctx.event.to_client_json(&room),
-        "events_before": ctx.before.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>(),
-        "events_after": ctx.after.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>(),
+        "event": event,
+        "events_before": before,
+        "events_after": after,
         "start": ctx.start.to_string(),
         "end": ctx.end.to_string(),
         "state": ctx.state.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>(),

@@ -35,6 +35,37 @@ impl Homeserver {
         Ok(pdu)
     }
 
+    /// Sets `unsigned.transaction_id` on the events `user` sent from `device` (spec:
+    /// "Transaction identifiers": clients match their local echo with it).
+    pub async fn add_transaction_ids(
+        &self,
+        user: &ruma::UserId,
+        device: &ruma::DeviceId,
+        events: &mut [serde_json::Value],
+    ) -> Result<()> {
+        for event in events.iter_mut() {
+            if event["sender"].as_str() != Some(user.as_str()) {
+                continue;
+            }
+            let Some(id) = event["event_id"].as_str() else {
+                continue;
+            };
+            let row = query_opt(
+                self.db.as_ref(),
+                "SELECT txn_id FROM event_txns WHERE event_id = $1 AND user_id = $2 AND device_id = $3",
+                vec![id.into(), user.as_str().into(), device.as_str().into()],
+            )
+            .await?;
+            if let Some(row) = row {
+                if !event["unsigned"].is_object() {
+                    event["unsigned"] = serde_json::json!({});
+                }
+                event["unsigned"]["transaction_id"] = row.text(0)?.into();
+            }
+        }
+        Ok(())
+    }
+
     fn redaction_epoch(&self) -> u64 {
         *self.redactions.lock().unwrap_or_else(|e| e.into_inner())
     }

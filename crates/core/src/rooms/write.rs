@@ -16,7 +16,7 @@ use ruma::{
     events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
     state_res::{self, StateMap},
-    OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
 };
 
 use super::{
@@ -309,6 +309,10 @@ impl Homeserver {
             .cloned()
             .collect();
 
+        let mut pdu = pdu;
+        if pdu.state_key.is_some() {
+            self.note_replaced_state(w, &mut pdu, &before).await?;
+        }
         let json = serde_json::to_string(&pdu.json)?;
         let pdu = Arc::new(pdu);
         w.head = Arc::new(RoomHead {
@@ -465,6 +469,39 @@ impl Homeserver {
             },
         )
         .map_err(|e| Error::forbidden(format!("state resolution failed: {e}")))
+    }
+
+    /// Records in a state event's `unsigned` the event it replaces (spec: "ClientEvent",
+    /// `unsigned.replaces_state`, `prev_content`), so every endpoint serves them.
+    /// `unsigned` is covered by neither hashes nor signatures.
+    async fn note_replaced_state(
+        &self,
+        w: &RoomWrite,
+        pdu: &mut Pdu,
+        before: &StateIds,
+    ) -> Result<()> {
+        let Some(key) = &pdu.state_key else {
+            return Ok(());
+        };
+        let Some(prev_id) = before.get(&(StateEventType::from(pdu.kind.to_string()), key.clone()))
+        else {
+            return Ok(());
+        };
+        let Some(prev) = w.pdu(self, prev_id).await? else {
+            return Ok(());
+        };
+        let mut unsigned = match pdu.json.remove("unsigned") {
+            Some(CanonicalJsonValue::Object(u)) => u,
+            _ => CanonicalJsonObject::new(),
+        };
+        unsigned.insert("replaces_state".into(), prev_id.as_str().into());
+        unsigned.insert("prev_sender".into(), prev.sender.as_str().into());
+        if let Ok(content) = serde_json::from_str::<CanonicalJsonValue>(prev.content.get()) {
+            unsigned.insert("prev_content".into(), content);
+        }
+        pdu.json
+            .insert("unsigned".into(), CanonicalJsonValue::Object(unsigned));
+        Ok(())
     }
 
     /// Auth checks against the event's own auth events and the state before it.

@@ -54,6 +54,7 @@ impl Homeserver {
     pub(super) async fn sync_rooms(
         &self,
         user: &UserId,
+        device: &ruma::DeviceId,
         req: &SyncRequest,
         since: Option<SyncToken>,
         now: SyncToken,
@@ -80,7 +81,7 @@ impl Homeserver {
             match membership.as_str() {
                 "join" => {
                     if let Some(room) = self
-                        .joined_room(user, &room_id, req, since, now, member_pos)
+                        .joined_room((user, device), &room_id, req, since, now, member_pos)
                         .await?
                     {
                         out.join.insert(room_id, room);
@@ -112,7 +113,7 @@ impl Homeserver {
 
     async fn joined_room(
         &self,
-        user: &UserId,
+        (user, device): (&UserId, &ruma::DeviceId),
         room_id: &RoomId,
         req: &SyncRequest,
         since: Option<SyncToken>,
@@ -162,7 +163,8 @@ impl Homeserver {
         if let Some(receipts) = receipts {
             ephemeral.push(receipts);
         }
-        let events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
+        let mut events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
+        self.add_transaction_ids(user, device, &mut events).await?;
         // Spec ("Room summary"): unchanged fields may be left out of an incremental sync,
         // and only member events change them. The timeline shows every event since `from`
         // unless it is limited or filtered; otherwise look in the room.
