@@ -11,6 +11,7 @@ mod client_format;
 mod create_room;
 mod e2ee;
 mod errors;
+mod members;
 mod push;
 mod rooms;
 mod state_res;

@@ -397,6 +397,12 @@ async fn joined_members(
     Path(room): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
+    // Spec: the requester must be in the room now.
+    if s.hs.membership(&room, &a.user_id).await?.as_deref() != Some("join") {
+        return Err(ApiError(Error::forbidden(
+            "You aren't a member of the room",
+        )));
+    }
     let events =
         s.hs.members(&room, &a.user_id, None, Some("join"), None)
             .await?;
@@ -404,10 +410,17 @@ async fn joined_members(
     for p in events {
         let c: Value = serde_json::from_str(p.content.get()).unwrap_or_default();
         if let Some(key) = &p.state_key {
-            joined.insert(
-                key.clone(),
-                json!({ "display_name": c.get("displayname"), "avatar_url": c.get("avatar_url") }),
-            );
+            // Both fields are strings when present, and left out otherwise.
+            let mut member = Map::new();
+            for (from, to) in [
+                ("displayname", "display_name"),
+                ("avatar_url", "avatar_url"),
+            ] {
+                if let Some(v) = c.get(from).filter(|v| v.is_string()) {
+                    member.insert(to.into(), v.clone());
+                }
+            }
+            joined.insert(key.clone(), Value::Object(member));
         }
     }
     Ok(Json(json!({ "joined": joined })))

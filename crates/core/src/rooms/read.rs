@@ -136,7 +136,13 @@ impl Homeserver {
             .into_iter()
             .filter(|p| {
                 let m = membership_of(p);
-                membership.is_none_or(|x| x == m) && not_membership.is_none_or(|x| x != m)
+                // Spec (`/members`): given both, the two filters are an "or".
+                match (membership, not_membership) {
+                    (Some(x), Some(y)) => m == x || m != y,
+                    (Some(x), None) => m == x,
+                    (None, Some(y)) => m != y,
+                    (None, None) => true,
+                }
             })
             .collect())
     }

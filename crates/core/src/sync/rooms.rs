@@ -277,9 +277,15 @@ impl Homeserver {
         limited: bool,
         user: &UserId,
     ) -> Result<Vec<Json>> {
-        // An incremental, unlimited timeline shows every state change itself.
+        let lazy = filter::lazy_members(&req.filter.room.state);
+        // An incremental, unlimited timeline shows every state change itself. With lazy
+        // loading the client may still lack the senders' member events (spec: "Lazy-loading
+        // room members"; sending ones it has is allowed).
         if from.is_some() && !req.full_state && !limited && !req.use_state_after {
-            return Ok(vec![]);
+            return match timeline.first() {
+                Some((_, first)) if lazy => self.lazy_members(first, timeline, req).await,
+                _ => Ok(vec![]),
+            };
         }
         let at_start: StateIds = match timeline.first() {
             Some((_, first)) if !req.use_state_after => {
@@ -296,7 +302,6 @@ impl Homeserver {
             _ => StateIds::new(),
         };
         let in_timeline: HashSet<_> = timeline.iter().map(|(_, p)| p.event_id.clone()).collect();
-        let lazy = filter::lazy_members(&req.filter.room.state);
         let senders: HashSet<String> = timeline.iter().map(|(_, p)| p.sender.to_string()).collect();
         let mut out = Vec::new();
         for ((kind, key), id) in &at_start {
@@ -315,6 +320,35 @@ impl Homeserver {
             if let Some(p) = self.get_pdu(id).await? {
                 if filter::event_allowed(&req.filter.room.state, &p) {
                     out.push(sync_event(&p));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The member events of the timeline's senders, as at the start of the timeline.
+    async fn lazy_members(
+        &self,
+        first: &Pdu,
+        timeline: &[(i64, Pdu)],
+        req: &SyncRequest,
+    ) -> Result<Vec<Json>> {
+        let place = self
+            .event_place(&first.event_id)
+            .await?
+            .ok_or_else(|| Error::internal("event missing"))?;
+        let (state, _) = self.state_group(place.state_before).await?;
+        let mut senders: Vec<&str> = timeline.iter().map(|(_, p)| p.sender.as_str()).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let mut out = Vec::new();
+        for sender in senders {
+            let key = (StateEventType::RoomMember, sender.to_owned());
+            if let Some(id) = state.get(&key) {
+                if let Some(p) = self.get_pdu(id).await? {
+                    if filter::event_allowed(&req.filter.room.state, &p) {
+                        out.push(sync_event(&p));
+                    }
                 }
             }
         }
