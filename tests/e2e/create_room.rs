@@ -46,9 +46,10 @@ async fn failed_create_room_leaves_nothing() {
                 })),
             )
             .await;
+        // Spec: initial state the auth rules refuse is 400 M_INVALID_ROOM_STATE.
         assert_eq!(
             (status, body["errcode"].as_str()),
-            (403, Some("M_FORBIDDEN")),
+            (400, Some("M_INVALID_ROOM_STATE")),
             "{body}"
         );
         // An m.room.create in initial_state is refused at its turn.
@@ -67,6 +68,19 @@ async fn failed_create_room_leaves_nothing() {
         assert_eq!(status, 400, "{body}");
         assert_eq!(room_rows(&server).await, empty, "room version {version}");
     }
+    let (status, body) = server
+        .req(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            Some(json!({ "preset": "party" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (400, Some("M_INVALID_PARAM")),
+        "{body}"
+    );
     let (_, body) = server
         .req("GET", "/_matrix/client/v3/joined_rooms", Some(&token), None)
         .await;

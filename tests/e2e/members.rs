@@ -124,5 +124,32 @@ async fn members_filters_joined_members_and_lazy_loading() {
         !state.iter().any(|e| e["state_key"] == carol_id.as_str()),
         "only senders' member events: {body}"
     );
+
+    // `/event`: 404 for a user who may not read it; world-readable events for anyone.
+    let (_, dave) = server.register("dave").await;
+    let event = server.send_text(&alice, &room, "a1", "members only").await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/event/{event}");
+    let (status, body) = server.req("GET", &path, Some(&dave), None).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+    let open = server
+        .create_room(
+            &alice,
+            json!({ "initial_state": [{ "type": "m.room.history_visibility", "content": { "history_visibility": "world_readable" } }] }),
+        )
+        .await;
+    let event = server.send_text(&alice, &open, "a2", "for all").await;
+    let body = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{open}/event/{event}"),
+            &dave,
+            None,
+        )
+        .await;
+    assert_eq!(body["content"]["body"], "for all", "{body}");
     server.stop().await;
 }

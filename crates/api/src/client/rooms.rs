@@ -110,11 +110,13 @@ async fn create(
             object(v["content"].clone())?,
         ));
     }
-    let preset = b.preset.as_ref().map(|p| match p.as_str() {
-        "trusted_private_chat" => Preset::TrustedPrivateChat,
-        "public_chat" => Preset::PublicChat,
-        _ => Preset::PrivateChat,
-    });
+    let preset = match b.preset.as_ref().map(|p| p.as_str()) {
+        None => None,
+        Some("trusted_private_chat") => Some(Preset::TrustedPrivateChat),
+        Some("public_chat") => Some(Preset::PublicChat),
+        Some("private_chat") => Some(Preset::PrivateChat),
+        Some(_) => return Err(ApiError(Error::invalid_param("Unknown preset"))),
+    };
     let room =
         s.hs.create_room(
             &user,

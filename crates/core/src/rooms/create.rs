@@ -133,7 +133,9 @@ impl Homeserver {
                     .await?
             }
         };
-        self.plan_pdu(&mut w, create_pdu, None).await?;
+        self.plan_pdu(&mut w, create_pdu, None)
+            .await
+            .map_err(invalid_room_state)?;
 
         let mut events = Vec::new();
         // 2. the creator joins
@@ -241,7 +243,9 @@ impl Homeserver {
                 return Err(Error::bad_json("initial_state may not hold m.room.create"));
             }
             let pdu = self.build_pdu(Some(&w), &version, creator, event).await?;
-            self.plan_pdu(&mut w, pdu, None).await?;
+            self.plan_pdu(&mut w, pdu, None)
+                .await
+                .map_err(invalid_room_state)?;
         }
         match self.commit_write(w).await {
             Ok(_) => Ok(room_id),
@@ -255,6 +259,18 @@ impl Homeserver {
             },
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Spec (`createRoom`): initial state the request implies but the auth rules refuse is
+/// 400 `M_INVALID_ROOM_STATE`.
+fn invalid_room_state(e: Error) -> Error {
+    match e {
+        Error::Matrix(ruma::api::error::ErrorKind::Forbidden, msg) => Error::Matrix(
+            ruma::api::error::ErrorKind::InvalidRoomState,
+            format!("Invalid initial state: {msg}"),
+        ),
+        other => other,
     }
 }
 

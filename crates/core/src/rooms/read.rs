@@ -168,7 +168,9 @@ impl Homeserver {
         user: &UserId,
         id: &EventId,
     ) -> Result<Arc<Pdu>> {
-        let (membership, _) = self.require_membership(room_id, user).await?;
+        // Spec: 404 when the event is missing or the user may not read it; a non-member
+        // may read a world-readable room's events.
+        let membership = self.membership(room_id, user).await?;
         let pdu = self
             .get_pdu(id)
             .await?
@@ -176,7 +178,7 @@ impl Homeserver {
         if pdu.room_id.as_deref().is_some_and(|r| r != room_id) && pdu.room_id.is_some() {
             return Err(Error::not_found("Event not found"));
         }
-        if !self.can_see(user, &pdu, Some(&membership)).await? {
+        if !self.can_see(user, &pdu, membership.as_deref()).await? {
             return Err(Error::not_found("Event not found"));
         }
         Ok(pdu)
