@@ -117,3 +117,53 @@ async fn failed_create_room_leaves_nothing() {
     assert_eq!(room_rows(&server).await, one);
     server.stop().await;
 }
+
+/// `trusted_private_chat` (how clients create DMs) makes the invitees as powerful as the
+/// creator: additional creators from room v12 on, power level 100 before.
+#[tokio::test]
+async fn trusted_private_chat_invitees_share_the_creators_power() {
+    let server = harness::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    for version in ["12", "11"] {
+        let room = server
+            .create_room(
+                &alice,
+                json!({ "room_version": version, "preset": "trusted_private_chat", "invite": [bob_id], "is_direct": true }),
+            )
+            .await;
+        let state = |kind: &'static str| {
+            let (server, room, alice) = (&server, room.clone(), alice.clone());
+            async move {
+                server
+                    .ok(
+                        "GET",
+                        &format!("/_matrix/client/v3/rooms/{room}/state/{kind}/"),
+                        &alice,
+                        None,
+                    )
+                    .await
+            }
+        };
+        let create = state("m.room.create").await;
+        let power = state("m.room.power_levels").await;
+        if version == "12" {
+            assert_eq!(create["additional_creators"], json!([bob_id]), "{create}");
+            assert!(power["users"].get(&bob_id).is_none(), "{power}");
+        } else {
+            assert!(create.get("additional_creators").is_none(), "{create}");
+            assert_eq!(power["users"][&bob_id], 100, "{power}");
+        }
+        // Either way Bob may do what only the most powerful may.
+        server.membership(&bob, &room, "join").await;
+        server
+            .ok(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
+                &bob,
+                Some(json!({ "history_visibility": "joined" })),
+            )
+            .await;
+    }
+    server.stop().await;
+}

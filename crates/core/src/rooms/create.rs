@@ -82,6 +82,22 @@ impl Homeserver {
             create.insert("creator".into(), creator.as_str().into());
         }
         let trusted = req.preset == Some(Preset::TrustedPrivateChat);
+        // Spec (createRoom, v12+): a trusted private chat's invitees become additional
+        // creators, as powerful as the creator; earlier versions give them level 100.
+        let invitees_create = trusted && rules.authorization.explicitly_privilege_room_creators;
+        if invitees_create && !req.invite.is_empty() {
+            let mut extra: Vec<Json> = match create.get("additional_creators") {
+                Some(Json::Array(a)) => a.clone(),
+                _ => Vec::new(),
+            };
+            for u in &req.invite {
+                let u = Json::from(u.as_str());
+                if !extra.contains(&u) {
+                    extra.push(u);
+                }
+            }
+            create.insert("additional_creators".into(), Json::Array(extra));
+        }
         let create_event = NewEvent::state(StateEventType::RoomCreate, "", Json::Object(create));
         let (room_id, create_pdu) = if rules.authorization.room_create_event_id_as_room_id {
             let pdu = self
@@ -151,7 +167,7 @@ impl Homeserver {
         if !rules.authorization.explicitly_privilege_room_creators {
             users.insert(creator.to_string(), 100.into());
         }
-        if trusted {
+        if trusted && !invitees_create {
             for u in &req.invite {
                 users.insert(u.to_string(), 100.into());
             }
