@@ -153,3 +153,32 @@ async fn members_filters_joined_members_and_lazy_loading() {
     assert_eq!(body["content"]["body"], "for all", "{body}");
     server.stop().await;
 }
+
+/// `m.heroes` (spec: "Room summary"): other members in stream order; once nobody else is
+/// joined or invited, those who left.
+#[tokio::test]
+async fn heroes_in_stream_order_then_those_who_left() {
+    let server = harness::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (zed_id, zed) = server.register("zed").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    server.membership(&zed, &room, "join").await;
+    server.membership(&bob, &room, "join").await;
+    let summary = |body: Value| body["rooms"]["join"][&room]["summary"].clone();
+    let body = server
+        .ok("GET", "/_matrix/client/v3/sync", &alice, None)
+        .await;
+    assert_eq!(summary(body)["m.heroes"], json!([zed_id, bob_id]));
+    server.membership(&zed, &room, "leave").await;
+    server.membership(&bob, &room, "leave").await;
+    let body = server
+        .ok("GET", "/_matrix/client/v3/sync", &alice, None)
+        .await;
+    let s = summary(body);
+    assert_eq!(s["m.heroes"], json!([zed_id, bob_id]), "{s}");
+    assert_eq!(s["m.joined_member_count"], 1, "{s}");
+    server.stop().await;
+}

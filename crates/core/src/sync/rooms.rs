@@ -424,30 +424,46 @@ impl Homeserver {
         Ok(!rows.is_empty())
     }
 
-    /// `m.heroes` and member counts (spec: "Room summary").
+    /// `m.heroes` and member counts (spec: "Room summary"): the first members other than
+    /// the user in stream order, joined or invited, else those who left or were banned.
     async fn summary(&self, room_id: &RoomId, user: &UserId) -> Result<Json> {
+        const HEROES: usize = 5;
         let rows = self
             .db
             .query(
                 "SELECT e.state_key, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-                 WHERE c.room_id = $1 AND c.type = 'm.room.member'",
+                 WHERE c.room_id = $1 AND c.type = 'm.room.member' ORDER BY e.stream_pos",
                 vec![room_id.as_str().into()],
             )
             .await?;
-        let (mut joined, mut invited, mut heroes) = (0, 0, Vec::new());
+        let (mut joined, mut invited, mut heroes, mut gone) = (0, 0, Vec::new(), Vec::new());
         for r in rows {
             let key = r.text(0)?;
             let json: Json = serde_json::from_str(&r.text(1)?)?;
-            match json["content"]["membership"].as_str() {
-                Some("join") => joined += 1,
-                Some("invite") => invited += 1,
+            let present = match json["content"]["membership"].as_str() {
+                Some("join") => {
+                    joined += 1;
+                    true
+                }
+                Some("invite") => {
+                    invited += 1;
+                    true
+                }
+                Some("leave" | "ban") => false,
                 _ => continue,
+            };
+            if key == user.as_str() {
+                continue;
             }
-            if key != user.as_str() && heroes.len() < 5 {
-                heroes.push(key);
+            match present {
+                true if heroes.len() < HEROES => heroes.push(key),
+                false if gone.len() < HEROES => gone.push(key),
+                _ => {}
             }
         }
-        heroes.sort();
+        if heroes.is_empty() {
+            heroes = gone;
+        }
         Ok(
             json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }),
         )
