@@ -8,7 +8,7 @@ use crate::harness::{self, Options};
 async fn registration_closed_by_default_token_opens_it() {
     let server = harness::start_with(Options {
         registration_open: false,
-        rate_limits: false,
+        ..Default::default()
     })
     .await;
     // Dummy auth is not offered.

@@ -216,6 +216,7 @@ async fn rate_limits() {
     let server = harness::start_with(Options {
         registration_open: true,
         rate_limits: true,
+        ..Default::default()
     })
     .await;
     let mut limited = None;

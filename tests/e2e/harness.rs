@@ -20,6 +20,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub struct Options {
     pub registration_open: bool,
     pub rate_limits: bool,
+    /// Any other setting, applied last.
+    pub configure: fn(&mut Config),
 }
 
 impl Default for Options {
@@ -27,6 +29,7 @@ impl Default for Options {
         Self {
             registration_open: true,
             rate_limits: false,
+            configure: |_| {},
         }
     }
 }
@@ -91,6 +94,7 @@ pub async fn test_db(opts: Options) -> TestDb {
     config.rate_limits.enabled = opts.rate_limits;
     config.rate_limits.per_second = 1.0;
     config.rate_limits.burst = 5;
+    (opts.configure)(&mut config);
     let mut pg_db = None;
     if let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") {
         let name = format!(
@@ -161,6 +165,39 @@ impl TestServer {
         let status = res.status().as_u16();
         let text = res.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Raw request with a raw body; returns status, headers and the JSON body (Null when
+    /// not JSON). Panics if the server drops the connection without an answer.
+    pub async fn req_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = self
+            .http
+            .request(method.clone(), format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.header("Content-Type", "application/json").body(b);
+        }
+        let res = r
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
     }
 
     /// A request that must succeed; returns the body.
@@ -237,6 +274,20 @@ impl TestServer {
         )
     }
 
+    /// Logs in with the password `register` uses; returns the access token.
+    pub async fn login(&self, name: &str) -> String {
+        let (status, body) = self
+            .req(
+                "POST",
+                "/_matrix/client/v3/login",
+                None,
+                Some(json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": name }, "password": "correct horse battery" })),
+            )
+            .await;
+        assert_eq!(status, 200, "login {name}: {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn sdk_client(&self, name: &str) -> matrix_sdk::Client {
         let client = matrix_sdk::Client::builder()
             .homeserver_url(&self.url)
@@ -251,4 +302,16 @@ impl TestServer {
             .expect("login");
         client
     }
+}
+
+/// Percent-encodes everything but unreserved characters (for query values and path parts).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

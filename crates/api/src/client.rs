@@ -16,14 +16,11 @@ mod session;
 mod sync;
 mod to_device;
 
-use axum::Router;
-
-use crate::AppState;
+use crate::Routes;
 
 pub use auth::Auth;
 
-pub fn routes() -> Router<AppState> {
-    let r = Router::new();
+pub fn routes(r: Routes) -> Routes {
     let r = discovery::routes(r);
     let r = session::routes(r);
     let r = account::routes(r);

@@ -11,7 +11,7 @@ use ruma::api::{
     },
     OutgoingResponseExt,
 };
-use tessera_core::Error;
+use tessera_core::{ports::DbError, Error};
 
 #[derive(Debug)]
 pub struct ApiError(pub Error);
@@ -59,6 +59,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self.0 {
             Error::Matrix(kind, message) => matrix(kind, message),
+            Error::WithStatus {
+                status,
+                kind,
+                message,
+            } => ruma_error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                kind,
+                message,
+            ),
+            // Input no engine can store, refused before it ran (see `check_storable`).
+            Error::Db(DbError::InvalidInput(message)) => matrix(ErrorKind::InvalidParam, message),
             Error::Uia(info) => {
                 match UiaaResponse::AuthResponse(*info).try_into_http_response::<BytesMut>() {
                     Ok(res) => res
@@ -110,4 +121,56 @@ pub async fn method_not_allowed() -> Response {
         ErrorKind::Unrecognized,
         "Method not allowed".into(),
     )
+}
+
+/// The answer to a handler that panicked (caught by `CatchPanicLayer`): logged, and a
+/// plain 500 `M_UNKNOWN`, so the client is never left with a dropped connection.
+pub fn panicked(panic: Box<dyn std::any::Any + Send>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    tracing::error!(panic = %what, "a request handler panicked");
+    ruma_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unknown,
+        "Internal server error".into(),
+    )
+}
+
+/// Gives every error a Matrix JSON body: refusals made outside the handlers (body limits,
+/// axum's own rejections) come as plain text otherwise.
+pub async fn matrix_body(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let kind = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::TooLarge,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => ErrorKind::Unrecognized,
+        StatusCode::UNAUTHORIZED => ErrorKind::MissingToken,
+        StatusCode::FORBIDDEN => ErrorKind::Forbidden,
+        StatusCode::TOO_MANY_REQUESTS => {
+            ErrorKind::LimitExceeded(ruma::api::error::LimitExceededErrorData::new())
+        }
+        s if s.is_client_error() => ErrorKind::BadJson,
+        _ => ErrorKind::Unknown,
+    };
+    let message = status.canonical_reason().unwrap_or("Error").to_owned();
+    let mut out = ruma_error(status, kind, message);
+    for (name, value) in res.headers() {
+        if name != http::header::CONTENT_TYPE && name != http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

@@ -1,22 +1,25 @@
-//! Turns HTTP requests into ruma's request types (checking the access token where the
-//! endpoint needs one, and the rate limit) and ruma responses back into HTTP.
+//! Turns HTTP requests into ruma's request types (with the session where the endpoint
+//! needs one; see `authenticate`) and ruma responses back into HTTP.
 
-use std::{any::TypeId, net::SocketAddr};
+use std::any::TypeId;
 
 use axum::{
     body::{Body, Bytes},
-    extract::{ConnectInfo, FromRequest, Path, Request},
+    extract::{FromRequest, Path, Request},
     response::{IntoResponse, Response},
 };
 use bytes::BytesMut;
 use ruma::api::{
     auth_scheme::{AccessToken, AccessTokenOptional},
-    error::{ErrorKind, LimitExceededErrorData, RetryAfter},
+    client::session::login,
+    error::ErrorKind,
     IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
 };
 use tessera_core::{accounts::Session, Error};
 
-use crate::{error::from_request_error, ApiError, AppState};
+use crate::{
+    authenticate::Credentials, error::from_request_error, extract::body_error, ApiError, AppState,
+};
 
 /// A parsed request and, for authenticated endpoints, who sent it.
 pub struct Ruma<T> {
@@ -36,33 +39,17 @@ impl<T> Ruma<T> {
     }
 }
 
-pub(crate) fn access_token(req: &http::request::Parts) -> Option<String> {
-    if let Some(h) = req
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-    {
-        return h.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+/// Request bodies ruma's deserializers panic on rather than refuse (ruma-client-api
+/// 0.25: `LoginInfo` indexes a map for `type`), checked here first.
+fn check_shape<T: 'static>(body: &[u8]) -> Result<(), ApiError> {
+    if TypeId::of::<T>() == TypeId::of::<login::v3::Request>() {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|_| ApiError(Error::Matrix(ErrorKind::NotJson, "Body is not JSON".into())))?;
+        if !value.get("type").is_some_and(|t| t.is_string()) {
+            return Err(ApiError(Error::bad_json("`type` must be a string")));
+        }
     }
-    // Deprecated, still allowed by the spec.
-    req.uri.query().and_then(|q| url_param(q, "access_token"))
-}
-
-fn url_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn limited(wait: std::time::Duration) -> ApiError {
-    ApiError(Error::Matrix(
-        ErrorKind::LimitExceeded({
-            let mut data = LimitExceededErrorData::new();
-            data.retry_after = Some(RetryAfter::Delay(wait));
-            data
-        }),
-        "Too many requests".into(),
-    ))
+    Ok(())
 }
 
 impl<T> FromRequest<AppState> for Ruma<T>
@@ -76,42 +63,27 @@ where
         let path_args: Vec<String> =
             match <Path<Vec<(String, String)>> as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await {
                 Ok(Path(args)) => args.into_iter().map(|(_, v)| v).collect(),
-                Err(_) => vec![],
+                Err(_) => {
+                    return Err(ApiError(Error::invalid_param("Invalid path parameter")));
+                }
             };
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default();
         let body: Bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
             .await
-            .map_err(|_| {
-                ApiError(Error::Matrix(
-                    ErrorKind::TooLarge,
-                    "Request body too large".into(),
-                ))
-            })?;
+            .map_err(|e| body_error(e.status()))?;
 
         let auth = TypeId::of::<T::Authentication>();
-        let needs_token = auth == TypeId::of::<AccessToken>();
-        let optional = auth == TypeId::of::<AccessTokenOptional>();
-        let session = match access_token(&parts) {
-            Some(token) if needs_token || optional => Some(state.hs.authenticate(&token).await?),
-            None if needs_token => {
-                return Err(ApiError(Error::Matrix(
-                    ErrorKind::MissingToken,
-                    "Missing access token".into(),
-                )));
-            }
-            _ => None,
+        let credentials = parts
+            .extensions
+            .get::<Credentials>()
+            .cloned()
+            .unwrap_or(Credentials::None);
+        let session = if auth == TypeId::of::<AccessToken>() {
+            Some(credentials.required()?.clone())
+        } else if auth == TypeId::of::<AccessTokenOptional>() {
+            credentials.optional()?.cloned()
+        } else {
+            None
         };
-        if T::RATE_LIMITED {
-            let key = session
-                .as_ref()
-                .map(|s| s.user_id.to_string())
-                .unwrap_or(ip);
-            state.limiter.check(&key).map_err(limited)?;
-        }
 
         // Distinguish a body that is not JSON at all (M_NOT_JSON) from one of the wrong shape.
         let is_json_body = matches!(parts.method, http::Method::POST | http::Method::PUT);
@@ -129,6 +101,9 @@ where
         } else {
             &body
         };
+        if is_json_body {
+            check_shape::<T>(body_ref)?;
+        }
         let http_req = http::Request::from_parts(parts, body_ref);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let parsed = T::try_from_http_request(http_req, &args).map_err(from_request_error)?;
@@ -149,19 +124,4 @@ impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
             Err(e) => ApiError(Error::internal(e)).into_response(),
         }
     }
-}
-
-/// Registers a handler under every path ruma knows for the endpoint.
-#[macro_export]
-macro_rules! ruma_route {
-    ($router:expr, $req:ty, $handler:expr) => {{
-        use ruma::api::{path_builder::PathBuilder as _, Metadata as _};
-        let mut router = $router;
-        let filter = axum::routing::MethodFilter::try_from(<$req>::METHOD)
-            .expect("ruma methods are standard");
-        for path in <$req>::PATH_BUILDER.all_paths() {
-            router = router.route(path, axum::routing::on(filter, $handler));
-        }
-        router
-    }};
 }

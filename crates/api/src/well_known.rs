@@ -1,12 +1,12 @@
 //! `/.well-known/matrix/client` (spec: "Server Discovery").
 
-use axum::{extract::State, routing::get, Json, Router};
+use axum::{extract::State, routing::get, Json};
 use serde_json::{json, Value};
 
-use crate::AppState;
+use crate::{AppState, Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/.well-known/matrix/client", get(client))
+pub fn routes(r: Routes) -> Routes {
+    r.route("/.well-known/matrix/client", get(client))
 }
 
 async fn client(State(s): State<AppState>) -> Json<Value> {

@@ -11,6 +11,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("{1}")]
     Matrix(ErrorKind, String),
+    /// An error the spec answers with another HTTP status than its kind's usual one
+    /// (`409 M_UNKNOWN` for an alias that exists).
+    #[error("{message}")]
+    WithStatus {
+        status: u16,
+        kind: ErrorKind,
+        message: String,
+    },
     /// User-interactive auth must continue (spec: User-Interactive Authentication API).
     #[error("user-interactive authentication required")]
     Uia(Box<UiaaInfo>),

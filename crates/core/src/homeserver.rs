@@ -84,6 +84,9 @@ pub struct Homeserver {
     pub(crate) redactions: Mutex<u64>,
 }
 
+/// Room locks kept before unused ones are dropped.
+const ROOM_LOCKS_PRUNE_AT: usize = 4096;
+
 /// Memory for events kept parsed, by [`crate::rooms::Pdu::estimated_size`].
 const PDU_CACHE_BYTES: u64 = 6 << 20;
 /// Event places and room versions kept in memory (small entries).
@@ -194,12 +197,13 @@ impl Homeserver {
         };
         match self.db.batch(build(pos)).await {
             Ok(()) => {}
-            // These come from inside the transaction, which then surely rolled back.
-            Err(e @ (DbError::Conflict | DbError::UniqueViolation)) => {
+            // Only a failure during the commit itself leaves the outcome open; any other
+            // error rolled back, so a refused statement costs later commits nothing.
+            Err(e @ DbError::CommitUnknown(_)) => return Err(e.into()),
+            Err(e) => {
                 unsure.armed = false;
                 return Err(e.into());
             }
-            Err(e) => return Err(e.into()),
         }
         committed(pos);
         // Heads move before the position is published: a sync that sees `pos` also sees
@@ -284,6 +288,11 @@ impl Homeserver {
     /// The write lock of one room: one writer per room (design brief, "Write path").
     pub(crate) fn room_lock(&self, room_id: &ruma::RoomId) -> Arc<async_lock::Mutex<()>> {
         let mut locks = self.room_locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Locks nobody holds or waits for go, so the map grows with the rooms being
+        // written to, not with every room ever written.
+        if locks.len() >= ROOM_LOCKS_PRUNE_AT {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
         locks.entry(room_id.to_owned()).or_default().clone()
     }
 

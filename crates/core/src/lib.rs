@@ -6,6 +6,7 @@ pub mod config;
 pub mod e2ee;
 pub mod error;
 pub mod homeserver;
+pub mod input;
 pub mod ports;
 pub mod presence;
 pub mod push_rules;

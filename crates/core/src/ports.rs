@@ -102,16 +102,41 @@ impl Statement {
     }
 }
 
+/// What a statement or batch can fail with. A failed [`Database::batch`] committed nothing,
+/// except with [`DbError::CommitUnknown`].
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("unique constraint violated")]
     UniqueViolation,
     #[error("a guarded statement changed nothing")]
     Conflict,
+    /// A value no engine stores faithfully (text with a NUL character: PostgreSQL refuses
+    /// it). Refused before anything ran.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The commit was sent and its outcome is not known (the connection or the disk
+    /// failed during it).
+    #[error("commit outcome unknown: {0}")]
+    CommitUnknown(String),
     #[error("decode: {0}")]
     Decode(String),
     #[error("database: {0}")]
     Other(String),
+}
+
+/// Refuses parameters that cannot be stored as given; both engines call it before
+/// running anything, so they accept exactly the same values.
+pub fn check_storable(params: &[Value]) -> Result<(), DbError> {
+    for v in params {
+        if let Value::Text(s) = v {
+            if s.contains('\0') {
+                return Err(DbError::InvalidInput(
+                    "text may not contain a NUL character".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +151,8 @@ pub trait Database: Send + Sync {
     fn engine(&self) -> Engine;
     async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, DbError>;
     async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError>;
-    /// Runs every statement in one transaction; all or nothing.
+    /// Runs every statement in one transaction; all or nothing. On any error but
+    /// [`DbError::CommitUnknown`], nothing was committed.
     async fn batch(&self, statements: Vec<Statement>) -> Result<(), DbError>;
     /// Runs a whole migration script (several statements) in one transaction.
     async fn execute_script(&self, sql: &str) -> Result<(), DbError>;

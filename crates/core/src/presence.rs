@@ -25,10 +25,29 @@ impl Homeserver {
                 "presence must be online, offline or unavailable",
             ));
         }
-        if status_msg.is_some_and(|m| m.len() > MAX_STATUS_MSG) {
-            return Err(Error::invalid_param("status_msg too long"));
+        if let Some(m) = status_msg {
+            crate::input::text("status_msg", m, MAX_STATUS_MSG)?;
         }
         let now = self.now();
+        // Clients repeat their presence every few minutes: unchanged, it only refreshes
+        // `last_active_ts`, without a stream position or a wake-up for everyone.
+        let current = query_opt(
+            self.db.as_ref(),
+            "SELECT state, status_msg FROM presence WHERE user_id = $1",
+            vec![user.as_str().into()],
+        )
+        .await?;
+        if let Some(row) = current {
+            if row.text(0)? == state && row.opt_text(1)?.as_deref() == status_msg {
+                self.db
+                    .execute(
+                        "UPDATE presence SET last_active_ts = $2 WHERE user_id = $1",
+                        vec![user.as_str().into(), Value::Int(now)],
+                    )
+                    .await?;
+                return Ok(());
+            }
+        }
         self.commit(&[Stream::Presence], Audience::Everyone, |pos| {
             vec![Statement::new(
                 "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)

@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0006_event_txns_index.sql"),
         include_str!("storage/migrations/0006_event_txns_index.sql"),
     ),
+    (
+        include_str!("storage/migrations/0007_uia_request.sql"),
+        include_str!("storage/migrations/0007_uia_request.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

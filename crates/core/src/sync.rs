@@ -10,7 +10,7 @@ pub mod typing;
 
 use std::time::Duration;
 
-use ruma::{api::client::filter::FilterDefinition, DeviceId, UserId};
+use ruma::{DeviceId, UserId};
 use serde_json::{json, Value as Json};
 
 pub use token::SyncToken;
@@ -21,7 +21,7 @@ pub struct SyncRequest {
     pub since: Option<SyncToken>,
     pub full_state: bool,
     pub timeout_ms: u64,
-    pub filter: FilterDefinition,
+    pub filter: filter::SyncFilter,
     pub use_state_after: bool,
 }
 
@@ -93,11 +93,19 @@ impl Homeserver {
         }
         let account_data: Vec<Json> = account_data
             .into_iter()
-            .filter(|e| filter::account_data_allowed(&req.filter, e))
+            .filter(|e| req.filter.account_data.allows_json(e))
             .collect();
-        let presence = self
+        let mut presence = self
             .presence_since(user, since.map(|s| s.pos), now.pos)
             .await?;
+        let f = &req.filter.presence;
+        presence.retain(|e| {
+            f.allows_json(e)
+                && e["sender"]
+                    .as_str()
+                    .and_then(|s| UserId::parse(s).ok())
+                    .is_some_and(|s| f.allows_sender(&s))
+        });
         let to_device = self
             .to_device_since(user, device, since.map_or(0, |s| s.pos), now.pos)
             .await?;

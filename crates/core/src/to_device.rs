@@ -9,15 +9,16 @@ use serde_json::{json, Value as Json};
 
 use crate::{
     homeserver::{Audience, Stream},
-    ports::{Statement, Value},
+    ports::{DbError, Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
 };
 
 /// Most messages one `/sync` delivers to a device.
 pub const MAX_PER_SYNC: i64 = 100;
-/// Most recipients (user × device) one request may address.
-pub const MAX_RECIPIENTS: usize = 10_000;
+/// Most messages (user × device, `*` expanded) one request may carry. Every message is a
+/// row written under the commit lock; matrix-sdk sends at most 250 per request.
+pub const MAX_RECIPIENTS: usize = 1_000;
 
 impl Homeserver {
     /// `PUT /sendToDevice/{eventType}/{txnId}`; `messages` is user → device (or `*`) → content.
@@ -29,6 +30,8 @@ impl Homeserver {
         txn_id: &str,
         messages: &BTreeMap<String, BTreeMap<String, Json>>,
     ) -> Result<()> {
+        crate::input::event_type(kind)?;
+        crate::input::txn_id(txn_id)?;
         let scope = format!("sendToDevice/{kind}");
         if query_opt(
             self.db.as_ref(),
@@ -40,6 +43,16 @@ impl Homeserver {
         {
             return Ok(());
         }
+        let too_many = || {
+            Error::Matrix(
+                ruma::api::error::ErrorKind::TooLarge,
+                format!("At most {MAX_RECIPIENTS} messages per request"),
+            )
+        };
+        // Refused before any work for it is done.
+        if messages.values().map(BTreeMap::len).sum::<usize>() > MAX_RECIPIENTS {
+            return Err(too_many());
+        }
         let mut rows = Vec::new();
         for (user, devices) in messages {
             let user_id = UserId::parse(user.as_str())
@@ -49,6 +62,9 @@ impl Homeserver {
                 continue;
             }
             for (device, content) in devices {
+                if device != "*" {
+                    crate::input::name("Device ID", device, crate::input::MAX_NAME_BYTES)?;
+                }
                 if !content.is_object() {
                     return Err(Error::bad_json("to-device content must be an object"));
                 }
@@ -67,10 +83,7 @@ impl Homeserver {
             }
         }
         if rows.len() > MAX_RECIPIENTS {
-            return Err(Error::Matrix(
-                ruma::api::error::ErrorKind::TooLarge,
-                "Too many recipients".into(),
-            ));
+            return Err(too_many());
         }
         let (sender, sender_device, kind, txn) = (
             sender.to_string(),
@@ -86,7 +99,7 @@ impl Homeserver {
                 }
             }
         }
-        self.commit(&[Stream::ToDevice], Audience::Users(&recipients), |pos| {
+        let committed = self.commit(&[Stream::ToDevice], Audience::Users(&recipients), |pos| {
             let mut b: Vec<Statement> = rows
                 .into_iter()
                 .enumerate()
@@ -112,8 +125,13 @@ impl Homeserver {
             ));
             b
         })
-        .await?;
-        Ok(())
+        .await;
+        match committed {
+            Ok(_) => Ok(()),
+            // A retry of this transaction committed first: it is the same request.
+            Err(Error::Db(DbError::UniqueViolation)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes what the device acknowledged (positions ≤ `acked`).

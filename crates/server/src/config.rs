@@ -50,12 +50,56 @@ pub struct Registration {
     pub token_required: bool,
 }
 
+/// README, `rate_limits.*`. `per_second` and `burst` are every user's budget for all
+/// requests; the tables below add budgets for particular actions.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RateLimits {
     pub enabled: bool,
     pub per_second: f64,
     pub burst: u32,
+    pub exempt_admins: bool,
+    pub exempt_users: Vec<String>,
+    pub trust_forwarded_for: bool,
+    pub per_ip: Budget,
+    pub messages: Budget,
+    pub joins: Budget,
+    pub invites: Budget,
+    pub registration: Budget,
+    pub login: Budget,
+    pub login_account: Budget,
+    pub to_device: Budget,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Budget {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            per_second: 1.0,
+            burst: 10,
+        }
+    }
+}
+
+impl From<tessera_api::Budget> for Budget {
+    fn from(b: tessera_api::Budget) -> Self {
+        Self {
+            per_second: b.per_second,
+            burst: b.burst,
+        }
+    }
+}
+
+impl From<Budget> for tessera_api::Budget {
+    fn from(b: Budget) -> Self {
+        tessera_api::Budget::new(b.per_second, b.burst)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -107,11 +151,45 @@ impl Default for Registration {
 
 impl Default for RateLimits {
     fn default() -> Self {
+        let d = tessera_api::RateLimits::default();
         Self {
-            enabled: true,
-            per_second: 10.0,
-            burst: 50,
+            enabled: d.enabled,
+            per_second: d.requests.per_second,
+            burst: d.requests.burst,
+            exempt_admins: d.exempt_admins,
+            exempt_users: Vec::new(),
+            trust_forwarded_for: d.trust_forwarded_for,
+            per_ip: d.requests_per_ip.into(),
+            messages: d.messages.into(),
+            joins: d.joins.into(),
+            invites: d.invites.into(),
+            registration: d.registration.into(),
+            login: d.login.into(),
+            login_account: d.login_account.into(),
+            to_device: d.to_device.into(),
         }
+    }
+}
+
+impl RateLimits {
+    fn budgets(&self) -> [(&'static str, Budget); 9] {
+        [
+            (
+                "",
+                Budget {
+                    per_second: self.per_second,
+                    burst: self.burst,
+                },
+            ),
+            ("per_ip.", self.per_ip),
+            ("messages.", self.messages),
+            ("joins.", self.joins),
+            ("invites.", self.invites),
+            ("registration.", self.registration),
+            ("login.", self.login),
+            ("login_account.", self.login_account),
+            ("to_device.", self.to_device),
+        ]
     }
 }
 
@@ -151,9 +229,14 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.core()?;
-        let rate = self.rate_limits.per_second;
-        if !rate.is_finite() || rate <= 0.0 || self.rate_limits.burst == 0 {
-            bail!("rate_limits.per_second and rate_limits.burst must be positive");
+        for (name, b) in self.rate_limits.budgets() {
+            if !b.per_second.is_finite() || b.per_second <= 0.0 || b.burst == 0 {
+                bail!("rate_limits.{name}per_second and rate_limits.{name}burst must be positive");
+            }
+        }
+        for user in &self.rate_limits.exempt_users {
+            ruma::UserId::parse(user)
+                .with_context(|| format!("rate_limits.exempt_users: {user:?} is not a user ID"))?;
         }
         if self.limits.max_body_bytes == 0 {
             bail!("limits.max_body_bytes must be positive");
@@ -185,10 +268,23 @@ impl Config {
     }
 
     pub fn api(&self) -> tessera_api::ApiConfig {
+        let r = &self.rate_limits;
         tessera_api::ApiConfig {
-            rate_limits_enabled: self.rate_limits.enabled,
-            rate_limit_per_second: self.rate_limits.per_second,
-            rate_limit_burst: self.rate_limits.burst,
+            rate_limits: tessera_api::RateLimits {
+                enabled: r.enabled,
+                exempt_admins: r.exempt_admins,
+                exempt_users: r.exempt_users.iter().cloned().collect(),
+                trust_forwarded_for: r.trust_forwarded_for,
+                requests: tessera_api::Budget::new(r.per_second, r.burst),
+                requests_per_ip: r.per_ip.into(),
+                messages: r.messages.into(),
+                joins: r.joins.into(),
+                invites: r.invites.into(),
+                registration: r.registration.into(),
+                login: r.login.into(),
+                login_account: r.login_account.into(),
+                to_device: r.to_device.into(),
+            },
             max_body_bytes: self.limits.max_body_bytes,
         }
     }

@@ -1,33 +1,29 @@
 //! Registration, password change, deactivation (spec: "Account registration and
 //! management").
 
-use axum::{
-    extract::{Query, State},
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, routing::get, Json};
 use ruma::api::{
     client::{
         account::{change_password, deactivate, register},
-        uiaa::AuthType,
+        uiaa::{AuthData, AuthType},
     },
     error::ErrorKind,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tessera_core::Error;
+use tessera_core::{accounts::Session, Error};
 
 use super::session::tokens_json;
-use crate::{ruma_route, ApiError, AppState, Ruma};
+use crate::{extract::Query, rate_limit::Class, ruma_route, ApiError, AppState, Routes, Ruma};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let r = r
         .route("/_matrix/client/v3/register/available", get(available))
         .route(
             "/_matrix/client/v1/register/m.login.registration_token/validity",
             get(token_validity),
         );
-    let r = ruma_route!(r, register::v3::Request, register);
+    let r = ruma_route!(r, register::v3::Request, register, Class::Registration);
     let r = ruma_route!(r, change_password::v3::Request, change_password);
     ruma_route!(r, deactivate::v3::Request, deactivate)
 }
@@ -100,8 +96,13 @@ async fn register(
         )));
     }
     let done =
-        s.hs.user_interactive_auth(&registration_flows(&s), req.auth.as_ref(), None)
-            .await?;
+        s.hs.user_interactive_auth(
+            &registration_flows(&s),
+            req.auth.as_ref(),
+            None,
+            "POST /register",
+        )
+        .await?;
     s.hs.create_user_with(
         &user_id,
         req.password.as_deref(),
@@ -123,18 +124,35 @@ async fn register(
     Ok(Json(tokens_json(&user_id, &tokens)))
 }
 
+/// User-interactive auth by the session's own password, for `request`. Each password
+/// tried spends the account's login budget, as a `/login` would.
+pub async fn password_auth(
+    s: &AppState,
+    auth: Option<&AuthData>,
+    session: &Session,
+    request: &str,
+) -> Result<(), ApiError> {
+    if matches!(auth, Some(AuthData::Password(_))) && !s.limiter.exempt(Some(session)) {
+        s.limiter
+            .check(Class::LoginAccount, session.user_id.as_str())?;
+    }
+    s.hs.user_interactive_auth(
+        &[vec![AuthType::Password]],
+        auth,
+        Some(&session.user_id),
+        request,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn change_password(
     State(s): State<AppState>,
     req: Ruma<change_password::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let session = req.user()?.clone();
     let req = req.body;
-    s.hs.user_interactive_auth(
-        &[vec![AuthType::Password]],
-        req.auth.as_ref(),
-        Some(&session.user_id),
-    )
-    .await?;
+    password_auth(&s, req.auth.as_ref(), &session, "POST /account/password").await?;
     let keep = if req.logout_devices {
         Some(session.device_id.as_str())
     } else {
@@ -150,10 +168,11 @@ async fn deactivate(
     req: Ruma<deactivate::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let session = req.user()?.clone();
-    s.hs.user_interactive_auth(
-        &[vec![AuthType::Password]],
+    password_auth(
+        &s,
         req.body.auth.as_ref(),
-        Some(&session.user_id),
+        &session,
+        "POST /account/deactivate",
     )
     .await?;
     s.hs.deactivate(&session.user_id).await?;

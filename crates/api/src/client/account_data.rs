@@ -1,18 +1,21 @@
 //! Account data, tags and filters (spec: "Client Config", "Room Tagging", "Filtering").
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     routing::{get, post, put},
-    Json, Router,
+    Json,
 };
 use ruma::{RoomId, UserId};
 use serde_json::{json, Value};
 use tessera_core::{accounts::Session, Error};
 
 use super::Auth;
-use crate::{ApiError, AppState};
+use crate::{
+    extract::{Body, Path},
+    ApiError, AppState, Routes,
+};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let mut r = r;
     for v in ["v3", "r0"] {
         r = r
@@ -60,15 +63,6 @@ fn room(id: &str) -> Result<ruma::OwnedRoomId, ApiError> {
     RoomId::parse(id).map_err(|_| ApiError(Error::invalid_param("Invalid room ID")))
 }
 
-pub fn json_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|_| {
-        ApiError(Error::Matrix(
-            ruma::api::error::ErrorKind::NotJson,
-            "Body is not JSON".into(),
-        ))
-    })
-}
-
 /// Spec: `m.fully_read` and `m.push_rules` may not be set through these endpoints.
 fn settable(kind: &str) -> Result<(), ApiError> {
     if kind == "m.fully_read" || kind == "m.push_rules" {
@@ -93,11 +87,11 @@ async fn set_global(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((user, kind)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     settable(&kind)?;
-    s.hs.set_account_data(&a.user_id, None, &kind, &json_body(&body)?)
+    s.hs.set_account_data(&a.user_id, None, &kind, &body.json()?)
         .await?;
     Ok(Json(json!({})))
 }
@@ -118,17 +112,12 @@ async fn set_room(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((user, room_id, kind)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     settable(&kind)?;
-    s.hs.set_account_data(
-        &a.user_id,
-        Some(&room(&room_id)?),
-        &kind,
-        &json_body(&body)?,
-    )
-    .await?;
+    s.hs.set_account_data(&a.user_id, Some(&room(&room_id)?), &kind, &body.json()?)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -157,11 +146,11 @@ async fn put_tag(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((user, room_id, tag)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     let room_id = room(&room_id)?;
-    let info = json_body(&body)?;
+    let info = body.json()?;
     if !info.is_object() {
         return Err(ApiError(Error::bad_json("Tag info must be an object")));
     }
@@ -192,10 +181,10 @@ async fn create_filter(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path(user): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
-    let filter = json_body(&body)?;
+    let filter = body.json()?;
     serde_json::from_value::<ruma::api::client::filter::FilterDefinition>(filter.clone())
         .map_err(|e| ApiError(Error::bad_json(format!("Invalid filter: {e}"))))?;
     let id = s.hs.create_filter(&a.user_id, &filter).await?;

@@ -1,10 +1,10 @@
-//! An access-token extractor for handlers that do not go through ruma's request types.
+//! The session extractor for handlers that do not go through ruma's request types; the
+//! token itself was resolved by `authenticate`.
 
 use axum::extract::FromRequestParts;
-use ruma::api::error::ErrorKind;
-use tessera_core::{accounts::Session, Error};
+use tessera_core::accounts::Session;
 
-use crate::{ruma_wrapper::access_token, ApiError, AppState};
+use crate::{authenticate::Credentials, ApiError, AppState};
 
 pub struct Auth(pub Session);
 
@@ -13,14 +13,10 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(
         parts: &mut http::request::Parts,
-        state: &AppState,
+        _state: &AppState,
     ) -> Result<Self, ApiError> {
-        let token = access_token(parts).ok_or_else(|| {
-            ApiError(Error::Matrix(
-                ErrorKind::MissingToken,
-                "Missing access token".into(),
-            ))
-        })?;
-        Ok(Auth(state.hs.authenticate(&token).await?))
+        let credentials = parts.extensions.get::<Credentials>();
+        let none = Credentials::None;
+        Ok(Auth(credentials.unwrap_or(&none).required()?.clone()))
     }
 }

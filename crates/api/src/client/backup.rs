@@ -1,6 +1,6 @@
 //! Server-side key backups (spec: "Server-side key backups").
 
-use axum::{extract::State, Json, Router};
+use axum::{extract::State, Json};
 use ruma::{
     api::{
         client::backup::{
@@ -21,9 +21,9 @@ use tessera_core::{
     Error,
 };
 
-use crate::{ruma_route, ApiError, AppState, Ruma};
+use crate::{ruma_route, ApiError, AppState, Routes, Ruma};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let r = ruma_route!(r, create_backup_version::v3::Request, create_version);
     let r = ruma_route!(r, get_latest_backup_info::v3::Request, latest_version);
     let r = ruma_route!(r, get_backup_info::v3::Request, get_version);

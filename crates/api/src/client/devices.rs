@@ -1,16 +1,16 @@
 //! Device management (spec: "Device management").
 
-use axum::{extract::State, Json, Router};
-use ruma::api::client::{
-    device::{delete_device, delete_devices, get_device, get_devices, update_device},
-    uiaa::AuthType,
+use axum::{extract::State, Json};
+use ruma::api::client::device::{
+    delete_device, delete_devices, get_device, get_devices, update_device,
 };
 use serde_json::{json, Value};
 use tessera_core::accounts::devices::DeviceInfo;
 
-use crate::{ruma_route, ApiError, AppState, Ruma};
+use super::account::password_auth;
+use crate::{ruma_route, ApiError, AppState, Routes, Ruma};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let r = ruma_route!(r, get_devices::v3::Request, list);
     let r = ruma_route!(r, get_device::v3::Request, get);
     let r = ruma_route!(r, update_device::v3::Request, update);
@@ -64,12 +64,8 @@ async fn delete(
     let user = req.user()?.user_id.clone();
     // Unknown devices are 404 before any auth is asked for.
     s.hs.get_device(&user, req.body.device_id.as_str()).await?;
-    s.hs.user_interactive_auth(
-        &[vec![AuthType::Password]],
-        req.body.auth.as_ref(),
-        Some(&user),
-    )
-    .await?;
+    let operation = format!("DELETE /devices/{}", req.body.device_id);
+    password_auth(&s, req.body.auth.as_ref(), req.user()?, &operation).await?;
     s.hs.delete_devices(&user, &[req.body.device_id.to_string()])
         .await?;
     Ok(Json(json!({})))
@@ -80,10 +76,11 @@ async fn delete_many(
     req: Ruma<delete_devices::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let user = req.user()?.user_id.clone();
-    s.hs.user_interactive_auth(
-        &[vec![AuthType::Password]],
+    password_auth(
+        &s,
         req.body.auth.as_ref(),
-        Some(&user),
+        req.user()?,
+        "POST /delete_devices",
     )
     .await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();

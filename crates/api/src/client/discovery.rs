@@ -1,13 +1,13 @@
 //! `/versions` and `/capabilities` (spec: "Capabilities negotiation").
 
-use axum::{routing::get, Json, Router};
+use axum::{routing::get, Json};
 use serde_json::{json, Value};
 use tessera_core::rooms::{DEFAULT_VERSION, SUPPORTED_VERSIONS};
 
 use super::Auth;
-use crate::AppState;
+use crate::Routes;
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     r.route("/_matrix/client/versions", get(versions))
         .route("/_matrix/client/v3/capabilities", get(capabilities))
         .route("/_matrix/client/r0/capabilities", get(capabilities))

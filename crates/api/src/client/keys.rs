@@ -3,19 +3,22 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    extract::{Query, State},
+    extract::State,
     routing::{get, post},
-    Json, Router,
+    Json,
 };
-use ruma::api::client::uiaa::{AuthData, AuthType};
+use ruma::api::client::uiaa::AuthData;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tessera_core::{sync::token::parse_position, Error};
 
-use super::{account_data::json_body, Auth};
-use crate::{ApiError, AppState};
+use super::{account::password_auth, Auth};
+use crate::{
+    extract::{Body, Query},
+    ApiError, AppState, Routes,
+};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let mut r = r;
     for v in ["v3", "r0"] {
         let p = |s: &str| format!("/_matrix/client/{v}{s}");
@@ -41,9 +44,9 @@ fn field<T: serde::de::DeserializeOwned + Default>(body: &Value, key: &str) -> R
 async fn upload(
     State(s): State<AppState>,
     Auth(a): Auth,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let otks: Map<String, Value> = field(&body, "one_time_keys")?;
     let fallback: Map<String, Value> = field(&body, "fallback_keys")?;
     let device_keys = body.get("device_keys").filter(|v| !v.is_null());
@@ -56,9 +59,9 @@ async fn upload(
 async fn query(
     State(s): State<AppState>,
     Auth(a): Auth,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let users: BTreeMap<String, Vec<String>> = field(&body, "device_keys")?;
     Ok(Json(s.hs.query_keys(&a.user_id, &users).await?))
 }
@@ -66,9 +69,9 @@ async fn query(
 async fn claim(
     State(s): State<AppState>,
     Auth(_): Auth,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let req: BTreeMap<String, BTreeMap<String, String>> = field(&body, "one_time_keys")?;
     Ok(Json(s.hs.claim_keys(&req).await?))
 }
@@ -93,9 +96,9 @@ async fn changes(
 async fn device_signing(
     State(s): State<AppState>,
     Auth(a): Auth,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let key = |k: &str| body.get(k).filter(|v| !v.is_null());
     let (master, ssk, usk) = (
         key("master_key"),
@@ -115,8 +118,7 @@ async fn device_signing(
             ),
             _ => None,
         };
-        s.hs.user_interactive_auth(&[vec![AuthType::Password]], auth.as_ref(), Some(&a.user_id))
-            .await?;
+        password_auth(&s, auth.as_ref(), &a, "POST /keys/device_signing/upload").await?;
     }
     s.hs.upload_signing_keys(&a.user_id, master, ssk, usk)
         .await?;
@@ -126,9 +128,9 @@ async fn device_signing(
 async fn signatures(
     State(s): State<AppState>,
     Auth(a): Auth,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let signed: BTreeMap<String, Map<String, Value>> =
         serde_json::from_value(body).map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
     Ok(Json(s.hs.upload_signatures(&a.user_id, &signed).await?))

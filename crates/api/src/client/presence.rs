@@ -1,18 +1,17 @@
 //! `/presence/{userId}/status` (spec: "Presence").
 
-use axum::{
-    extract::{Path, State},
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, routing::get, Json};
 use ruma::UserId;
 use serde_json::{json, Value};
 use tessera_core::Error;
 
-use super::{account_data::json_body, Auth};
-use crate::{ApiError, AppState};
+use super::Auth;
+use crate::{
+    extract::{Body, Path},
+    ApiError, AppState, Routes,
+};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let mut r = r;
     for v in ["v3", "r0"] {
         r = r.route(
@@ -44,14 +43,14 @@ async fn put_status(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path(u): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     if user(&u)? != a.user_id {
         return Err(ApiError(Error::forbidden(
             "You may only set your own presence",
         )));
     }
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let state = body["presence"]
         .as_str()
         .ok_or_else(|| Error::bad_json("`presence` is required"))?;

@@ -1,18 +1,18 @@
 //! Profiles, including custom fields (spec: "Profiles", v1.16 "Custom profile fields").
 
-use axum::{
-    extract::{Path, State},
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, routing::get, Json};
 use ruma::UserId;
 use serde_json::{json, Value};
 use tessera_core::Error;
 
 use super::Auth;
-use crate::{ApiError, AppState};
+use crate::{
+    extract::{Body, Path},
+    rate_limit::Class,
+    ApiError, AppState, Routes,
+};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let mut r = r;
     for v in ["v3", "r0"] {
         r = r
@@ -20,9 +20,11 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
                 &format!("/_matrix/client/{v}/profile/{{user_id}}"),
                 get(profile),
             )
-            .route(
+            .limited(
                 &format!("/_matrix/client/{v}/profile/{{user_id}}/{{key}}"),
                 get(get_field).put(set_field).delete(delete_field),
+                // A name or avatar change sends a member event to every joined room.
+                Class::Messages,
             );
     }
     r
@@ -56,7 +58,7 @@ async fn set_field(
     State(s): State<AppState>,
     Auth(session): Auth,
     Path((user, key)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let user = parse_user(&user)?;
     if user != session.user_id {
@@ -64,12 +66,7 @@ async fn set_field(
             "You may only change your own profile",
         )));
     }
-    let body: Value = serde_json::from_slice(&body).map_err(|_| {
-        ApiError(Error::Matrix(
-            ruma::api::error::ErrorKind::NotJson,
-            "Body is not JSON".into(),
-        ))
-    })?;
+    let body = body.json()?;
     let value = body
         .get(&key)
         .cloned()

@@ -1,6 +1,6 @@
 //! Push rules (spec: "Push Rules: API"). Pushers and notification counts are not here yet.
 
-use axum::{extract::State, Json, Router};
+use axum::{extract::State, Json};
 use ruma::{
     api::client::push::{
         delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
@@ -12,9 +12,9 @@ use ruma::{
 use serde_json::{json, Value};
 use tessera_core::Error;
 
-use crate::{ruma_route, ApiError, AppState, Ruma};
+use crate::{ruma_route, ApiError, AppState, Routes, Ruma};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let r = ruma_route!(r, get_pushrules_all::v3::Request, all);
     let r = ruma_route!(r, get_pushrules_global_scope::v3::Request, global);
     let r = ruma_route!(r, get_pushrule::v3::Request, get_rule);

@@ -2,12 +2,18 @@
 //! "Typing Notifications").
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::State,
     routing::{get, post, put},
-    Json, Router,
+    Json,
 };
 use ruma::{
-    api::client::room::{create_room, Visibility},
+    api::{
+        client::{
+            filter::RoomEventFilter,
+            room::{create_room, Visibility},
+        },
+        error::ErrorKind,
+    },
     events::{StateEventType, TimelineEventType},
     serde::Raw,
     RoomAliasId, RoomId, UserId,
@@ -21,38 +27,50 @@ use tessera_core::{
         send::NewEvent,
         write::Txn,
     },
-    sync::{filter, token::parse_position},
+    sync::{account_data::MAX_FILTER_BYTES, filter::EventFilter, token::parse_position},
     Error,
 };
 
-use super::{account_data::json_body, Auth};
-use crate::{ruma_route, ApiError, AppState, Ruma};
+use super::Auth;
+use crate::{
+    extract::{Body, Path, Query},
+    rate_limit::Class,
+    ruma_route, ApiError, AppState, Routes, Ruma,
+};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    let mut r = ruma_route!(r, create_room::v3::Request, create);
+pub fn routes(r: Routes) -> Routes {
+    let mut r = ruma_route!(r, create_room::v3::Request, create, Class::Messages);
     for v in ["v3", "r0"] {
         let p = |s: &str| format!("/_matrix/client/{v}{s}");
         r = r
-            .route(&p("/rooms/{room_id}/send/{kind}/{txn_id}"), put(send))
+            .limited(
+                &p("/rooms/{room_id}/send/{kind}/{txn_id}"),
+                put(send),
+                Class::Messages,
+            )
             .route(&p("/rooms/{room_id}/state"), get(all_state))
-            .route(
+            .limited(
                 &p("/rooms/{room_id}/state/{kind}"),
                 get(get_state_empty_key).put(put_state_empty_key),
+                Class::Messages,
             )
-            .route(
+            .limited(
                 &p("/rooms/{room_id}/state/{kind}/"),
                 get(get_state_empty_key).put(put_state_empty_key),
+                Class::Messages,
             )
-            .route(
+            .limited(
                 &p("/rooms/{room_id}/state/{kind}/{state_key}"),
                 get(get_state).put(put_state),
+                Class::Messages,
             )
             .route(&p("/rooms/{room_id}/messages"), get(messages))
             .route(&p("/rooms/{room_id}/event/{event_id}"), get(event))
             .route(&p("/rooms/{room_id}/context/{event_id}"), get(context))
-            .route(
+            .limited(
                 &p("/rooms/{room_id}/redact/{event_id}/{txn_id}"),
                 put(redact),
+                Class::Messages,
             )
             .route(
                 &p("/rooms/{room_id}/receipt/{kind}/{event_id}"),
@@ -68,10 +86,23 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
                 get(get_alias).put(put_alias).delete(delete_alias),
             );
     }
-    r.route(
-        "/_matrix/client/v3/createRoom/",
-        post(|| async { crate::error::unrecognized().await }),
-    )
+    r
+}
+
+/// A room event filter given inline (`filter=` on `/messages` and `/context`), compiled.
+fn event_filter(json: Option<&str>) -> Result<EventFilter, ApiError> {
+    let Some(json) = json else {
+        return Ok(EventFilter::default());
+    };
+    if json.len() > MAX_FILTER_BYTES {
+        return Err(ApiError(Error::Matrix(
+            ErrorKind::TooLarge,
+            "Filter too large".into(),
+        )));
+    }
+    let filter: RoomEventFilter = serde_json::from_str(json)
+        .map_err(|_| Error::Matrix(ErrorKind::BadJson, "Invalid filter".into()))?;
+    Ok(EventFilter::new(&filter)?)
 }
 
 pub fn room_id(s: &str) -> Result<ruma::OwnedRoomId, ApiError> {
@@ -146,10 +177,10 @@ async fn send(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((room, kind, txn_id)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
-    let content = object(json_body(&body)?)?;
+    let content = Value::Object(body.object()?);
     let event = NewEvent::message(TimelineEventType::from(kind.as_str()), content);
     let txn = Txn {
         user_id: a.user_id.as_str(),
@@ -231,10 +262,10 @@ async fn put_state_inner(
     room: &str,
     kind: &str,
     key: &str,
-    body: &[u8],
+    body: &Body,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(room)?;
-    let content = object(json_body(body)?)?;
+    let content = Value::Object(body.object()?);
     require_room(s, &room).await?;
     let id =
         s.hs.send_event(
@@ -251,7 +282,7 @@ async fn put_state(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((room, kind, key)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     put_state_inner(&s, &a, &room, &kind, &key, &body).await
 }
@@ -260,7 +291,7 @@ async fn put_state_empty_key(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((room, kind)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     put_state_inner(&s, &a, &room, &kind, "", &body).await
 }
@@ -292,19 +323,11 @@ async fn messages(
             .map_err(|_| Error::invalid_param("Invalid limit"))?,
         None => 10,
     };
-    let filter: ruma::api::client::filter::RoomEventFilter = match &q.filter {
-        Some(f) => serde_json::from_str(f).map_err(|_| {
-            Error::Matrix(
-                ruma::api::error::ErrorKind::BadJson,
-                "Invalid filter".into(),
-            )
-        })?,
-        None => Default::default(),
-    };
+    let filter = event_filter(q.filter.as_deref())?;
     let from = q.from.as_deref().map(parse_position).transpose()?;
     let to = q.to.as_deref().map(parse_position).transpose()?;
-    let lazy = filter::lazy_members(&filter);
-    let keep = move |p: &tessera_core::rooms::Pdu| filter::event_allowed(&filter, p);
+    let lazy = filter.lazy_members;
+    let keep = move |p: &tessera_core::rooms::Pdu| filter.allows(p);
     let page =
         s.hs.messages(
             &room,
@@ -438,7 +461,7 @@ async fn typing(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((room, user)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
     if UserId::parse(&user).ok().as_deref() != Some(&*a.user_id) {
@@ -446,7 +469,7 @@ async fn typing(
             "Cannot set typing for another user",
         )));
     }
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let typing = body["typing"]
         .as_bool()
         .ok_or_else(|| Error::bad_json("`typing` must be a boolean"))?;
@@ -480,10 +503,10 @@ async fn put_alias(
     State(s): State<AppState>,
     Auth(u): Auth,
     Path(a): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let a = alias(&a)?;
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let room = room_id(
         body["room_id"]
             .as_str()
@@ -521,11 +544,8 @@ async fn context(
     let room = room_id(&room)?;
     let id =
         ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
-    let filter: ruma::api::client::filter::RoomEventFilter = match &q.filter {
-        Some(f) => serde_json::from_str(f).map_err(|_| Error::bad_json("Invalid filter"))?,
-        None => Default::default(),
-    };
-    let keep = move |p: &tessera_core::rooms::Pdu| filter::event_allowed(&filter, p);
+    let filter = event_filter(q.filter.as_deref())?;
+    let keep = move |p: &tessera_core::rooms::Pdu| filter.allows(p);
     let ctx =
         s.hs.context(&room, &a.user_id, &id, q.limit.unwrap_or(10), &keep)
             .await?;
@@ -551,16 +571,12 @@ async fn redact(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((room, event_id, txn_id)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
     let target =
         ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
-    let body = if body.is_empty() {
-        json!({})
-    } else {
-        object(json_body(&body)?)?
-    };
+    let body = body.object_or_empty()?;
     let reason = body
         .get("reason")
         .and_then(|r| r.as_str())
@@ -586,16 +602,13 @@ async fn receipt(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((room, kind, event_id)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
     let id =
         ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
-    let body: ReceiptBody = if body.is_empty() {
-        ReceiptBody { thread_id: None }
-    } else {
-        serde_json::from_value(json_body(&body)?).map_err(|e| Error::bad_json(e.to_string()))?
-    };
+    let body: ReceiptBody = serde_json::from_value(Value::Object(body.object_or_empty()?))
+        .map_err(|e| Error::bad_json(e.to_string()))?;
     s.hs.set_receipt(&room, &a.user_id, &kind, &id, body.thread_id.as_deref())
         .await?;
     Ok(Json(json!({})))
@@ -605,10 +618,10 @@ async fn read_markers(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path(room): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let room = room_id(&room)?;
-    let body = object(json_body(&body)?)?;
+    let body = body.object()?;
     for kind in ["m.fully_read", "m.read", "m.read.private"] {
         if let Some(v) = body.get(kind) {
             let id = v

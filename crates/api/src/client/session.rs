@@ -1,6 +1,6 @@
 //! Login, logout, token refresh, whoami (spec: "Client Authentication").
 
-use axum::{extract::State, routing::get, Json, Router};
+use axum::{extract::State, routing::get, Json};
 use ruma::api::client::{
     session::{login, logout, logout_all, refresh_token},
     uiaa::UserIdentifier,
@@ -9,15 +9,15 @@ use serde_json::{json, Value};
 use tessera_core::{accounts::login::LoginTokens, Error};
 
 use super::Auth;
-use crate::{ruma_route, ApiError, AppState, Ruma};
+use crate::{rate_limit::Class, ruma_route, ApiError, AppState, Routes, Ruma};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let r = r
         .route("/_matrix/client/v3/login", get(login_types))
         .route("/_matrix/client/r0/login", get(login_types))
         .route("/_matrix/client/v3/account/whoami", get(whoami))
         .route("/_matrix/client/r0/account/whoami", get(whoami));
-    let r = ruma_route!(r, login::v3::Request, login);
+    let r = ruma_route!(r, login::v3::Request, login, Class::Login);
     let r = ruma_route!(r, logout::v3::Request, logout);
     let r = ruma_route!(r, logout_all::v3::Request, logout_all);
     ruma_route!(r, refresh_token::v3::Request, refresh)
@@ -61,6 +61,8 @@ async fn login(
     let user_id =
         s.hs.parse_user_localpart_or_id(user)
             .map_err(|_| Error::forbidden("Invalid username or password"))?;
+    // Guessing one account's password is limited wherever the guesses come from.
+    s.limiter.check(Class::LoginAccount, user_id.as_str())?;
     s.hs.verify_login(&user_id, &pw.password).await?;
     let tokens =
         s.hs.open_device(

@@ -1,13 +1,17 @@
 //! `GET /sync` (spec: "Syncing").
 
-use axum::{extract::State, Json, Router};
+use axum::{extract::State, Json};
 use ruma::api::client::{filter::FilterDefinition, sync::sync_events};
+use ruma::api::error::ErrorKind;
 use serde_json::Value;
-use tessera_core::{sync::SyncRequest, Error};
+use tessera_core::{
+    sync::{account_data::MAX_FILTER_BYTES, filter::SyncFilter, SyncRequest},
+    Error,
+};
 
-use crate::{ruma_route, ApiError, AppState, Ruma};
+use crate::{ruma_route, ApiError, AppState, Routes, Ruma};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     ruma_route!(r, sync_events::v3::Request, sync)
 }
 
@@ -20,7 +24,15 @@ async fn sync(
     let b = req.body;
     let filter = match b.filter {
         None => FilterDefinition::default(),
-        Some(sync_events::v3::Filter::FilterDefinition(def)) => def,
+        Some(sync_events::v3::Filter::FilterDefinition(def)) => {
+            if serde_json::to_vec(&def).map_or(0, |j| j.len()) > MAX_FILTER_BYTES {
+                return Err(ApiError(Error::Matrix(
+                    ErrorKind::TooLarge,
+                    "Filter too large".into(),
+                )));
+            }
+            def
+        }
         Some(sync_events::v3::Filter::FilterId(id)) => {
             let json = s.hs.get_filter(&user, &id).await?;
             serde_json::from_value(json)
@@ -37,7 +49,7 @@ async fn sync(
                 since,
                 full_state: b.full_state,
                 timeout_ms: b.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
-                filter,
+                filter: SyncFilter::new(&filter)?,
                 use_state_after: b.use_state_after,
             },
         )

@@ -2,18 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use axum::{
-    extract::{Path, State},
-    routing::put,
-    Json, Router,
-};
+use axum::{extract::State, routing::put, Json};
 use serde_json::{json, Value};
 use tessera_core::Error;
 
-use super::{account_data::json_body, Auth};
-use crate::{ApiError, AppState};
+use super::Auth;
+use crate::{
+    extract::{Body, Path},
+    rate_limit::Class,
+    ApiError, AppState, Routes,
+};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let mut r = r;
     for v in ["v3", "r0"] {
         r = r.route(
@@ -28,15 +28,21 @@ async fn send(
     State(s): State<AppState>,
     Auth(a): Auth,
     Path((kind, txn_id)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
+    let body = body.json()?;
     let messages: BTreeMap<String, BTreeMap<String, Value>> =
         serde_json::from_value(body["messages"].clone()).map_err(|_| {
             ApiError(Error::bad_json(
                 "`messages` must map users to devices to contents",
             ))
         })?;
+    // The fan-out is what costs: each recipient device spends one token.
+    if !s.limiter.exempt(Some(&a)) {
+        let recipients = messages.values().map(BTreeMap::len).sum::<usize>();
+        let n = u32::try_from(recipients).unwrap_or(u32::MAX);
+        s.limiter.check_n(Class::ToDevice, a.user_id.as_str(), n)?;
+    }
     s.hs.send_to_device(&a.user_id, &a.device_id, &kind, &txn_id, &messages)
         .await?;
     Ok(Json(json!({})))

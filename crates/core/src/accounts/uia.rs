@@ -8,7 +8,11 @@ use ruma::api::{
 use serde::{Deserialize, Serialize};
 
 use super::tokens;
-use crate::{ports::Value, storage::query_opt, Error, Homeserver, Result};
+use crate::{
+    ports::{Statement, Value},
+    storage::query_opt,
+    Error, Homeserver, Result,
+};
 
 /// Sessions older than this are forgotten.
 const SESSION_LIFETIME_MS: i64 = 30 * 60 * 1000;
@@ -28,23 +32,45 @@ pub struct UiaDone {
 
 impl Homeserver {
     /// Advances the UIA session in `auth` against `flows`. Returns `Error::Uia` (401) until a
-    /// flow is complete. `user` is whose password `m.login.password` must match.
+    /// flow is complete. `user` is whose password `m.login.password` must match; `request`
+    /// names the operation (method and path). A session belongs to the user and the
+    /// operation it was started for, and lives `SESSION_LIFETIME_MS`.
     pub async fn user_interactive_auth(
         &self,
         flows: &[Vec<AuthType>],
         auth: Option<&AuthData>,
         user: Option<&ruma::UserId>,
+        request: &str,
     ) -> Result<UiaDone> {
         let now = self.now();
-        let session = match auth.and_then(|a| a.session()) {
-            Some(s) => s.to_owned(),
-            None => tokens::random_string(24),
+        let owner = user.map(|u| u.to_string()).unwrap_or_default();
+        let (session, mut progress, new) = match auth.and_then(|a| a.session()) {
+            Some(id) => {
+                crate::input::name("UIA session", id, crate::input::MAX_NAME_BYTES)?;
+                let (progress, stored_owner, stored_request) =
+                    self.load_session(id, now).await?.ok_or_else(|| {
+                        Error::Matrix(ErrorKind::Unknown, "Unknown session ID".into())
+                    })?;
+                if stored_owner != owner || stored_request != request {
+                    return Err(Error::forbidden(
+                        "This session was started for another user or operation",
+                    ));
+                }
+                (id.to_owned(), progress, false)
+            }
+            None => (tokens::random_string(24), Progress::default(), true),
         };
-        let mut progress = self.load_progress(&session, now).await?;
         let mut auth_error = None;
 
         if let Some(auth) = auth {
             match self.check_stage(auth, user).await {
+                // Spec: a flow's stages are completed in order.
+                Ok((stage, _)) if !extends_a_flow(flows, &progress.stages, &stage) => {
+                    auth_error = Some(StandardErrorBody::new(
+                        ErrorKind::Unauthorized,
+                        format!("{stage} is not the next stage of any flow"),
+                    ));
+                }
                 Ok((stage, token)) => {
                     if !progress.stages.contains(&stage) {
                         progress.stages.push(stage);
@@ -77,18 +103,36 @@ impl Homeserver {
             });
         }
 
-        self.db
-            .execute(
-                "INSERT INTO uia_sessions (session_id, completed, user_id, created_ts) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (session_id) DO UPDATE SET completed = excluded.completed",
-                vec![
-                    Value::from(&session),
-                    Value::from(serde_json::to_string(&progress)?),
-                    Value::from(user.map(|u| u.to_string())),
-                    Value::Int(now),
-                ],
-            )
-            .await?;
+        let completed = Value::from(serde_json::to_string(&progress)?);
+        if new {
+            // Expired sessions go as new ones come, so the table stays small.
+            self.db
+                .batch(vec![
+                    Statement::new(
+                        "DELETE FROM uia_sessions WHERE created_ts <= $1",
+                        vec![Value::Int(now - SESSION_LIFETIME_MS)],
+                    ),
+                    Statement::new(
+                        "INSERT INTO uia_sessions (session_id, completed, user_id, request, created_ts)
+                         VALUES ($1, $2, $3, $4, $5)",
+                        vec![
+                            Value::from(&session),
+                            completed,
+                            Value::from(owner),
+                            Value::from(request),
+                            Value::Int(now),
+                        ],
+                    ),
+                ])
+                .await?;
+        } else {
+            self.db
+                .execute(
+                    "UPDATE uia_sessions SET completed = $2 WHERE session_id = $1",
+                    vec![Value::from(&session), completed],
+                )
+                .await?;
+        }
         let mut info = UiaaInfo::new(flows.iter().map(|f| AuthFlow::new(f.clone())).collect());
         info.completed = progress
             .stages
@@ -101,17 +145,26 @@ impl Homeserver {
         Err(Error::Uia(Box::new(info)))
     }
 
-    async fn load_progress(&self, session: &str, now: i64) -> Result<Progress> {
+    /// A live session's progress, owner (`""` when none) and operation.
+    async fn load_session(
+        &self,
+        session: &str,
+        now: i64,
+    ) -> Result<Option<(Progress, String, String)>> {
         let row = query_opt(
             self.db.as_ref(),
-            "SELECT completed FROM uia_sessions WHERE session_id = $1 AND created_ts > $2",
+            "SELECT completed, user_id, request FROM uia_sessions WHERE session_id = $1 AND created_ts > $2",
             vec![Value::from(session), Value::Int(now - SESSION_LIFETIME_MS)],
         )
         .await?;
-        match row {
-            Some(row) => Ok(serde_json::from_str(&row.text(0)?)?),
-            None => Ok(Progress::default()),
-        }
+        row.map(|row| {
+            Ok((
+                serde_json::from_str(&row.text(0)?)?,
+                row.opt_text(1)?.unwrap_or_default(),
+                row.text(2)?,
+            ))
+        })
+        .transpose()
     }
 
     /// Checks one stage; returns its type and, for registration tokens, the token.
@@ -168,4 +221,14 @@ impl Homeserver {
             None => false,
         })
     }
+}
+
+/// Whether `stage`, after `done`, follows the order of some flow (spec: "the flow's stages
+/// must be completed in order"). A stage already done may be repeated.
+fn extends_a_flow(flows: &[Vec<AuthType>], done: &[String], stage: &str) -> bool {
+    flows.iter().any(|flow| {
+        let names: Vec<&str> = flow.iter().map(AuthType::as_str).collect();
+        names.starts_with(&done.iter().map(String::as_str).collect::<Vec<_>>())
+            && (done.iter().any(|d| d == stage) || names.get(done.len()) == Some(&stage))
+    })
 }

@@ -14,6 +14,8 @@ use crate::{
 
 /// Most invitees and initial state events one request may carry.
 pub const MAX_INITIAL_EVENTS: usize = 100;
+/// Room IDs tried before giving up (each try is a new millisecond or random ID).
+const MAX_ID_ATTEMPTS: u32 = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
@@ -98,29 +100,45 @@ impl Homeserver {
             }
             create.insert("additional_creators".into(), Json::Array(extra));
         }
-        let create_event = NewEvent::state(StateEventType::RoomCreate, "", Json::Object(create));
-        let (room_id, create_pdu) = if rules.authorization.room_create_event_id_as_room_id {
-            let pdu = self
-                .build_pdu(None, &version, creator, create_event.clone())
-                .await?;
-            let id = RoomId::parse(format!(
-                "!{}",
-                pdu.event_id.as_str().trim_start_matches('$')
-            ))
-            .map_err(Error::internal)?;
-            (id, Some(pdu))
-        } else {
-            let local = crate::accounts::tokens::random_string(18);
-            (
-                RoomId::parse(format!("!{local}:{}", self.server_name()))
-                    .map_err(Error::internal)?,
-                None,
-            )
+        let mut create_event =
+            NewEvent::state(StateEventType::RoomCreate, "", Json::Object(create));
+        // The room's ID, held locked until the room is committed. From room v12 on it is
+        // the create event's reference hash, so two identical requests in one millisecond
+        // would name one room: the later one takes the next millisecond.
+        let mut ts = self.now();
+        let mut attempt = 0;
+        let (room_id, create_pdu, _guard) = loop {
+            let (room_id, pdu) = if rules.authorization.room_create_event_id_as_room_id {
+                create_event.origin_server_ts = Some(ts);
+                let pdu = self
+                    .build_pdu(None, &version, creator, create_event.clone())
+                    .await?;
+                let id = RoomId::parse(format!(
+                    "!{}",
+                    pdu.event_id.as_str().trim_start_matches('$')
+                ))
+                .map_err(Error::internal)?;
+                (id, Some(pdu))
+            } else {
+                let local = crate::accounts::tokens::random_string(18);
+                (
+                    RoomId::parse(format!("!{local}:{}", self.server_name()))
+                        .map_err(Error::internal)?,
+                    None,
+                )
+            };
+            let guard = self.room_lock(&room_id).lock_arc().await;
+            if !self.room_exists(&room_id).await? {
+                break (room_id, pdu, guard);
+            }
+            attempt += 1;
+            if attempt >= MAX_ID_ATTEMPTS {
+                return Err(Error::internal("no free room ID"));
+            }
+            ts += 1;
         };
         // Every row of the new room commits in one batch: a failure or a crash part-way
         // leaves no room behind.
-        let lock = self.room_lock(&room_id);
-        let _guard = lock.lock().await;
         let mut w = self.begin_write(&room_id, &version).await?;
         w.push_prelude(Statement::new(
             "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, $4, $5)",

@@ -80,7 +80,11 @@ impl Homeserver {
     }
 
     pub async fn room_exists(&self, room_id: &RoomId) -> Result<bool> {
-        Ok(self.room_version(room_id).await.is_ok())
+        match self.room_version(room_id).await {
+            Ok(_) => Ok(true),
+            Err(Error::Matrix(ruma::api::error::ErrorKind::NotFound, _)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn resolve_room(&self, target: &RoomOrAliasId) -> Result<OwnedRoomId> {

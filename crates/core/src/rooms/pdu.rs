@@ -201,3 +201,22 @@ impl ruma::state_res::Event for Pdu {
         false
     }
 }
+
+/// A bare PDU for graph tests: only its ID and auth events matter.
+#[cfg(test)]
+pub(crate) fn test_pdu(id: &EventId, auth_events: Vec<OwnedEventId>) -> Pdu {
+    Pdu {
+        event_id: id.to_owned(),
+        room_id: None,
+        sender: ruma::owned_user_id!("@t:example.org"),
+        origin_server_ts: MilliSecondsSinceUnixEpoch(UInt::MIN),
+        kind: TimelineEventType::RoomMessage,
+        content: RawValue::from_string("{}".to_owned()).expect("valid JSON"),
+        state_key: None,
+        prev_events: Vec::new(),
+        auth_events,
+        redacts: None,
+        depth: 0,
+        json: CanonicalJsonObject::new(),
+    }
+}

@@ -9,6 +9,10 @@ use serde_json::Value as Json;
 use super::{state::StateIds, write::membership_of, Pdu};
 use crate::{ports::Value, Error, Homeserver, Result};
 
+/// Rows `/messages` may read per event it returns (as `/sync` does), so a filter that
+/// matches nothing or hidden history cannot make one request read the whole room.
+pub const MAX_SCAN_FACTOR: usize = 20;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     Backward,
@@ -77,6 +81,8 @@ impl Homeserver {
         kind: &StateEventType,
         key: &str,
     ) -> Result<Arc<Pdu>> {
+        crate::input::event_type(&kind.to_string())?;
+        crate::input::state_key(key)?;
         let state = self.visible_state(room_id, user).await?;
         let id = state
             .get(&(kind.clone(), key.to_owned()))
@@ -213,6 +219,11 @@ impl Homeserver {
         });
         let mut events = Vec::new();
         let mut cursor = start;
+        // Filtered-out or hidden events do not shorten the page, but one request reads at
+        // most `MAX_SCAN_FACTOR` rows per event asked for: past that it answers with what
+        // it found and a token to go on from (`end`).
+        let max_scan = limit * MAX_SCAN_FACTOR;
+        let mut scanned = 0;
         // Reads in chunks so filtered-out events do not shorten the page.
         'outer: loop {
             let rows = match dir {
@@ -252,6 +263,14 @@ impl Homeserver {
                 if past_to {
                     break 'outer;
                 }
+                if scanned == max_scan {
+                    return Ok(Page {
+                        events,
+                        start,
+                        end: Some(cursor),
+                    });
+                }
+                scanned += 1;
                 cursor = pos;
                 let pdu = Pdu::from_stored(&r.text(0)?, &r.text(1)?)?;
                 if keep(&pdu) && self.can_see(user, &pdu, Some(&membership)).await? {
@@ -311,42 +330,22 @@ impl Homeserver {
             .ok_or_else(|| Error::not_found("Event not found"))?;
         let limit = limit.min(self.config.max_timeline_limit);
         let (n_before, n_after) = (limit / 2, limit - limit / 2);
-        let mut before = Vec::new();
-        let mut after = Vec::new();
-        if n_before > 0 {
-            let req = PageRequest {
-                from: Some(place.pos),
-                to: None,
-                dir: Direction::Backward,
-                limit: n_before,
-            };
-            before = self.messages(room_id, user, req, keep).await?.events;
-        }
-        if n_after > 0 {
-            let req = PageRequest {
-                from: Some(place.pos),
-                to: None,
-                dir: Direction::Forward,
-                limit: n_after,
-            };
-            after = self.messages(room_id, user, req, keep).await?.events;
-        }
-        let start = match before.last() {
-            Some(p) => self
-                .event_place(&p.event_id)
-                .await?
-                .map_or(place.pos, |pl| pl.pos),
-            None => place.pos,
-        };
-        let (end, last) = match after.last() {
-            Some(p) => (
-                self.event_place(&p.event_id)
-                    .await?
-                    .map_or(place.pos, |pl| pl.pos),
-                p.event_id.clone(),
-            ),
-            None => (place.pos, event.event_id.clone()),
-        };
+        let (before, start) = self
+            .context_side(
+                room_id,
+                user,
+                place.pos,
+                Direction::Backward,
+                n_before,
+                keep,
+            )
+            .await?;
+        let (after, end) = self
+            .context_side(room_id, user, place.pos, Direction::Forward, n_after, keep)
+            .await?;
+        let last = after
+            .last()
+            .map_or_else(|| event.event_id.clone(), |p| p.event_id.clone());
         let last_place = self
             .event_place(&last)
             .await?
@@ -362,5 +361,37 @@ impl Homeserver {
             end,
             state,
         })
+    }
+
+    /// One side of `/context`: a bounded `/messages` page from `pos`, with the token to go
+    /// on from: the page's `end`, else (the room's start or end was reached) its last event.
+    async fn context_side(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        pos: i64,
+        dir: Direction,
+        limit: usize,
+        keep: &(dyn Fn(&Pdu) -> bool + Send + Sync),
+    ) -> Result<(Vec<Pdu>, i64)> {
+        if limit == 0 {
+            return Ok((Vec::new(), pos));
+        }
+        let req = PageRequest {
+            from: Some(pos),
+            to: None,
+            dir,
+            limit,
+        };
+        let page = self.messages(room_id, user, req, keep).await?;
+        let token = match (page.end, page.events.last()) {
+            (Some(end), _) => end,
+            (None, Some(p)) => self
+                .event_place(&p.event_id)
+                .await?
+                .map_or(pos, |pl| pl.pos),
+            (None, None) => pos,
+        };
+        Ok((page.events, token))
     }
 }

@@ -49,6 +49,7 @@ impl Homeserver {
             content,
             state_key: None,
             redacts: Some(target.to_owned()),
+            origin_server_ts: None,
         };
         self.send_event(room_id, sender, event, Some(txn)).await
     }

@@ -16,8 +16,9 @@ use super::{
 };
 use crate::{ports::Value, storage::query_opt, Error, Homeserver, Result};
 
-/// Spec: PDUs are at most 65536 bytes.
-pub const MAX_PDU_BYTES: usize = 65_536;
+/// Spec ("Size limits"): a PDU, signatures included, is at most 64 KiB in canonical JSON;
+/// ruma's hashing and format checks allow 65,535 bytes, so do we.
+pub const MAX_PDU_BYTES: usize = 65_535;
 /// Most `prev_events` a local event references.
 const MAX_PREV_EVENTS: usize = 20;
 
@@ -28,6 +29,8 @@ pub struct NewEvent {
     pub content: Json,
     pub state_key: Option<String>,
     pub redacts: Option<OwnedEventId>,
+    /// `origin_server_ts`, when not now (see `create_room`).
+    pub origin_server_ts: Option<i64>,
 }
 
 impl NewEvent {
@@ -37,6 +40,7 @@ impl NewEvent {
             content,
             state_key: Some(key.into()),
             redacts: None,
+            origin_server_ts: None,
         }
     }
     pub fn message(kind: TimelineEventType, content: Json) -> Self {
@@ -45,6 +49,7 @@ impl NewEvent {
             content,
             state_key: None,
             redacts: None,
+            origin_server_ts: None,
         }
     }
 }
@@ -65,6 +70,13 @@ impl Homeserver {
         event: NewEvent,
         txn: Option<Txn<'_>>,
     ) -> Result<OwnedEventId> {
+        crate::input::event_type(&event.kind.to_string())?;
+        if let Some(key) = &event.state_key {
+            crate::input::state_key(key)?;
+        }
+        if let Some(t) = &txn {
+            crate::input::txn_id(t.txn_id)?;
+        }
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
         if let Some(t) = &txn {
@@ -151,7 +163,10 @@ impl Homeserver {
         obj.insert("sender".into(), sender.as_str().into());
         obj.insert(
             "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(ruma::Int::try_from(self.now()).unwrap_or_default()),
+            CanonicalJsonValue::Integer(
+                ruma::Int::try_from(event.origin_server_ts.unwrap_or_else(|| self.now()))
+                    .unwrap_or_default(),
+            ),
         );
         obj.insert("content".into(), content);
         obj.insert(
@@ -201,7 +216,10 @@ impl Homeserver {
             &mut obj,
             &rules.redaction,
         )
-        .map_err(Error::internal)?;
+        .map_err(|e| match e {
+            signatures::JsonError::PduTooLarge => too_large(),
+            other => Error::internal(other),
+        })?;
         if serde_json::to_string(&obj)?.len() > MAX_PDU_BYTES {
             return Err(too_large());
         }

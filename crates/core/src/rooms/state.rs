@@ -41,37 +41,52 @@ pub struct NewGroup {
 }
 
 impl Homeserver {
-    /// Loads a state group with its chain length.
+    /// Loads a state group with its chain length: walks the deltas back to a cached or
+    /// full group (at most `MAX_CHAIN` steps), then applies them forwards.
     pub async fn state_group(&self, id: i64) -> Result<(Arc<StateIds>, i64)> {
         if let Some(hit) = self.state_cache.0.get(&id) {
             return Ok(hit);
         }
-        let row = query_opt(
-            self.db.as_ref(),
-            "SELECT prev_group, chain_len FROM state_groups WHERE group_id = $1",
-            vec![Value::Int(id)],
-        )
-        .await?
-        .ok_or_else(|| Error::Internal(format!("state group {id} missing")))?;
-        let (prev, chain) = (row.opt_int(0)?, row.int(1)?);
-        let mut state = match prev {
-            Some(p) => (*Box::pin(self.state_group(p)).await?.0).clone(),
-            None => StateIds::new(),
-        };
-        for r in self
-            .db
-            .query(
-                "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = $1",
-                vec![Value::Int(id)],
+        // (group, chain length) from `id` back towards the base.
+        let mut deltas: Vec<(i64, i64)> = Vec::new();
+        let mut cursor = Some(id);
+        let mut state = StateIds::new();
+        while let Some(group) = cursor {
+            if let Some((cached, _)) = self.state_cache.0.get(&group) {
+                state = (*cached).clone();
+                break;
+            }
+            if deltas.len() as i64 > MAX_CHAIN {
+                return Err(Error::Internal(format!("state group {id}: chain too long")));
+            }
+            let row = query_opt(
+                self.db.as_ref(),
+                "SELECT prev_group, chain_len FROM state_groups WHERE group_id = $1",
+                vec![Value::Int(group)],
             )
             .await?
-        {
-            let event_id = OwnedEventId::try_from(r.text(2)?).map_err(Error::internal)?;
-            state.insert((StateEventType::from(r.text(0)?), r.text(1)?), event_id);
+            .ok_or_else(|| Error::Internal(format!("state group {group} missing")))?;
+            deltas.push((group, row.int(1)?));
+            cursor = row.opt_int(0)?;
         }
-        let state = Arc::new(state);
-        self.state_cache.0.put(id, (state.clone(), chain));
-        Ok((state, chain))
+        let mut out = None;
+        for (group, chain) in deltas.into_iter().rev() {
+            for r in self
+                .db
+                .query(
+                    "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = $1",
+                    vec![Value::Int(group)],
+                )
+                .await?
+            {
+                let event_id = OwnedEventId::try_from(r.text(2)?).map_err(Error::internal)?;
+                state.insert((StateEventType::from(r.text(0)?), r.text(1)?), event_id);
+            }
+            let shared = Arc::new(state.clone());
+            self.state_cache.0.put(group, (shared.clone(), chain));
+            out = Some((shared, chain));
+        }
+        out.ok_or_else(|| Error::Internal(format!("state group {id} missing")))
     }
 
     /// Plans a new group `id` equal to `state`, as a delta on `base` (id, state, chain

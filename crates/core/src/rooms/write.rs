@@ -441,15 +441,12 @@ impl Homeserver {
         let mut events = EventMap::new();
         self.load_auth_closure(states.iter().flat_map(|s| s.values().cloned()), &mut events)
             .await?;
+        // Each state set's events with their auth chains, walked once per set.
         let auth_chains = states
             .iter()
             .map(|s| {
-                s.values()
-                    .flat_map(|id| {
-                        let mut chain = auth_chain::auth_chain(id, &events);
-                        chain.insert(id.clone());
-                        chain
-                    })
+                auth_chain::auth_closure(s.values(), &events)
+                    .into_iter()
                     .collect()
             })
             .collect();

@@ -21,6 +21,7 @@ impl Homeserver {
         kind: &str,
         content: &Json,
     ) -> Result<()> {
+        crate::input::event_type(kind)?;
         if !content.is_object() {
             return Err(Error::bad_json("content must be an object"));
         }
@@ -50,6 +51,7 @@ impl Homeserver {
         room: Option<&RoomId>,
         kind: &str,
     ) -> Result<Json> {
+        crate::input::event_type(kind)?;
         let room = room.map(|r| r.as_str().to_owned()).unwrap_or_default();
         let row = query_opt(
             self.db.as_ref(),
@@ -87,8 +89,8 @@ impl Homeserver {
     }
 }
 
-/// Longest filter accepted.
-pub const MAX_FILTER_BYTES: usize = 16 * 1024;
+/// Longest filter accepted, stored or given inline.
+pub const MAX_FILTER_BYTES: usize = 64 * 1024;
 
 impl Homeserver {
     pub async fn create_filter(&self, user: &UserId, filter: &Json) -> Result<String> {
@@ -110,6 +112,7 @@ impl Homeserver {
     }
 
     pub async fn get_filter(&self, user: &UserId, id: &str) -> Result<Json> {
+        crate::input::name("Filter ID", id, crate::input::MAX_NAME_BYTES)?;
         let row = query_opt(
             self.db.as_ref(),
             "SELECT json FROM filters WHERE user_id = $1 AND filter_id = $2",

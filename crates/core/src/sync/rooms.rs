@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use ruma::{events::StateEventType, OwnedRoomId, RoomId, UserId};
 use serde_json::{json, Value as Json};
 
-use super::{filter, SyncRequest, SyncToken};
+use super::{filter::EventFilter, SyncRequest, SyncToken};
 use crate::{
     ports::Value,
     rooms::{state::StateIds, Pdu},
@@ -69,7 +69,7 @@ impl Homeserver {
             .await?;
         for r in rows {
             let room_id = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
-            if !filter::room_allowed(&req.filter, &room_id) {
+            if !req.filter.room_allowed(&room_id) {
                 continue;
             }
             let (membership, member_pos) = (r.text(1)?, r.int(3)?);
@@ -97,9 +97,7 @@ impl Homeserver {
                     };
                     section.insert(room_id, json!({ key: { "events": stripped } }));
                 }
-                "leave" | "ban"
-                    if changed && (since.is_some() || req.filter.room.include_leave) =>
-                {
+                "leave" | "ban" if changed && (since.is_some() || req.filter.include_leave) => {
                     let room = self
                         .left_room(user, &room_id, req, since, member_pos)
                         .await?;
@@ -130,19 +128,28 @@ impl Homeserver {
         let (timeline, limited) = self
             .timeline(
                 room_id,
-                &req.filter.room.timeline,
+                &req.filter.timeline,
                 from,
                 now.pos,
                 (user, "join", member_pos),
             )
             .await?;
-        let typing = self.typing_since(room_id, since.map(|s| s.typing));
-        let account_data = self
+        let f = &req.filter;
+        let typing = match f.ephemeral.allows_type("m.typing") {
+            true => self.typing_since(room_id, since.map(|s| s.typing)),
+            false => None,
+        };
+        let mut account_data = self
             .account_data_since(user, Some(room_id), since.map(|s| s.pos), now.pos)
             .await?;
-        let receipts = self
-            .receipts_since(room_id, user, since.map(|s| s.pos), now.pos)
-            .await?;
+        account_data.retain(|e| f.room_account_data.allows_json(e));
+        let receipts = match f.ephemeral.allows_type("m.receipt") {
+            true => {
+                self.receipts_since(room_id, user, since.map(|s| s.pos), now.pos)
+                    .await?
+            }
+            false => None,
+        };
         if from.is_some()
             && timeline.is_empty()
             && typing.is_none()
@@ -168,13 +175,7 @@ impl Homeserver {
         // Spec ("Room summary"): unchanged fields may be left out of an incremental sync,
         // and only member events change them. The timeline shows every event since `from`
         // unless it is limited or filtered; otherwise look in the room.
-        let f = &req.filter.room.timeline;
-        let timeline_whole = !limited
-            && f.types.is_none()
-            && f.not_types.is_empty()
-            && f.senders.is_none()
-            && f.not_senders.is_empty()
-            && f.url_filter.is_none();
+        let timeline_whole = !limited && req.filter.timeline.is_everything();
         let members_moved = match from {
             None => true,
             Some(_) if req.full_state => true,
@@ -212,7 +213,7 @@ impl Homeserver {
     async fn timeline(
         &self,
         room_id: &RoomId,
-        f: &ruma::api::client::filter::RoomEventFilter,
+        f: &EventFilter,
         from: Option<i64>,
         upto: i64,
         viewer: (&UserId, &str, i64),
@@ -221,7 +222,6 @@ impl Homeserver {
         let mut scanned = 0usize;
         let limit = f
             .limit
-            .map(|l| u64::from(l) as usize)
             .unwrap_or(DEFAULT_TIMELINE_LIMIT)
             .clamp(1, self.config.max_timeline_limit);
         let mut out = Vec::new();
@@ -252,7 +252,7 @@ impl Homeserver {
                 // the room's history visibility.
                 let visible = (membership == "join" && cursor > member_pos)
                     || self.can_see(user, &pdu, Some(membership)).await?;
-                if visible && filter::event_allowed(f, &pdu) {
+                if visible && f.allows(&pdu) {
                     if out.len() == limit {
                         out.reverse();
                         return Ok((out, true));
@@ -277,7 +277,7 @@ impl Homeserver {
         limited: bool,
         user: &UserId,
     ) -> Result<Vec<Json>> {
-        let lazy = filter::lazy_members(&req.filter.room.state);
+        let lazy = req.filter.state.lazy_members;
         // An incremental, unlimited timeline shows every state change itself. With lazy
         // loading the client may still lack the senders' member events (spec: "Lazy-loading
         // room members"; sending ones it has is allowed).
@@ -318,7 +318,7 @@ impl Homeserver {
                 continue;
             }
             if let Some(p) = self.get_pdu(id).await? {
-                if filter::event_allowed(&req.filter.room.state, &p) {
+                if req.filter.state.allows(&p) {
                     out.push(sync_event(&p));
                 }
             }
@@ -346,7 +346,7 @@ impl Homeserver {
             let key = (StateEventType::RoomMember, sender.to_owned());
             if let Some(id) = state.get(&key) {
                 if let Some(p) = self.get_pdu(id).await? {
-                    if filter::event_allowed(&req.filter.room.state, &p) {
+                    if req.filter.state.allows(&p) {
                         out.push(sync_event(&p));
                     }
                 }
@@ -366,7 +366,7 @@ impl Homeserver {
         let (timeline, limited) = self
             .timeline(
                 room_id,
-                &req.filter.room.timeline,
+                &req.filter.timeline,
                 since.map(|s| s.pos),
                 leave_pos,
                 (user, "leave", leave_pos),

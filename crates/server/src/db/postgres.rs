@@ -10,7 +10,7 @@ use sqlx::{
     Arguments, AssertSqlSafe, Decode, Executor, Postgres, Row as _, SqlSafeStr, Statement as _,
     TypeInfo, ValueRef,
 };
-use tessera_core::ports::{Database, DbError, Engine, Row, Statement, Value};
+use tessera_core::ports::{check_storable, Database, DbError, Engine, Row, Statement, Value};
 
 use super::{decode_err, map_err, whole};
 
@@ -66,6 +66,7 @@ async fn run(
     params: Vec<Value>,
     fetch: bool,
 ) -> Result<(Vec<PgRow>, u64), DbError> {
+    check_storable(&params)?;
     let stmt = (&mut *conn)
         .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
         .await
@@ -195,7 +196,10 @@ impl Database for PgDb {
                 return Err(DbError::Conflict);
             }
         }
-        tx.commit().await.map_err(map_err)
+        // Until here an error rolls back (dropping `tx`); during the commit it is unknown.
+        tx.commit()
+            .await
+            .map_err(|e| DbError::CommitUnknown(e.to_string()))
     }
 
     async fn execute_script(&self, sql: &str) -> Result<(), DbError> {

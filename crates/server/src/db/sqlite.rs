@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rusqlite::{
     ffi, types::ValueRef, Connection, ErrorCode, OpenFlags, ToSql, TransactionBehavior,
 };
-use tessera_core::ports::{Database, DbError, Engine, Row, Statement, Value};
+use tessera_core::ports::{check_storable, Database, DbError, Engine, Row, Statement, Value};
 use tokio::sync::Semaphore;
 
 use super::{decode_err, whole};
@@ -126,7 +126,8 @@ impl SqliteDb {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
             let out = f(&tx)?; // dropping `tx` on error rolls back
-            tx.commit().map_err(map_err)?;
+            tx.commit()
+                .map_err(|e| DbError::CommitUnknown(e.to_string()))?;
             Ok(out)
         };
         // A commit waits for the disk (`synchronous = FULL`): on a multi-threaded runtime
@@ -217,6 +218,7 @@ fn decode_row(row: &rusqlite::Row<'_>, columns: usize) -> Result<Row, DbError> {
 }
 
 fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+    check_storable(params)?;
     let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
     bind(&mut stmt, params)?;
     let columns = stmt.column_count();
@@ -230,6 +232,7 @@ fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>,
 
 /// Runs a statement to completion (it may have `RETURNING` rows) and counts changed rows.
 fn run_execute(conn: &Connection, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+    check_storable(params)?;
     let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
     bind(&mut stmt, params)?;
     let mut rows = stmt.raw_query();

@@ -1,0 +1,143 @@
+//! A batch the engine refuses (bad input, a constraint) rolled back for sure: the next
+//! commit must not reload every stream position from the database (full scans of every
+//! stream table), and positions go on without a gap or a repeat. Only a commit whose
+//! outcome is unknown may cost that. SQLite, and PostgreSQL with TESSERA_TEST_POSTGRES_URL.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use async_trait::async_trait;
+use sqlx::Connection;
+use tessera_core::{
+    homeserver::{Audience, Stream},
+    ports::{Database, DbError, Engine, Row, Statement, Value},
+    Config, Error, Homeserver,
+};
+use tessera_server::{BlockingOffload, SystemClock, WatchWakeups};
+
+/// Passes everything through, counting the queries that reload stream positions.
+struct Counting {
+    inner: Arc<dyn Database>,
+    reloads: AtomicUsize,
+}
+
+#[async_trait]
+impl Database for Counting {
+    fn engine(&self) -> Engine {
+        self.inner.engine()
+    }
+    async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, DbError> {
+        if sql.starts_with("SELECT MAX(stream_pos)") {
+            self.reloads.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.query(sql, params).await
+    }
+    async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        self.inner.execute(sql, params).await
+    }
+    async fn batch(&self, statements: Vec<Statement>) -> Result<(), DbError> {
+        self.inner.batch(statements).await
+    }
+    async fn execute_script(&self, sql: &str) -> Result<(), DbError> {
+        self.inner.execute_script(sql).await
+    }
+}
+
+fn presence(user: &str, state: Option<&str>, msg: &str, pos: i64) -> Vec<Statement> {
+    vec![Statement::new(
+        "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)",
+        vec![user.into(), state.into(), msg.into(), Value::Int(0), Value::Int(pos)],
+    )]
+}
+
+async fn check(url: &str) {
+    let inner = tessera_server::db::connect(url, Default::default())
+        .await
+        .expect("database");
+    let db = Arc::new(Counting {
+        inner,
+        reloads: AtomicUsize::new(0),
+    });
+    let hs = Homeserver::new(
+        Config::new(ruma::server_name!("localhost").to_owned()),
+        db.clone(),
+        Arc::new(SystemClock),
+        Arc::new(WatchWakeups::new()),
+        Arc::new(BlockingOffload::new(1)),
+    )
+    .await
+    .expect("homeserver");
+    let first = hs
+        .commit(&[Stream::Presence], Audience::Everyone, |pos| {
+            presence("@a:localhost", Some("online"), "", pos)
+        })
+        .await
+        .expect("a good commit");
+    db.reloads.store(0, Ordering::SeqCst);
+
+    // Refused before it runs: text no engine stores.
+    let nul = hs
+        .commit(&[Stream::Presence], Audience::Everyone, |pos| {
+            presence("@b:localhost", Some("online"), "a\0b", pos)
+        })
+        .await;
+    assert!(
+        matches!(nul, Err(Error::Db(DbError::InvalidInput(_)))),
+        "{nul:?}"
+    );
+    // Refused inside the transaction: a NOT NULL column left empty, a duplicate key.
+    let null = hs
+        .commit(&[Stream::Presence], Audience::Everyone, |pos| {
+            presence("@c:localhost", None, "", pos)
+        })
+        .await;
+    assert!(matches!(null, Err(Error::Db(_))), "{null:?}");
+    let duplicate = hs
+        .commit(&[Stream::Presence], Audience::Everyone, |pos| {
+            presence("@a:localhost", Some("online"), "", pos)
+        })
+        .await;
+    assert!(
+        matches!(duplicate, Err(Error::Db(DbError::UniqueViolation))),
+        "{duplicate:?}"
+    );
+
+    let next = hs
+        .commit(&[Stream::Presence], Audience::Everyone, |pos| {
+            presence("@d:localhost", Some("online"), "", pos)
+        })
+        .await
+        .expect("a good commit after the refused ones");
+    assert_eq!(next, first + 1, "no position lost or repeated");
+    assert_eq!(
+        db.reloads.load(Ordering::SeqCst),
+        0,
+        "a refused statement made a later commit reload the positions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_statements_cost_later_commits_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    check(&format!("sqlite://{}", dir.path().join("t.db").display())).await;
+    if let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") {
+        let name = format!("tessera_refused_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&base).await.expect("postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let url = format!(
+            "{}/{name}",
+            base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
+        );
+        check(&url).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
