@@ -441,3 +441,157 @@ async fn uia_sessions_belong_to_their_user_and_operation() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tags_survive_odd_m_tag_content() {
+    let server = harness::start().await;
+    let (user, token, room) = user_in_room(&server, "tagger").await;
+    // `m.tag` may be set as plain account data, in any shape (this panicked a worker).
+    let base = format!("/_matrix/client/v3/user/{user}/rooms/{room}");
+    for content in [json!({ "tags": "x" }), json!({ "tags": [1] }), json!({})] {
+        server
+            .ok(
+                "PUT",
+                &format!("{base}/account_data/m.tag"),
+                &token,
+                Some(content),
+            )
+            .await;
+        server
+            .ok(
+                "PUT",
+                &format!("{base}/tags/u.work"),
+                &token,
+                Some(json!({ "order": 0.5 })),
+            )
+            .await;
+        let tags = server
+            .ok("GET", &format!("{base}/tags"), &token, None)
+            .await;
+        assert_eq!(tags["tags"]["u.work"]["order"], 0.5, "{tags}");
+        server
+            .ok("DELETE", &format!("{base}/tags/u.work"), &token, None)
+            .await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slow_and_surplus_connections_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = harness::start_with(harness::Options {
+        configure: |c| {
+            c.limits.max_connections_per_ip = 4;
+            c.limits.header_timeout_ms = 300;
+        },
+        ..Default::default()
+    })
+    .await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    // Four connections that never finish their headers…
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // …fill the address's share: a fifth is closed at once.
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("closed, not left hanging")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a connection over the cap was served");
+    // The slow ones are cut off once their header time is up.
+    for mut s in slow {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a slow client is cut off")
+            .unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    // Then the address may connect again.
+    let (status, _) = server
+        .req("GET", "/_matrix/client/versions", None, None)
+        .await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_strings_that_reach_keys_are_bounded() {
+    let server = harness::start().await;
+    let (user, token, room) = user_in_room(&server, "keyed").await;
+    let event = server.send_text(&token, &room, "k", "hi").await;
+    let long = "d".repeat(300);
+    let login = json!({
+        "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user },
+        "password": "correct horse battery", "device_id": long,
+    });
+    let (status, body) = server
+        .req("POST", "/_matrix/client/v3/login", None, Some(login))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, Some("M_INVALID_PARAM")),
+        "{body}"
+    );
+    let whoami = server
+        .ok("GET", "/_matrix/client/v3/account/whoami", &token, None)
+        .await;
+    let device = whoami["device_id"].as_str().unwrap();
+    let cases = [
+        (
+            "PUT",
+            format!("/_matrix/client/v3/devices/{device}"),
+            json!({ "display_name": long }),
+        ),
+        (
+            "POST",
+            format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}"),
+            json!({ "thread_id": "not-a-thread" }),
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/keys/upload".to_owned(),
+            json!({ "one_time_keys": { format!("signed_curve25519:{long}"): { "key": "k" } } }),
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/keys/upload".to_owned(),
+            json!({ "fallback_keys": (0..11).map(|i| (format!("a{i}:k"), json!({ "key": "k" }))).collect::<serde_json::Map<_, _>>() }),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let (status, json) = server.req(method, &path, Some(&token), Some(body)).await;
+        assert_eq!(
+            (status, code(&json)),
+            (400, Some("M_INVALID_PARAM")),
+            "{method} {path}: {json}"
+        );
+    }
+    // A stored filter that no sync could use is refused when it is stored.
+    let types: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
+    let (status, json) = server
+        .req(
+            "POST",
+            &format!("/_matrix/client/v3/user/{user}/filter"),
+            Some(&token),
+            Some(json!({ "room": { "timeline": { "types": types } } })),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (400, Some("M_INVALID_PARAM")),
+        "{json}"
+    );
+    server.stop().await;
+}

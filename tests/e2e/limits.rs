@@ -16,9 +16,12 @@ fn generous(c: &mut Config) {
     r.enabled = true;
     r.per_second = 1000.0;
     r.burst = 10_000;
-    r.trust_forwarded_for = true;
+    // The tests' requests come from loopback: let them name other addresses.
+    r.trusted_proxies = vec!["127.0.0.1".into()];
     for b in [
         &mut r.per_ip,
+        &mut r.ephemeral,
+        &mut r.profile,
         &mut r.messages,
         &mut r.joins,
         &mut r.invites,
@@ -357,70 +360,44 @@ async fn registration_and_login_are_limited_per_address_and_per_account() {
     .await;
     assert_ok("another address", &answer);
 
-    let login = |user: &str, password: &str| json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
-    // Per account: two guesses at reg0, wherever they come from, then refused.
-    for ip in ["10.0.1.1", "10.0.1.2"] {
-        let (status, _, _) = send(
+    let login = |user: &'static str, password: &'static str, ip: &'static str| {
+        let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
+        send(
             &server,
             "POST",
             "/_matrix/client/v3/login",
             None,
-            Some(login("reg0", "wrong")),
+            Some(body),
             Some(ip),
         )
-        .await;
-        assert_eq!(status, 403);
+    };
+    let right = "correct horse battery";
+    // Per account: right passwords spend nothing…
+    for ip in ["10.0.1.1", "10.0.1.2", "10.0.1.1"] {
+        assert_ok("a right password", &login("reg0", right, ip).await);
     }
-    let answer = send(
-        &server,
-        "POST",
-        "/_matrix/client/v3/login",
-        None,
-        Some(login("reg0", "correct horse battery")),
-        Some("10.0.1.3"),
-    )
-    .await;
-    assert_limited("a third password for one account", &answer);
+    // …wrong ones do, wherever they come from: two use the budget up, the third finds
+    // it empty, and then even the right one waits.
+    for ip in ["10.0.1.4", "10.0.1.5", "10.0.1.6"] {
+        assert_eq!(login("reg0", "wrong", ip).await.0, 403);
+    }
+    assert_limited("a locked account", &login("reg0", right, "10.0.1.7").await);
     // Another account is unaffected.
-    let answer = send(
-        &server,
-        "POST",
-        "/_matrix/client/v3/login",
-        None,
-        Some(login("reg1", "correct horse battery")),
-        Some("10.0.1.3"),
-    )
-    .await;
-    assert_ok("another account", &answer);
+    assert_ok("another account", &login("reg1", right, "10.0.1.7").await);
     // Per address: four attempts from one address, whatever the accounts.
     for user in ["reg1", "reg2"] {
-        let (status, _, _) = send(
-            &server,
-            "POST",
-            "/_matrix/client/v3/login",
-            None,
-            Some(login(user, "wrong")),
-            Some("10.0.1.3"),
-        )
-        .await;
-        assert_eq!(status, 403, "{user}");
+        assert_eq!(login(user, "wrong", "10.0.1.7").await.0, 403, "{user}");
     }
-    let answer = send(
-        &server,
-        "POST",
-        "/_matrix/client/v3/login",
-        None,
-        Some(login("reg2", "correct horse battery")),
-        Some("10.0.1.3"),
-    )
-    .await;
-    assert_limited("a fifth login from one address", &answer);
+    assert_limited(
+        "a fifth login from one address",
+        &login("reg2", right, "10.0.1.7").await,
+    );
 
-    // Passwords tried through user-interactive auth spend the account's budget too.
+    // Wrong passwords through user-interactive auth spend the account's budget too.
     let (_, token) = server.register("uia-target").await;
     let auth = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "uia-target" }, "password": "wrong" });
-    for _ in 0..2 {
-        let (status, _, _) = send(
+    let deactivate = || {
+        send(
             &server,
             "POST",
             "/_matrix/client/v3/account/deactivate",
@@ -428,19 +405,11 @@ async fn registration_and_login_are_limited_per_address_and_per_account() {
             Some(json!({ "auth": auth })),
             None,
         )
-        .await;
-        assert_eq!(status, 401);
+    };
+    for _ in 0..3 {
+        assert_eq!(deactivate().await.0, 401);
     }
-    let answer = send(
-        &server,
-        "POST",
-        "/_matrix/client/v3/account/deactivate",
-        Some(&token),
-        Some(json!({ "auth": auth })),
-        None,
-    )
-    .await;
-    assert_limited("a third password through UIA", &answer);
+    assert_limited("a fourth wrong password through UIA", &deactivate().await);
     server.stop().await;
 }
 
@@ -607,5 +576,133 @@ async fn admins_and_listed_users_can_be_exempted() {
             assert_ok(who, &answer);
         }
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ephemeral_updates_profiles_and_room_invites_have_budgets() {
+    fn config(c: &mut Config) {
+        generous(c);
+        c.rate_limits.ephemeral = tight(3);
+        c.rate_limits.profile = tight(1);
+        c.rate_limits.invites = tight(3);
+    }
+    let server = start(config).await;
+    let (alice, alice_token) = server.register("eph-alice").await;
+    let (_, bob_token) = server.register("eph-bob").await;
+    let room = server.create_room(&alice_token, json!({})).await;
+    let event = server.send_text(&alice_token, &room, "e", "hi").await;
+    let (server_ref, token) = (&server, alice_token.as_str());
+    let put = |path: String, body: Value| async move {
+        send(server_ref, "PUT", &path, Some(token), Some(body), None).await
+    };
+    let post = |path: String, body: Value| async move {
+        send(server_ref, "POST", &path, Some(token), Some(body), None).await
+    };
+    // Typing, receipts, read markers and presence share one budget.
+    let typing = format!("/_matrix/client/v3/rooms/{room}/typing/{alice}");
+    assert_ok("typing", &put(typing, json!({ "typing": true })).await);
+    let receipt = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}");
+    assert_ok("receipt", &post(receipt, json!({})).await);
+    let presence = format!("/_matrix/client/v3/presence/{alice}/status");
+    assert_ok(
+        "presence",
+        &put(presence, json!({ "presence": "online" })).await,
+    );
+    let markers = format!("/_matrix/client/v3/rooms/{room}/read_markers");
+    assert_limited(
+        "read markers",
+        &post(markers, json!({ "m.fully_read": event })).await,
+    );
+    // One profile change, then the next waits.
+    let name = format!("/_matrix/client/v3/profile/{alice}/displayname");
+    assert_ok(
+        "a new name",
+        &put(name.clone(), json!({ "displayname": "A" })).await,
+    );
+    assert_limited(
+        "another name",
+        &put(name, json!({ "displayname": "B" })).await,
+    );
+    // Invites made with a new room spend the invite budget: three people use it up.
+    let mut guests = Vec::new();
+    for i in 0..4 {
+        guests.push(server.register(&format!("eph-guest{i}")).await.0);
+    }
+    let create = |body: Value| {
+        send(
+            &server,
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&bob_token),
+            Some(body),
+            None,
+        )
+    };
+    assert_ok(
+        "three invites",
+        &create(json!({ "invite": guests[..3] })).await,
+    );
+    assert_limited("one more", &create(json!({ "invite": [guests[3]] })).await);
+    assert_ok("no invites", &create(json!({})).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn to_device_wildcards_count_every_device_and_untrusted_forwarding_is_ignored() {
+    fn config(c: &mut Config) {
+        generous(c);
+        c.rate_limits.to_device = tight(5);
+        c.rate_limits.per_ip = tight(20);
+        c.rate_limits.trusted_proxies = Vec::new();
+    }
+    let server = start(config).await;
+    let (alice, _) = server.register("wild-alice").await;
+    for _ in 0..3 {
+        server.login("wild-alice").await;
+    }
+    let (_, bob_token) = server.register("wild-bob").await;
+    // Alice has four devices: `*` is four messages, so a second fan-out does not fit.
+    let all = json!({ "messages": { alice.clone(): { "*": { "x": 1 } } } });
+    let (server_ref, token, all_ref) = (&server, bob_token.as_str(), &all);
+    let to_device = |txn: &'static str| async move {
+        let path = format!("/_matrix/client/v3/sendToDevice/m.x/{txn}");
+        send(
+            server_ref,
+            "PUT",
+            &path,
+            Some(token),
+            Some(all_ref.clone()),
+            None,
+        )
+        .await
+    };
+    assert_ok("four devices", &to_device("1").await);
+    assert_limited("four more", &to_device("2").await);
+    // A retry of the first is not charged again.
+    assert_ok("a retry", &to_device("1").await);
+
+    // Without trusted proxies, X-Forwarded-For changes nothing: loopback's budget runs out.
+    let mut refused = None;
+    for i in 0..30 {
+        let ip = format!("10.1.1.{i}");
+        let answer = send(
+            &server,
+            "GET",
+            "/_matrix/client/versions",
+            None,
+            None,
+            Some(&ip),
+        )
+        .await;
+        if answer.0 == 429 {
+            refused = Some(answer);
+            break;
+        }
+    }
+    assert_limited(
+        "one address, whatever it claims",
+        &refused.expect("refused within 30"),
+    );
     server.stop().await;
 }

@@ -53,8 +53,35 @@ impl Credentials {
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl ClientIp {
+    /// The rate-limit key: the address, or for IPv6 its /64 (one subscriber's network:
+    /// an attacker holding one has 2^64 addresses).
     pub fn key(&self) -> String {
-        self.0.map(|ip| ip.to_string()).unwrap_or_default()
+        match self.0 {
+            None => String::new(),
+            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+            Some(ip) => ip.to_string(),
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientIp>()
+            .copied()
+            .unwrap_or(ClientIp(None)))
     }
 }
 
@@ -75,27 +102,41 @@ pub(crate) fn access_token(req: &http::request::Parts) -> Option<String> {
     })
 }
 
-fn client_ip(parts: &http::request::Parts, trust_forwarded_for: bool) -> ClientIp {
-    if trust_forwarded_for {
-        // The last entry is the one the proxy added; anything before it the client wrote.
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|a| a.trim().parse::<IpAddr>().ok());
-        if forwarded.is_some() {
-            return ClientIp(forwarded);
+/// The client's address: the peer's, unless the peer is a trusted proxy; then the last
+/// `X-Forwarded-For` entry that is not itself a trusted proxy (entries before it were
+/// written by the client and prove nothing).
+fn client_ip(parts: &http::request::Parts, trusted: &[ipnet::IpNet]) -> ClientIp {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let Some(mut client) = peer else {
+        return ClientIp(None);
+    };
+    if !is_trusted(&client) {
+        return ClientIp(Some(client));
+    }
+    let entries: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in entries.iter().rev() {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // Garbage: the nearest hop we can vouch for is all we know.
+            Err(_) => break,
         }
     }
-    ClientIp(
-        parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip()),
-    )
+    ClientIp(Some(client))
 }
 
 pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -108,7 +149,7 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
 async fn gate(s: &AppState, req: Request) -> Result<Request, ApiError> {
     let (mut parts, body) = req.into_parts();
     let limiter = &s.limiter;
-    let ip = client_ip(&parts, limiter.config().trust_forwarded_for);
+    let ip = client_ip(&parts, &limiter.config().trusted_proxies);
     parts.extensions.insert(ip);
     let class = parts
         .extensions
@@ -149,4 +190,52 @@ async fn gate(s: &AppState, req: Request) -> Result<Request, ApiError> {
     }
     parts.extensions.insert(credentials);
     Ok(Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(peer: &str, forwarded: &[&str]) -> http::request::Parts {
+        let mut req = http::Request::builder().uri("/");
+        for f in forwarded {
+            req = req.header("x-forwarded-for", *f);
+        }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        parts
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let a = ClientIp(Some("2001:db8:1:2:3:4:5:6".parse().unwrap()));
+        let b = ClientIp(Some("2001:db8:1:2:ffff::1".parse().unwrap()));
+        let c = ClientIp(Some("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(a.key(), b.key());
+        assert_ne!(a.key(), c.key());
+        let mapped = ClientIp(Some("::ffff:192.0.2.1".parse().unwrap()));
+        assert_eq!(mapped.key(), "192.0.2.1");
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |p: &http::request::Parts| client_ip(p, &trusted).0.unwrap().to_string();
+        // From a stranger, the header is the stranger's claim.
+        assert_eq!(ip(&parts("192.0.2.9:1", &["203.0.113.5"])), "192.0.2.9");
+        // From the proxy: the last entry it did not add itself.
+        assert_eq!(ip(&parts("10.0.0.1:1", &["203.0.113.5"])), "203.0.113.5");
+        assert_eq!(
+            ip(&parts("10.0.0.1:1", &["6.6.6.6, 203.0.113.5", "10.0.0.2"])),
+            "203.0.113.5"
+        );
+        // Garbage ends the walk at the nearest hop vouched for.
+        assert_eq!(
+            ip(&parts("10.0.0.1:1", &["203.0.113.5, nonsense"])),
+            "10.0.0.1"
+        );
+        assert_eq!(ip(&parts("10.0.0.1:1", &[])), "10.0.0.1");
+    }
 }

@@ -169,7 +169,7 @@ pub async fn matrix_body(res: Response) -> Response {
     let mut out = ruma_error(status, kind, message);
     for (name, value) in res.headers() {
         if name != http::header::CONTENT_TYPE && name != http::header::CONTENT_LENGTH {
-            out.headers_mut().insert(name.clone(), value.clone());
+            out.headers_mut().append(name.clone(), value.clone());
         }
     }
     out

@@ -3,10 +3,13 @@
 //! is `429 M_LIMIT_EXCEEDED` with `retry_after_ms` and a `Retry-After` header.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     num::NonZeroU32,
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
 };
 
 use governor::{clock::Clock as _, DefaultKeyedRateLimiter, Quota};
@@ -37,9 +40,14 @@ pub enum Class {
     LoginAccount,
     /// To-device messages, counted per recipient device.
     ToDevice,
+    /// Typing notifications, receipts, read markers, presence: each wakes the syncs of
+    /// everyone who sees it.
+    Ephemeral,
+    /// Display name and avatar changes: each sends a member event to every joined room.
+    Profile,
 }
 
-const CLASSES: usize = 9;
+const CLASSES: usize = 11;
 
 impl Class {
     fn index(self) -> usize {
@@ -66,7 +74,10 @@ impl Budget {
         } else {
             1.0
         };
-        let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+        // A day per token at the slowest: `Duration` cannot hold every float.
+        let period = Duration::try_from_secs_f64(1.0 / rate)
+            .unwrap_or(Duration::from_secs(86_400))
+            .clamp(Duration::from_nanos(1), Duration::from_secs(86_400));
         Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(burst))
             .allow_burst(burst)
@@ -81,8 +92,8 @@ pub struct RateLimits {
     pub exempt_admins: bool,
     /// Users who are not limited (bots, bridges).
     pub exempt_users: HashSet<String>,
-    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy).
-    pub trust_forwarded_for: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or ranges).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub requests: Budget,
     pub requests_per_ip: Budget,
     pub messages: Budget,
@@ -92,6 +103,8 @@ pub struct RateLimits {
     pub login: Budget,
     pub login_account: Budget,
     pub to_device: Budget,
+    pub ephemeral: Budget,
+    pub profile: Budget,
 }
 
 impl Default for RateLimits {
@@ -102,7 +115,7 @@ impl Default for RateLimits {
             enabled: true,
             exempt_admins: false,
             exempt_users: HashSet::new(),
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             requests: Budget::new(20.0, 200),
             requests_per_ip: Budget::new(100.0, 1000),
             messages: Budget::new(2.0, 40),
@@ -112,6 +125,8 @@ impl Default for RateLimits {
             login: Budget::new(0.5, 20),
             login_account: Budget::new(0.05, 10),
             to_device: Budget::new(200.0, 2000),
+            ephemeral: Budget::new(5.0, 50),
+            profile: Budget::new(0.02, 10),
         }
     }
 }
@@ -128,6 +143,8 @@ impl RateLimits {
             Class::Login => self.login,
             Class::LoginAccount => self.login_account,
             Class::ToDevice => self.to_device,
+            Class::Ephemeral => self.ephemeral,
+            Class::Profile => self.profile,
         }
     }
 }
@@ -139,6 +156,8 @@ pub struct RateLimiter {
     config: RateLimits,
     buckets: Vec<DefaultKeyedRateLimiter<String>>,
     checks: AtomicU64,
+    /// Keys whose failure budget ran out, and until when (see [`RateLimiter::failed`]).
+    locked: Mutex<HashMap<(Class, String), Instant>>,
 }
 
 impl RateLimiter {
@@ -153,6 +172,8 @@ impl RateLimiter {
             Class::Login,
             Class::LoginAccount,
             Class::ToDevice,
+            Class::Ephemeral,
+            Class::Profile,
         ];
         debug_assert_eq!(all.len(), CLASSES);
         debug_assert!(all.iter().enumerate().all(|(i, c)| c.index() == i));
@@ -163,6 +184,7 @@ impl RateLimiter {
                 .collect(),
             config: config.clone(),
             checks: AtomicU64::new(0),
+            locked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -213,14 +235,59 @@ impl RateLimiter {
         }
     }
 
-    /// Now and then, drops buckets that are full again (as if never used), so memory
-    /// follows the clients active in the last few minutes.
+    /// Takes up to `n` tokens: at most the whole burst, so one request that does the work
+    /// of many (a room created with invites) costs a full budget but is never refused
+    /// outright.
+    pub fn check_up_to(&self, class: Class, key: &str, n: u32) -> Result<(), ApiError> {
+        self.check_n(class, key, n.min(self.config.budget(class).burst.max(1)))
+    }
+
+    /// For budgets spent only by failures (`LoginAccount`): refuses while `key`'s budget
+    /// is exhausted, without spending anything, so a correct password is never what
+    /// empties it.
+    pub fn check_failures(&self, class: Class, key: &str) -> Result<(), ApiError> {
+        if !self.config.enabled {
+            return Ok(());
+        }
+        let mut locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+        let k = (class, key.to_owned());
+        match locked.get(&k) {
+            Some(until) if *until > Instant::now() => Err(limited(*until - Instant::now())),
+            Some(_) => {
+                locked.remove(&k);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Spends a token of `key`'s failure budget; once it is empty, `check_failures`
+    /// refuses until a token is back.
+    pub fn failed(&self, class: Class, key: &str) {
+        if !self.config.enabled {
+            return;
+        }
+        if let Err(ApiError(Error::Matrix(ErrorKind::LimitExceeded(data), _))) =
+            self.check(class, key)
+        {
+            if let Some(RetryAfter::Delay(wait)) = data.retry_after {
+                let mut locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+                locked.insert((class, key.to_owned()), Instant::now() + wait);
+            }
+        }
+    }
+
+    /// Now and then, drops buckets that are full again (as if never used) and locks that
+    /// ended, so memory follows the clients active in the last few minutes.
     fn sweep(&self) {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             for bucket in &self.buckets {
                 bucket.retain_recent();
                 bucket.shrink_to_fit();
             }
+            let now = Instant::now();
+            let mut locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+            locked.retain(|_, until| *until > now);
         }
     }
 }

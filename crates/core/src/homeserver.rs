@@ -49,7 +49,12 @@ pub enum Audience<'a> {
     Users(&'a [ruma::OwnedUserId]),
     /// The room's local members (any membership).
     Room(&'a ruma::RoomId),
+    /// These users and everyone sharing a joined room with them (presence, device lists).
+    RoomMatesOf(&'a [ruma::OwnedUserId]),
 }
+
+/// Room-mates woken one by one; past this, everyone re-checks instead.
+const MAX_ROOM_MATES_WOKEN: usize = 50_000;
 
 pub struct Homeserver {
     pub config: Config,
@@ -82,7 +87,13 @@ pub struct Homeserver {
     pub(crate) heads: crate::cache::BoundedCache<OwnedRoomId, Arc<crate::rooms::head::RoomHead>>,
     /// Counts committed redactions; see `rooms/events.rs`.
     pub(crate) redactions: Mutex<u64>,
+    /// Offloaded jobs waiting or running.
+    offloaded: std::sync::atomic::AtomicUsize,
 }
+
+/// Offloaded jobs (password hashes, each about 12 MiB and tens of milliseconds) allowed
+/// to wait or run at once.
+const MAX_OFFLOAD_QUEUE: usize = 32;
 
 /// Room locks kept before unused ones are dropped.
 const ROOM_LOCKS_PRUNE_AT: usize = 4096;
@@ -133,6 +144,7 @@ impl Homeserver {
                 |h| h.estimated_size(),
             ),
             redactions: Mutex::new(0),
+            offloaded: Default::default(),
         })
     }
 
@@ -240,6 +252,21 @@ impl Homeserver {
                     .map(|user| user.to_string())
                     .collect()
             }),
+            Audience::RoomMatesOf(users) => {
+                let mut all: std::collections::BTreeSet<String> =
+                    users.iter().map(|u| u.to_string()).collect();
+                for u in users {
+                    match self.users_sharing_rooms(u).await {
+                        Ok(mates) => all.extend(mates),
+                        Err(_) => {
+                            all.clear();
+                            break;
+                        }
+                    }
+                }
+                (!all.is_empty() && all.len() <= MAX_ROOM_MATES_WOKEN)
+                    .then(|| all.into_iter().collect())
+            }
         };
         let tick = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
         match users {
@@ -268,11 +295,25 @@ impl Homeserver {
         map.get(user.as_str()).is_some_and(|t| *t > tick)
     }
 
-    /// Runs `job` through the [`Offload`] port and returns its result.
+    /// Runs `job` through the [`Offload`] port and returns its result. Past
+    /// `MAX_OFFLOAD_QUEUE` jobs waiting or running, a new one is refused (429): password
+    /// guesses from many addresses queue no more than that much argon2 work.
     pub(crate) async fn offload<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
+        if self.offloaded.fetch_add(1, Ordering::AcqRel) >= MAX_OFFLOAD_QUEUE {
+            self.offloaded.fetch_sub(1, Ordering::AcqRel);
+            let mut data = ruma::api::error::LimitExceededErrorData::new();
+            data.retry_after = Some(ruma::api::error::RetryAfter::Delay(
+                std::time::Duration::from_secs(1),
+            ));
+            return Err(Error::Matrix(
+                ruma::api::error::ErrorKind::LimitExceeded(data),
+                "The server is busy checking passwords".into(),
+            ));
+        }
+        let _queued = Queued(&self.offloaded);
         let slot = Arc::new(Mutex::new(None));
         let out = slot.clone();
         self.offload
@@ -301,6 +342,15 @@ impl Homeserver {
             self.signing_key.public_key().to_vec(),
         )
         .encode()
+    }
+}
+
+/// One job counted in `Homeserver::offloaded` while it waits or runs.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -51,6 +51,16 @@ pub fn txn_id(s: &str) -> Result<()> {
     name("Transaction ID", s, MAX_NAME_BYTES)
 }
 
+pub fn device_id(s: &str) -> Result<()> {
+    name("Device ID", s, MAX_NAME_BYTES)
+}
+
+/// Device display names are shown to others (`/keys/query`); Synapse allows 100
+/// characters, we allow 255 bytes.
+pub fn display_name(s: &str) -> Result<()> {
+    text("Display name", s, MAX_NAME_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

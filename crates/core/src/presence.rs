@@ -48,7 +48,9 @@ impl Homeserver {
                 return Ok(());
             }
         }
-        self.commit(&[Stream::Presence], Audience::Everyone, |pos| {
+        // Spec ("Presence"): those who share a room with the user see it.
+        let audience = [user.to_owned()];
+        self.commit(&[Stream::Presence], Audience::RoomMatesOf(&audience), |pos| {
             vec![Statement::new(
                 "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,

@@ -22,6 +22,8 @@ pub const MAX_RECIPIENTS: usize = 1_000;
 
 impl Homeserver {
     /// `PUT /sendToDevice/{eventType}/{txnId}`; `messages` is user → device (or `*`) → content.
+    /// `charge` is told how many messages (`*` expanded) are about to be queued, and may
+    /// refuse them; a retry of a sent transaction is not charged again.
     pub async fn send_to_device(
         &self,
         sender: &UserId,
@@ -29,6 +31,7 @@ impl Homeserver {
         kind: &str,
         txn_id: &str,
         messages: &BTreeMap<String, BTreeMap<String, Json>>,
+        charge: &(dyn Fn(usize) -> Result<()> + Send + Sync),
     ) -> Result<()> {
         crate::input::event_type(kind)?;
         crate::input::txn_id(txn_id)?;
@@ -85,6 +88,7 @@ impl Homeserver {
         if rows.len() > MAX_RECIPIENTS {
             return Err(too_many());
         }
+        charge(rows.len())?;
         let (sender, sender_device, kind, txn) = (
             sender.to_string(),
             sender_device.to_string(),

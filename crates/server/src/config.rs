@@ -60,7 +60,8 @@ pub struct RateLimits {
     pub burst: u32,
     pub exempt_admins: bool,
     pub exempt_users: Vec<String>,
-    pub trust_forwarded_for: bool,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
     pub per_ip: Budget,
     pub messages: Budget,
     pub joins: Budget,
@@ -69,6 +70,8 @@ pub struct RateLimits {
     pub login: Budget,
     pub login_account: Budget,
     pub to_device: Budget,
+    pub ephemeral: Budget,
+    pub profile: Budget,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]
@@ -106,6 +109,12 @@ impl From<Budget> for tessera_api::Budget {
 #[serde(default)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one address (trusted proxies excepted).
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send a request's headers, in ms.
+    pub header_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -158,7 +167,7 @@ impl Default for RateLimits {
             burst: d.requests.burst,
             exempt_admins: d.exempt_admins,
             exempt_users: Vec::new(),
-            trust_forwarded_for: d.trust_forwarded_for,
+            trusted_proxies: Vec::new(),
             per_ip: d.requests_per_ip.into(),
             messages: d.messages.into(),
             joins: d.joins.into(),
@@ -167,12 +176,14 @@ impl Default for RateLimits {
             login: d.login.into(),
             login_account: d.login_account.into(),
             to_device: d.to_device.into(),
+            ephemeral: d.ephemeral.into(),
+            profile: d.profile.into(),
         }
     }
 }
 
 impl RateLimits {
-    fn budgets(&self) -> [(&'static str, Budget); 9] {
+    fn budgets(&self) -> [(&'static str, Budget); 11] {
         [
             (
                 "",
@@ -189,6 +200,8 @@ impl RateLimits {
             ("login.", self.login),
             ("login_account.", self.login_account),
             ("to_device.", self.to_device),
+            ("ephemeral.", self.ephemeral),
+            ("profile.", self.profile),
         ]
     }
 }
@@ -197,6 +210,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 8 * 1024 * 1024,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_timeout_ms: 30_000,
         }
     }
 }
@@ -230,16 +246,26 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.core()?;
         for (name, b) in self.rate_limits.budgets() {
-            if !b.per_second.is_finite() || b.per_second <= 0.0 || b.burst == 0 {
-                bail!("rate_limits.{name}per_second and rate_limits.{name}burst must be positive");
+            // One token a day at the slowest.
+            if !b.per_second.is_finite() || b.per_second < 1.0 / 86_400.0 || b.burst == 0 {
+                bail!("rate_limits.{name}per_second must be at least 1/86400 and rate_limits.{name}burst positive");
             }
+        }
+        for proxy in &self.rate_limits.trusted_proxies {
+            parse_net(proxy).with_context(|| {
+                format!("rate_limits.trusted_proxies: {proxy:?} is not an address or CIDR range")
+            })?;
         }
         for user in &self.rate_limits.exempt_users {
             ruma::UserId::parse(user)
                 .with_context(|| format!("rate_limits.exempt_users: {user:?} is not a user ID"))?;
         }
-        if self.limits.max_body_bytes == 0 {
-            bail!("limits.max_body_bytes must be positive");
+        if self.limits.max_body_bytes == 0
+            || self.limits.max_connections == 0
+            || self.limits.max_connections_per_ip == 0
+            || self.limits.header_timeout_ms == 0
+        {
+            bail!("limits.max_body_bytes, limits.max_connections, limits.max_connections_per_ip and limits.header_timeout_ms must be positive");
         }
         Ok(())
     }
@@ -267,6 +293,15 @@ impl Config {
         Ok(core)
     }
 
+    /// `rate_limits.trusted_proxies`, parsed (validated at load).
+    fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        self.rate_limits
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| parse_net(p).ok())
+            .collect()
+    }
+
     pub fn api(&self) -> tessera_api::ApiConfig {
         let r = &self.rate_limits;
         tessera_api::ApiConfig {
@@ -274,7 +309,7 @@ impl Config {
                 enabled: r.enabled,
                 exempt_admins: r.exempt_admins,
                 exempt_users: r.exempt_users.iter().cloned().collect(),
-                trust_forwarded_for: r.trust_forwarded_for,
+                trusted_proxies: self.trusted_proxies(),
                 requests: tessera_api::Budget::new(r.per_second, r.burst),
                 requests_per_ip: r.per_ip.into(),
                 messages: r.messages.into(),
@@ -284,9 +319,19 @@ impl Config {
                 login: r.login.into(),
                 login_account: r.login_account.into(),
                 to_device: r.to_device.into(),
+                ephemeral: r.ephemeral.into(),
+                profile: r.profile.into(),
             },
             max_body_bytes: self.limits.max_body_bytes,
         }
+    }
+}
+
+/// An address (`10.0.0.1`, `::1`) or a range (`10.0.0.0/8`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, std::net::AddrParseError> {
+    match s.parse::<ipnet::IpNet>() {
+        Ok(net) => Ok(net),
+        Err(_) => s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from),
     }
 }
 

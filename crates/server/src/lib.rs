@@ -8,6 +8,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub mod config;
 pub mod db;
+mod listen;
 pub mod memory;
 mod node_lock;
 mod ports;
@@ -72,16 +73,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("binding {}", config.listen.client))?;
     let addr = listener.local_addr()?;
-    let app = tessera_api::router(hs.clone(), config.api())
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let api = config.api();
+    let limits = listen::ConnectionLimits {
+        max: config.limits.max_connections,
+        per_ip: config.limits.max_connections_per_ip,
+        trusted_proxies: api.rate_limits.trusted_proxies.clone(),
+        header_timeout: Duration::from_millis(config.limits.header_timeout_ms),
+    };
+    let app = tessera_api::router(hs.clone(), api);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(listen::serve(listener, app, limits, async move {
+        let _ = stopped.await;
+    }));
     tracing::info!(
         "Tessera for {} listening on http://{addr}; create the first user with `tessera user create NAME --admin`",
         config.server_name

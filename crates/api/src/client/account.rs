@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 use tessera_core::{accounts::Session, Error};
 
 use super::session::tokens_json;
-use crate::{extract::Query, rate_limit::Class, ruma_route, ApiError, AppState, Routes, Ruma};
+use crate::{
+    authenticate::ClientIp, extract::Query, rate_limit::Class, ruma_route, ApiError, AppState,
+    Routes, Ruma,
+};
 
 pub fn routes(r: Routes) -> Routes {
     let r = r
@@ -54,8 +57,11 @@ struct TokenQuery {
 
 async fn token_validity(
     State(s): State<AppState>,
+    ip: ClientIp,
     Query(q): Query<TokenQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    // Spec: limited like registration, so tokens cannot be guessed here.
+    s.limiter.check(Class::Registration, &ip.key())?;
     Ok(Json(
         json!({ "valid": s.hs.registration_token_valid(&q.token).await? }),
     ))
@@ -132,18 +138,29 @@ pub async fn password_auth(
     session: &Session,
     request: &str,
 ) -> Result<(), ApiError> {
-    if matches!(auth, Some(AuthData::Password(_))) && !s.limiter.exempt(Some(session)) {
-        s.limiter
-            .check(Class::LoginAccount, session.user_id.as_str())?;
+    let password = matches!(auth, Some(AuthData::Password(_))) && !s.limiter.exempt(Some(session));
+    let account = session.user_id.as_str();
+    if password {
+        s.limiter.check_failures(Class::LoginAccount, account)?;
     }
-    s.hs.user_interactive_auth(
-        &[vec![AuthType::Password]],
-        auth,
-        Some(&session.user_id),
-        request,
-    )
-    .await?;
-    Ok(())
+    match s
+        .hs
+        .user_interactive_auth(
+            &[vec![AuthType::Password]],
+            auth,
+            Some(&session.user_id),
+            request,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // The stage was tried and refused: a wrong password.
+        Err(Error::Uia(info)) if password && info.auth_error.is_some() => {
+            s.limiter.failed(Class::LoginAccount, account);
+            Err(ApiError(Error::Uia(info)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn change_password(

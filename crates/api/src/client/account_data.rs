@@ -133,6 +133,22 @@ async fn tags_of(s: &AppState, a: &Session, room_id: &RoomId) -> Result<Value, A
     }
 }
 
+/// Changes the `tags` object of `m.tag` content, whatever shape the stored content has
+/// (clients may also set it as plain account data).
+fn edit_tags(content: Value, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+    let mut content = match content {
+        Value::Object(o) => o,
+        _ => serde_json::Map::new(),
+    };
+    let mut tags = match content.remove("tags") {
+        Some(Value::Object(t)) => t,
+        _ => serde_json::Map::new(),
+    };
+    edit(&mut tags);
+    content.insert("tags".into(), Value::Object(tags));
+    Value::Object(content)
+}
+
 async fn get_tags(
     State(s): State<AppState>,
     Auth(a): Auth,
@@ -154,8 +170,9 @@ async fn put_tag(
     if !info.is_object() {
         return Err(ApiError(Error::bad_json("Tag info must be an object")));
     }
-    let mut tags = tags_of(&s, &a, &room_id).await?;
-    tags["tags"][tag] = info;
+    let tags = edit_tags(tags_of(&s, &a, &room_id).await?, |t| {
+        t.insert(tag, info);
+    });
     s.hs.set_account_data(&a.user_id, Some(&room_id), "m.tag", &tags)
         .await?;
     Ok(Json(json!({})))
@@ -168,10 +185,9 @@ async fn delete_tag(
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     let room_id = room(&room_id)?;
-    let mut tags = tags_of(&s, &a, &room_id).await?;
-    if let Some(map) = tags["tags"].as_object_mut() {
-        map.remove(&tag);
-    }
+    let tags = edit_tags(tags_of(&s, &a, &room_id).await?, |t| {
+        t.remove(&tag);
+    });
     s.hs.set_account_data(&a.user_id, Some(&room_id), "m.tag", &tags)
         .await?;
     Ok(Json(json!({})))
@@ -185,8 +201,10 @@ async fn create_filter(
 ) -> Result<Json<Value>, ApiError> {
     own(&a, &user)?;
     let filter = body.json()?;
-    serde_json::from_value::<ruma::api::client::filter::FilterDefinition>(filter.clone())
+    let def = serde_json::from_value::<ruma::api::client::filter::FilterDefinition>(filter.clone())
         .map_err(|e| ApiError(Error::bad_json(format!("Invalid filter: {e}"))))?;
+    // Refused now rather than by every sync that names it.
+    tessera_core::sync::filter::SyncFilter::new(&def)?;
     let id = s.hs.create_filter(&a.user_id, &filter).await?;
     Ok(Json(json!({ "filter_id": id })))
 }

@@ -5,7 +5,7 @@ use ruma::api::client::device::{
     delete_device, delete_devices, get_device, get_devices, update_device,
 };
 use serde_json::{json, Value};
-use tessera_core::accounts::devices::DeviceInfo;
+use tessera_core::{accounts::devices::DeviceInfo, Error};
 
 use super::account::password_auth;
 use crate::{ruma_route, ApiError, AppState, Routes, Ruma};
@@ -76,14 +76,15 @@ async fn delete_many(
     req: Ruma<delete_devices::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let user = req.user()?.user_id.clone();
-    password_auth(
-        &s,
-        req.body.auth.as_ref(),
-        req.user()?,
-        "POST /delete_devices",
-    )
-    .await?;
-    let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
+    let mut ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    // The session is for deleting exactly these devices.
+    let operation = format!(
+        "POST /delete_devices {}",
+        serde_json::to_string(&ids).map_err(Error::internal)?
+    );
+    password_auth(&s, req.body.auth.as_ref(), req.user()?, &operation).await?;
     s.hs.delete_devices(&user, &ids).await?;
     Ok(Json(json!({})))
 }

@@ -8,15 +8,17 @@ use tessera_core::Error;
 use super::Auth;
 use crate::{
     extract::{Body, Path},
+    rate_limit::Class,
     ApiError, AppState, Routes,
 };
 
 pub fn routes(r: Routes) -> Routes {
     let mut r = r;
     for v in ["v3", "r0"] {
-        r = r.route(
+        r = r.limited(
             &format!("/_matrix/client/{v}/presence/{{user_id}}/status"),
             get(get_status).put(put_status),
+            Class::Ephemeral,
         );
     }
     r

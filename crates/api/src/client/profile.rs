@@ -24,7 +24,7 @@ pub fn routes(r: Routes) -> Routes {
                 &format!("/_matrix/client/{v}/profile/{{user_id}}/{{key}}"),
                 get(get_field).put(set_field).delete(delete_field),
                 // A name or avatar change sends a member event to every joined room.
-                Class::Messages,
+                Class::Profile,
             );
     }
     r

@@ -72,14 +72,23 @@ pub fn routes(r: Routes) -> Routes {
                 put(redact),
                 Class::Messages,
             )
-            .route(
+            .limited(
                 &p("/rooms/{room_id}/receipt/{kind}/{event_id}"),
                 post(receipt),
+                Class::Ephemeral,
             )
-            .route(&p("/rooms/{room_id}/read_markers"), post(read_markers))
+            .limited(
+                &p("/rooms/{room_id}/read_markers"),
+                post(read_markers),
+                Class::Ephemeral,
+            )
             .route(&p("/rooms/{room_id}/members"), get(members))
             .route(&p("/rooms/{room_id}/joined_members"), get(joined_members))
-            .route(&p("/rooms/{room_id}/typing/{user_id}"), put(typing))
+            .limited(
+                &p("/rooms/{room_id}/typing/{user_id}"),
+                put(typing),
+                Class::Ephemeral,
+            )
             .route(&p("/joined_rooms"), get(joined_rooms))
             .route(
                 &p("/directory/room/{alias}"),
@@ -121,8 +130,22 @@ async fn create(
     State(s): State<AppState>,
     req: Ruma<create_room::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = req.user()?.user_id.clone();
+    let session = req.user()?.clone();
+    let user = session.user_id.clone();
     let b = req.body;
+    // Invites made with the room spend the invite budget, and initial state events the
+    // message budget (up to all of either): one request must not do many requests' work.
+    if !s.limiter.exempt(Some(&session)) {
+        for (class, n) in [
+            (Class::Invites, b.invite.len()),
+            (Class::Messages, b.initial_state.len()),
+        ] {
+            if n > 0 {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                s.limiter.check_up_to(class, user.as_str(), n)?;
+            }
+        }
+    }
     fn parse_raw<T>(raw: &Raw<T>) -> Result<Map<String, Value>, ApiError> {
         serde_json::from_str(raw.json().get())
             .map_err(|_| ApiError(Error::bad_json("Expected a JSON object")))
@@ -545,9 +568,10 @@ async fn context(
     let id =
         ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
     let filter = event_filter(q.filter.as_deref())?;
+    let lazy = filter.lazy_members;
     let keep = move |p: &tessera_core::rooms::Pdu| filter.allows(p);
     let ctx =
-        s.hs.context(&room, &a.user_id, &id, q.limit.unwrap_or(10), &keep)
+        s.hs.context(&room, &a.user_id, &id, q.limit.unwrap_or(10), &keep, lazy)
             .await?;
     let mut event = [ctx.event.to_client_json(&room)];
     let mut before: Vec<Value> = ctx.before.iter().map(|p| p.to_client_json(&room)).collect();

@@ -61,9 +61,16 @@ async fn login(
     let user_id =
         s.hs.parse_user_localpart_or_id(user)
             .map_err(|_| Error::forbidden("Invalid username or password"))?;
-    // Guessing one account's password is limited wherever the guesses come from.
-    s.limiter.check(Class::LoginAccount, user_id.as_str())?;
-    s.hs.verify_login(&user_id, &pw.password).await?;
+    // Wrong passwords for one account are limited wherever they come from; a right one
+    // never spends that budget, so guessing cannot lock the owner out for long.
+    s.limiter
+        .check_failures(Class::LoginAccount, user_id.as_str())?;
+    if let Err(e) = s.hs.verify_login(&user_id, &pw.password).await {
+        if matches!(&e, Error::Matrix(ruma::api::error::ErrorKind::Forbidden, _)) {
+            s.limiter.failed(Class::LoginAccount, user_id.as_str());
+        }
+        return Err(e.into());
+    }
     let tokens =
         s.hs.open_device(
             &user_id,

@@ -37,13 +37,19 @@ async fn send(
                 "`messages` must map users to devices to contents",
             ))
         })?;
-    // The fan-out is what costs: each recipient device spends one token.
-    if !s.limiter.exempt(Some(&a)) {
-        let recipients = messages.values().map(BTreeMap::len).sum::<usize>();
-        let n = u32::try_from(recipients).unwrap_or(u32::MAX);
-        s.limiter.check_n(Class::ToDevice, a.user_id.as_str(), n)?;
-    }
-    s.hs.send_to_device(&a.user_id, &a.device_id, &kind, &txn_id, &messages)
+    // The fan-out is what costs: each message queued for a device (`*` expanded) spends
+    // one token.
+    let exempt = s.limiter.exempt(Some(&a));
+    let charge = |n: usize| {
+        if exempt {
+            return Ok(());
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        s.limiter
+            .check_n(Class::ToDevice, a.user_id.as_str(), n)
+            .map_err(|e| e.0)
+    };
+    s.hs.send_to_device(&a.user_id, &a.device_id, &kind, &txn_id, &messages, &charge)
         .await?;
     Ok(Json(json!({})))
 }

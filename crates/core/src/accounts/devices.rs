@@ -11,6 +11,8 @@ use crate::{
 
 /// Most device IDs `/delete_devices` takes at once.
 pub const MAX_DELETE_DEVICES: usize = 1000;
+/// Most devices one account may have; logging in again needs one logged out first.
+pub const MAX_DEVICES_PER_USER: i64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct DeviceInfo {
@@ -55,6 +57,10 @@ impl Homeserver {
         device_id: &str,
         name: Option<String>,
     ) -> Result<()> {
+        crate::input::device_id(device_id)?;
+        if let Some(name) = &name {
+            crate::input::display_name(name)?;
+        }
         let changed = self
             .db
             .execute(
@@ -87,27 +93,34 @@ impl Homeserver {
     /// Deletes devices and everything that hangs off them in one transaction, and tells
     /// room-mates' clients through the device list (spec: "Device management").
     pub async fn delete_devices(&self, user: &UserId, device_ids: &[String]) -> Result<()> {
+        if device_ids.len() > MAX_DELETE_DEVICES {
+            return Err(Error::invalid_param("Too many devices"));
+        }
         self.delete_devices_with(user, device_ids, Vec::new()).await
     }
 
+    /// Also for every device of the account at once (password change, deactivation):
+    /// at most `MAX_DEVICES_PER_USER`.
     async fn delete_devices_with(
         &self,
         user: &UserId,
         device_ids: &[String],
         mut batch: Vec<Statement>,
     ) -> Result<()> {
-        if device_ids.len() > MAX_DELETE_DEVICES {
-            return Err(Error::invalid_param("Too many devices"));
-        }
         batch.extend(Self::device_deletion(user, device_ids));
         let u = user.to_string();
-        self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
-            batch.push(Statement::new(
-                "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
-                vec![u.into(), Value::Int(pos)],
-            ));
-            batch
-        })
+        let audience = [user.to_owned()];
+        self.commit(
+            &[Stream::DeviceLists],
+            Audience::RoomMatesOf(&audience),
+            |pos| {
+                batch.push(Statement::new(
+                    "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
+                    vec![u.into(), Value::Int(pos)],
+                ));
+                batch
+            },
+        )
         .await?;
         Ok(())
     }

@@ -57,8 +57,29 @@ impl Homeserver {
         display_name: Option<String>,
         with_refresh: bool,
     ) -> Result<LoginTokens> {
+        if let Some(d) = &device_id {
+            crate::input::device_id(d.as_str())?;
+        }
+        if let Some(name) = &display_name {
+            crate::input::display_name(name)?;
+        }
         let device_id =
             device_id.unwrap_or_else(|| tokens::random_string(10).to_uppercase().into());
+        let (count, exists) = match query_opt(
+            self.db.as_ref(),
+            "SELECT COUNT(*), COUNT(CASE WHEN device_id = $2 THEN 1 END) FROM devices WHERE user_id = $1",
+            vec![user.as_str().into(), device_id.as_str().into()],
+        )
+        .await?
+        {
+            Some(r) => (r.int(0)?, r.int(1)? > 0),
+            None => (0, false),
+        };
+        if !exists && count >= super::devices::MAX_DEVICES_PER_USER {
+            return Err(Error::forbidden(
+                "This account has too many devices: log some out first",
+            ));
+        }
         let access_token = tokens::new_token("syt");
         let refresh_token = with_refresh.then(|| tokens::new_token("syr"));
         let expires_in_ms = with_refresh.then_some(self.config.access_token_lifetime_ms);

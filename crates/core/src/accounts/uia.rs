@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tokens;
 use crate::{
-    ports::{Statement, Value},
+    ports::{DbError, Statement, Value},
     storage::query_opt,
     Error, Homeserver, Result,
 };
@@ -44,6 +44,8 @@ impl Homeserver {
     ) -> Result<UiaDone> {
         let now = self.now();
         let owner = user.map(|u| u.to_string()).unwrap_or_default();
+        // Stored as a digest: an operation may name many devices.
+        let request = &tokens::hash(request);
         let (session, mut progress, new) = match auth.and_then(|a| a.session()) {
             Some(id) => {
                 crate::input::name("UIA session", id, crate::input::MAX_NAME_BYTES)?;
@@ -51,7 +53,7 @@ impl Homeserver {
                     self.load_session(id, now).await?.ok_or_else(|| {
                         Error::Matrix(ErrorKind::Unknown, "Unknown session ID".into())
                     })?;
-                if stored_owner != owner || stored_request != request {
+                if stored_owner != owner || stored_request != *request {
                     return Err(Error::forbidden(
                         "This session was started for another user or operation",
                     ));
@@ -91,12 +93,25 @@ impl Homeserver {
                 .all(|s| progress.stages.iter().any(|d| d == s.as_str()))
         });
         if done {
-            self.db
-                .execute(
-                    "DELETE FROM uia_sessions WHERE session_id = $1",
-                    vec![Value::from(&session)],
-                )
-                .await?;
+            // A stored session completes once: of two requests finishing it at the same
+            // time, one deletes it and goes on.
+            if !new {
+                match self
+                    .db
+                    .batch(vec![Statement::new(
+                        "DELETE FROM uia_sessions WHERE session_id = $1",
+                        vec![Value::from(&session)],
+                    )
+                    .expecting_change()])
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(DbError::Conflict) => {
+                        return Err(Error::forbidden("This session was already completed"))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             return Ok(UiaDone {
                 session,
                 registration_token: progress.registration_token,

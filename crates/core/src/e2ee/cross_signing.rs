@@ -124,13 +124,18 @@ impl Homeserver {
                 let (mid, mkey) = the_key(m)?;
                 verify_signed(key, user.as_str(), &mid, &mkey)?;
             }
+            // Uploading the key already stored changes nothing and tells nobody.
+            if self.cross_signing_key_raw(user, kind).await?.as_ref() == Some(key) {
+                continue;
+            }
             rows.push((kind, serde_json::to_string(key)?));
         }
         if rows.is_empty() {
             return Ok(());
         }
         let u = user.to_string();
-        self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
+        let audience = [user.to_owned()];
+        self.commit(&[Stream::DeviceLists], Audience::RoomMatesOf(&audience), |pos| {
             let mut b: Vec<Statement> = rows
                 .into_iter()
                 .map(|(kind, json)| {
@@ -164,10 +169,18 @@ impl Homeserver {
         let mut failures = Map::new();
         let mut stored = Vec::new();
         let mut changed_users = Vec::new();
+        // The uploader's keys that may sign, looked up once for the whole request.
+        let signers = Signers {
+            own: self.signers_for_own_keys(uploader).await?,
+            others: match self.cross_signing_key_raw(uploader, "user_signing").await? {
+                Some(usk) => vec![the_key(&usk)?],
+                None => Vec::new(),
+            },
+        };
         for (user, objects) in signed {
             for (key_id, object) in objects {
                 match self
-                    .check_signature_upload(uploader, user, key_id, object)
+                    .check_signature_upload(uploader, user, key_id, object, &signers)
                     .await
                 {
                     Ok(mut sigs) => {
@@ -185,7 +198,11 @@ impl Homeserver {
         if !stored.is_empty() {
             changed_users.sort();
             changed_users.dedup();
-            self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
+            let audience: Vec<ruma::OwnedUserId> = changed_users
+                .iter()
+                .filter_map(|u| UserId::parse(u.as_str()).ok())
+                .collect();
+            self.commit(&[Stream::DeviceLists], Audience::RoomMatesOf(&audience), |pos| {
                 let mut b: Vec<Statement> = stored
                     .into_iter()
                     .map(|(tu, tk, su, sk, sig)| {
@@ -217,6 +234,7 @@ impl Homeserver {
         target_user: &str,
         key_id: &str,
         object: &Json,
+        signers: &Signers,
     ) -> Result<Vec<(String, String, String, String, String)>> {
         let target = UserId::parse(target_user).map_err(|_| Error::invalid_param("bad user ID"))?;
         // The stored object must be the one signed (signatures and unsigned aside).
@@ -252,26 +270,11 @@ impl Homeserver {
                 "signed object does not match the stored key",
             ));
         }
-        // Which of the uploader's keys may sign this: the self-signing key for own devices,
-        // a device key for own master key, the user-signing key for others' master keys.
-        let mut candidates: Vec<(String, String)> = Vec::new();
-        if target == uploader {
-            if let Some(ssk) = self.cross_signing_key_raw(uploader, "self_signing").await? {
-                candidates.push(the_key(&ssk)?);
-            }
-            for d in self.device_keys_of(uploader, &[]).await?.values() {
-                if let Some(keys) = d["keys"].as_object() {
-                    for (id, k) in keys {
-                        if id.starts_with("ed25519:") {
-                            candidates
-                                .push((id.clone(), k.as_str().unwrap_or_default().to_owned()));
-                        }
-                    }
-                }
-            }
-        } else if let Some(usk) = self.cross_signing_key_raw(uploader, "user_signing").await? {
-            candidates.push(the_key(&usk)?);
-        }
+        let candidates = if target == uploader {
+            &signers.own
+        } else {
+            &signers.others
+        };
         let sigs = object["signatures"][uploader.as_str()]
             .as_object()
             .cloned()
@@ -300,5 +303,32 @@ impl Homeserver {
             ));
         }
         Ok(rows)
+    }
+}
+
+/// Which of the uploader's keys may sign what: the self-signing key for own devices, a
+/// device key for the own master key (`own`); the user-signing key for others' master
+/// keys (`others`). Each is (key ID, public key).
+struct Signers {
+    own: Vec<(String, String)>,
+    others: Vec<(String, String)>,
+}
+
+impl Homeserver {
+    async fn signers_for_own_keys(&self, uploader: &UserId) -> Result<Vec<(String, String)>> {
+        let mut candidates = Vec::new();
+        if let Some(ssk) = self.cross_signing_key_raw(uploader, "self_signing").await? {
+            candidates.push(the_key(&ssk)?);
+        }
+        for d in self.device_keys_of(uploader, &[]).await?.values() {
+            if let Some(keys) = d["keys"].as_object() {
+                for (id, k) in keys {
+                    if id.starts_with("ed25519:") {
+                        candidates.push((id.clone(), k.as_str().unwrap_or_default().to_owned()));
+                    }
+                }
+            }
+        }
+        Ok(candidates)
     }
 }

@@ -15,17 +15,23 @@ impl Homeserver {
     /// Records that `user`'s devices or keys changed.
     pub async fn mark_device_list_changed(&self, user: &UserId) -> Result<()> {
         let u = user.to_string();
-        self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
-            vec![Statement::new(
-                "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
-                vec![u.into(), Value::Int(pos)],
-            )]
-        })
+        let audience = [user.to_owned()];
+        self.commit(
+            &[Stream::DeviceLists],
+            Audience::RoomMatesOf(&audience),
+            |pos| {
+                vec![Statement::new(
+                    "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
+                    vec![u.into(), Value::Int(pos)],
+                )]
+            },
+        )
         .await?;
         Ok(())
     }
 
-    async fn users_sharing_rooms(&self, viewer: &UserId) -> Result<BTreeSet<String>> {
+    /// Local and remote users sharing a joined room with `viewer`.
+    pub(crate) async fn users_sharing_rooms(&self, viewer: &UserId) -> Result<BTreeSet<String>> {
         let rows = self
             .db
             .query(

@@ -19,6 +19,10 @@ use crate::{
 
 /// Most one-time keys one upload may carry.
 pub const MAX_ONE_TIME_KEYS_PER_UPLOAD: usize = 1000;
+/// Most one-time keys stored for one device (clients keep about 50 on the server).
+pub const MAX_ONE_TIME_KEYS_PER_DEVICE: u64 = 10_000;
+/// Most fallback keys one upload may carry (one per algorithm).
+pub const MAX_FALLBACK_KEYS_PER_UPLOAD: usize = 10;
 /// Most users one `/keys/query` may ask about.
 pub const MAX_QUERY_USERS: usize = 1000;
 
@@ -56,6 +60,20 @@ impl Homeserver {
     ) -> Result<BTreeMap<String, u64>> {
         if one_time_keys.len() > MAX_ONE_TIME_KEYS_PER_UPLOAD {
             return Err(Error::invalid_param("too many one-time keys"));
+        }
+        if fallback_keys.len() > MAX_FALLBACK_KEYS_PER_UPLOAD {
+            return Err(Error::invalid_param("too many fallback keys"));
+        }
+        for id in one_time_keys.keys().chain(fallback_keys.keys()) {
+            crate::input::name("Key ID", id, crate::input::MAX_NAME_BYTES)?;
+        }
+        if !one_time_keys.is_empty() {
+            let stored: u64 = self.one_time_key_counts(user, device).await?.values().sum();
+            if stored + one_time_keys.len() as u64 > MAX_ONE_TIME_KEYS_PER_DEVICE {
+                return Err(Error::invalid_param(format!(
+                    "a device may hold at most {MAX_ONE_TIME_KEYS_PER_DEVICE} one-time keys"
+                )));
+            }
         }
         if let Some(keys) = device_keys {
             self.store_device_keys(user, device, keys).await?;
@@ -140,7 +158,8 @@ impl Homeserver {
         }
         let text = serde_json::to_string(&stored)?;
         let (u, d) = (user.to_string(), device.to_string());
-        self.commit(&[Stream::DeviceLists], Audience::Everyone, |pos| {
+        let audience = [user.to_owned()];
+        self.commit(&[Stream::DeviceLists], Audience::RoomMatesOf(&audience), |pos| {
             vec![
                 Statement::new(
                     "INSERT INTO device_keys (user_id, device_id, json) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",

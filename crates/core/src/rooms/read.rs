@@ -322,6 +322,7 @@ impl Homeserver {
         id: &EventId,
         limit: usize,
         keep: &(dyn Fn(&Pdu) -> bool + Send + Sync),
+        lazy_members: bool,
     ) -> Result<Context> {
         let event = self.event_for_user(room_id, user, id).await?;
         let place = self
@@ -351,7 +352,25 @@ impl Homeserver {
             .await?
             .ok_or_else(|| Error::internal("event missing"))?;
         let state_ids = self.state_group(last_place.state_after).await?.0;
-        let ids: Vec<_> = state_ids.values().cloned().collect();
+        // Spec ("Lazy-loading room members"): with lazy loading, of the members only the
+        // senders of the returned events; otherwise the whole state.
+        let ids: Vec<_> = if lazy_members {
+            let senders: std::collections::HashSet<&str> = before
+                .iter()
+                .chain(&after)
+                .map(|p| p.sender.as_str())
+                .chain([event.sender.as_str()])
+                .collect();
+            state_ids
+                .iter()
+                .filter(|((kind, key), _)| {
+                    *kind != StateEventType::RoomMember || senders.contains(key.as_str())
+                })
+                .map(|(_, id)| id.clone())
+                .collect()
+        } else {
+            state_ids.values().cloned().collect()
+        };
         let state = self.load_pdus(&ids).await?;
         Ok(Context {
             event,

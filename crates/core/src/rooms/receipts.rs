@@ -21,6 +21,14 @@ impl Homeserver {
         event_id: &EventId,
         thread_id: Option<&str>,
     ) -> Result<()> {
+        // Spec ("Threaded read receipts"): a thread is `main` or its root's event ID.
+        if let Some(t) = thread_id {
+            if t != "main" && EventId::parse(t).is_err() {
+                return Err(Error::invalid_param(
+                    "thread_id must be \"main\" or an event ID",
+                ));
+            }
+        }
         if self.membership(room_id, user).await?.as_deref() != Some("join") {
             return Err(Error::forbidden("You are not in this room"));
         }

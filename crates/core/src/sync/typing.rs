@@ -37,9 +37,16 @@ impl Homeserver {
             let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
             let entry = rooms.entry(room.to_owned()).or_default();
             if typing {
-                entry
+                let until = now + timeout_ms.min(MAX_TYPING_TIMEOUT_MS);
+                // Clients repeat "typing" every few seconds: a longer timeout for someone
+                // already typing changes nothing others see, so nobody is woken.
+                if entry
                     .0
-                    .insert(user.to_owned(), now + timeout_ms.min(MAX_TYPING_TIMEOUT_MS));
+                    .insert(user.to_owned(), until)
+                    .is_some_and(|old| old > now)
+                {
+                    return;
+                }
             } else if entry.0.remove(user).is_none() {
                 return;
             }
