@@ -69,6 +69,10 @@ struct Args {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Run the server with rate limits off (by default they are on, with the senders'
+    /// and loopback's budgets raised to the load; see README).
+    #[arg(long)]
+    no_rate_limits: bool,
 }
 
 /// Timeline limit the readers ask for; the server clamps to its maximum (100).
@@ -120,6 +124,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         args.database_url.as_deref(),
         args.server_log.as_deref(),
         args.server_log_file.as_deref(),
+        !args.no_rate_limits,
         &http,
     )
     .await?;
