@@ -20,3 +20,4 @@ mod rooms;
 mod state_res;
 mod storage;
 mod sync;
+mod sync_exact;

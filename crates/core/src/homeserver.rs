@@ -89,11 +89,16 @@ pub struct Homeserver {
     pub(crate) redactions: Mutex<u64>,
     /// Offloaded jobs waiting or running.
     offloaded: std::sync::atomic::AtomicUsize,
+    /// When users last synced (ms), for presence's `last_active_ago`.
+    pub(crate) last_active: crate::cache::BoundedCache<ruma::OwnedUserId, i64>,
 }
 
 /// Offloaded jobs (password hashes, each about 12 MiB and tens of milliseconds) allowed
 /// to wait or run at once.
 const MAX_OFFLOAD_QUEUE: usize = 32;
+
+/// Users whose last activity is kept in memory.
+const LAST_ACTIVE_USERS: usize = 100_000;
 
 /// Room locks kept before unused ones are dropped.
 const ROOM_LOCKS_PRUNE_AT: usize = 4096;
@@ -145,6 +150,7 @@ impl Homeserver {
             ),
             redactions: Mutex::new(0),
             offloaded: Default::default(),
+            last_active: crate::cache::BoundedCache::new(LAST_ACTIVE_USERS),
         })
     }
 

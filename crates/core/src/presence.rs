@@ -62,6 +62,27 @@ impl Homeserver {
         Ok(())
     }
 
+    /// `/sync?set_presence=`: marks the user `online` or `unavailable` while they sync.
+    /// Only a change of state is written (and reaches others); activity itself is kept in
+    /// memory, for `last_active_ago`.
+    pub async fn mark_active(&self, user: &UserId, state: &str) -> Result<()> {
+        self.last_active.put(user.to_owned(), self.now());
+        let row = query_opt(
+            self.db.as_ref(),
+            "SELECT state, status_msg FROM presence WHERE user_id = $1",
+            vec![user.as_str().into()],
+        )
+        .await?;
+        match row {
+            Some(r) if r.text(0)? == state => Ok(()),
+            Some(r) => {
+                self.set_presence(user, state, r.opt_text(1)?.as_deref())
+                    .await
+            }
+            None => self.set_presence(user, state, None).await,
+        }
+    }
+
     /// Presence content (spec: `m.presence`), `None` for a user who never set one.
     pub async fn get_presence(&self, user: &UserId) -> Result<Option<Json>> {
         let row = query_opt(
@@ -71,10 +92,11 @@ impl Homeserver {
         )
         .await?;
         let now = self.now();
+        let active = self.last_active.get(&user.to_owned()).unwrap_or(0);
         row.map(|r| {
             let mut c = json!({
                 "presence": r.text(0)?,
-                "last_active_ago": (now - r.int(2)?).max(0),
+                "last_active_ago": (now - r.int(2)?.max(active)).max(0),
                 "currently_active": r.text(0)? == "online",
             });
             if let Some(m) = r.opt_text(1)? {
@@ -83,6 +105,22 @@ impl Homeserver {
             Ok(c)
         })
         .transpose()
+    }
+
+    /// `GET /presence/{userId}/status`: a user's presence is theirs and their room-mates'
+    /// to see (spec: "Presence"; Synapse answers others 403).
+    pub async fn presence_for(&self, viewer: &UserId, user: &UserId) -> Result<Option<Json>> {
+        if viewer != user
+            && !self
+                .users_sharing_rooms(viewer)
+                .await?
+                .contains(user.as_str())
+        {
+            return Err(Error::forbidden(
+                "You are not allowed to see their presence",
+            ));
+        }
+        self.get_presence(user).await
     }
 
     /// Presence events changed in `(since, upto]` of users sharing a room with `viewer`.

@@ -24,3 +24,14 @@ pub const SUPPORTED_VERSIONS: &[&str] = &[
     "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
 ];
 pub const DEFAULT_VERSION: &str = "12";
+
+/// Event types that count as activity for a room's `bump_stamp` (MSC4186).
+pub const BUMP_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.message",
+    "m.room.encrypted",
+    "m.sticker",
+    "m.call.invite",
+    "m.poll.start",
+    "m.beacon_info",
+];

@@ -36,6 +36,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0007_uia_request.sql"),
         include_str!("storage/migrations/0007_uia_request.sql"),
     ),
+    (
+        include_str!("storage/migrations/0008_sync_indexes.sql"),
+        include_str!("storage/migrations/0008_sync_indexes.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

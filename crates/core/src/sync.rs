@@ -23,11 +23,16 @@ pub struct SyncRequest {
     pub timeout_ms: u64,
     pub filter: filter::SyncFilter,
     pub use_state_after: bool,
+    /// `set_presence`: the presence syncing marks the user with, if any.
+    pub set_presence: Option<&'static str>,
 }
 
 impl Homeserver {
     /// Long-polls until something for `user` moves past `since`, or the timeout.
     pub async fn sync(&self, user: &UserId, device: &DeviceId, req: SyncRequest) -> Result<Json> {
+        if let Some(state) = req.set_presence {
+            self.mark_active(user, state).await?;
+        }
         let timeout = req.timeout_ms.min(self.config.max_sync_timeout_ms);
         let deadline = self.clock.now_ms() + timeout;
         // A `since` acknowledges every to-device message before it (spec: "Send-to-Device").

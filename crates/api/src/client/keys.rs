@@ -87,8 +87,8 @@ async fn changes(
     Auth(a): Auth,
     Query(q): Query<ChangesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let from = parse_position(&q.from)?;
-    let to = parse_position(&q.to)?.min(s.hs.current_pos());
+    let from = parse_position(&q.from, false)?;
+    let to = parse_position(&q.to, false)?.min(s.hs.current_pos());
     let (changed, left) = s.hs.device_list_updates(&a.user_id, from, to).await?;
     Ok(Json(json!({ "changed": changed, "left": left })))
 }

@@ -30,11 +30,14 @@ fn user(s: &str) -> Result<ruma::OwnedUserId, ApiError> {
 
 async fn get_status(
     State(s): State<AppState>,
-    Auth(_): Auth,
+    Auth(a): Auth,
     Path(u): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let u = user(&u)?;
-    match s.hs.get_presence(&u).await? {
+    if !s.hs.user_exists(&u).await? {
+        return Err(ApiError(Error::not_found("Unknown user")));
+    }
+    match s.hs.presence_for(&a.user_id, &u).await? {
         Some(c) => Ok(Json(c)),
         None if s.hs.user_exists(&u).await? => Ok(Json(json!({ "presence": "offline" }))),
         None => Err(ApiError(Error::not_found("Unknown user"))),

@@ -27,7 +27,11 @@ use tessera_core::{
         send::NewEvent,
         write::Txn,
     },
-    sync::{account_data::MAX_FILTER_BYTES, filter::EventFilter, token::parse_position},
+    sync::{
+        account_data::MAX_FILTER_BYTES,
+        filter::EventFilter,
+        token::{parse_position, position_token},
+    },
     Error,
 };
 
@@ -347,8 +351,16 @@ async fn messages(
         None => 10,
     };
     let filter = event_filter(q.filter.as_deref())?;
-    let from = q.from.as_deref().map(parse_position).transpose()?;
-    let to = q.to.as_deref().map(parse_position).transpose()?;
+    let backward = dir == Direction::Backward;
+    let from = q
+        .from
+        .as_deref()
+        .map(|t| parse_position(t, backward))
+        .transpose()?;
+    let to =
+        q.to.as_deref()
+            .map(|t| parse_position(t, backward))
+            .transpose()?;
     let lazy = filter.lazy_members;
     let keep = move |p: &tessera_core::rooms::Pdu| filter.allows(p);
     let page =
@@ -371,9 +383,11 @@ async fn messages(
         .collect();
     s.hs.add_transaction_ids(&a.user_id, &a.device_id, &mut chunk)
         .await?;
-    let mut body = json!({ "start": page.start.to_string(), "chunk": chunk });
+    // Spec: `start` is the `from` given.
+    let start = q.from.clone().unwrap_or_else(|| position_token(page.start));
+    let mut body = json!({ "start": start, "chunk": chunk });
     if let Some(end) = page.end {
-        body["end"] = end.to_string().into();
+        body["end"] = position_token(end).into();
     }
     // Spec: with lazy_load_members, `state` carries the senders' member events.
     if lazy {
@@ -429,7 +443,9 @@ async fn members(
         s.hs.members(
             &room,
             &a.user_id,
-            q.at.as_deref().map(parse_position).transpose()?,
+            q.at.as_deref()
+                .map(|t| parse_position(t, false))
+                .transpose()?,
             q.membership.as_deref(),
             q.not_membership.as_deref(),
         )
@@ -585,8 +601,8 @@ async fn context(
         "event": event,
         "events_before": before,
         "events_after": after,
-        "start": ctx.start.to_string(),
-        "end": ctx.end.to_string(),
+        "start": position_token(ctx.start),
+        "end": position_token(ctx.end),
         "state": ctx.state.iter().map(|p| p.to_client_json(&room)).collect::<Vec<_>>(),
     })))
 }

@@ -2,7 +2,7 @@
 
 use axum::{extract::State, Json};
 use ruma::api::client::{filter::FilterDefinition, sync::sync_events};
-use ruma::api::error::ErrorKind;
+use ruma::{api::error::ErrorKind, presence::PresenceState};
 use serde_json::Value;
 use tessera_core::{
     sync::{account_data::MAX_FILTER_BYTES, filter::SyncFilter, SyncRequest},
@@ -51,6 +51,12 @@ async fn sync(
                 timeout_ms: b.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
                 filter: SyncFilter::new(&filter)?,
                 use_state_after: b.use_state_after,
+                // Spec: syncing marks the user online unless it says otherwise.
+                set_presence: match b.set_presence {
+                    PresenceState::Offline => None,
+                    PresenceState::Unavailable => Some("unavailable"),
+                    _ => Some("online"),
+                },
             },
         )
         .await?;

@@ -79,6 +79,50 @@ impl Homeserver {
         Ok(())
     }
 
+    /// Spec (`PUT /state`, `m.room.canonical_alias`): every alias must be well-formed
+    /// (else `M_INVALID_PARAM`) and point to this room (else `M_BAD_ALIAS`). Aliases of
+    /// other servers cannot be checked without federation, so they are refused too.
+    pub(crate) async fn check_canonical_alias(
+        &self,
+        room_id: &RoomId,
+        content: &Json,
+    ) -> Result<()> {
+        let bad_syntax = |what: &str| Error::invalid_param(format!("{what} is not a room alias"));
+        let mut aliases = Vec::new();
+        match content.get("alias") {
+            None | Some(Json::Null) => {}
+            Some(Json::String(a)) => {
+                aliases.push(RoomAliasId::parse(a.as_str()).map_err(|_| bad_syntax("alias"))?)
+            }
+            Some(_) => return Err(bad_syntax("alias")),
+        }
+        match content.get("alt_aliases") {
+            None | Some(Json::Null) => {}
+            Some(Json::Array(list)) => {
+                for a in list {
+                    let a = a
+                        .as_str()
+                        .ok_or_else(|| bad_syntax("an alt_aliases entry"))?;
+                    aliases.push(
+                        RoomAliasId::parse(a).map_err(|_| bad_syntax("an alt_aliases entry"))?,
+                    );
+                }
+            }
+            Some(_) => return Err(Error::invalid_param("alt_aliases must be a list")),
+        }
+        for alias in aliases {
+            let here = alias.server_name() == self.server_name()
+                && self.resolve_alias(&alias).await?.as_deref() == Some(room_id);
+            if !here {
+                return Err(Error::Matrix(
+                    ruma::api::error::ErrorKind::BadAlias,
+                    format!("The alias {alias} does not point to this room"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub async fn room_exists(&self, room_id: &RoomId) -> Result<bool> {
         match self.room_version(room_id).await {
             Ok(_) => Ok(true),

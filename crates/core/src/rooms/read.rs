@@ -54,13 +54,14 @@ impl Homeserver {
         }
     }
 
-    /// The state a user may read: current while joined, else as of their leaving.
+    /// The state a user may read (spec: "Getting events for a room"): the current state
+    /// while joined or when the room is world-readable, else as of their leaving.
     pub async fn visible_state(&self, room_id: &RoomId, user: &UserId) -> Result<StateIds> {
-        let (membership, _) = self.require_membership(room_id, user).await?;
-        if membership == "join" {
+        let membership = self.membership(room_id, user).await?;
+        if membership.as_deref() == Some("join") || self.world_readable(room_id).await? {
             return self.current_state_ids(room_id).await;
         }
-        if membership == "invite" || membership == "knock" {
+        if !matches!(membership.as_deref(), Some("leave" | "ban")) {
             return Err(Error::forbidden("You are not a member of this room"));
         }
         let member = self
@@ -72,6 +73,19 @@ impl Homeserver {
             .await?
             .ok_or_else(|| Error::internal("member event missing"))?;
         Ok((*self.state_group(place.state_after).await?.0).clone())
+    }
+
+    /// Whether the room's current history visibility is `world_readable`.
+    pub async fn world_readable(&self, room_id: &RoomId) -> Result<bool> {
+        let Some(id) = self
+            .current_state_event_id(room_id, &StateEventType::RoomHistoryVisibility, "")
+            .await?
+        else {
+            return Ok(false);
+        };
+        Ok(self.get_pdu(&id).await?.is_some_and(|p| {
+            content_str(&p, "history_visibility").as_deref() == Some("world_readable")
+        }))
     }
 
     pub async fn state_event(
@@ -181,7 +195,12 @@ impl Homeserver {
             .get_pdu(id)
             .await?
             .ok_or_else(|| Error::not_found("Event not found"))?;
-        if pdu.room_id.as_deref().is_some_and(|r| r != room_id) && pdu.room_id.is_some() {
+        // A v12 create event carries no room ID: its room's ID is its own reference hash.
+        let in_room = match &pdu.room_id {
+            Some(r) => r == room_id,
+            None => super::write::create_event_id_of(room_id).as_deref() == Some(&*pdu.event_id),
+        };
+        if !in_room {
             return Err(Error::not_found("Event not found"));
         }
         if !self.can_see(user, &pdu, membership.as_deref()).await? {
@@ -190,9 +209,10 @@ impl Homeserver {
         Ok(pdu)
     }
 
-    /// `/messages`: events by stream position from `from` (exclusive) in `dir`, stopping at
-    /// `to`, keeping those `keep` accepts and the user may see. A user who left sees nothing
-    /// after leaving.
+    /// `/messages`: from the place `from` names (tokens are places between events) in
+    /// `dir`, up to the place `to`, the events `keep` accepts and the user may see. A user
+    /// who left sees nothing after leaving, unless the room is world-readable; so does a
+    /// non-member of a world-readable room.
     pub async fn messages(
         &self,
         room_id: &RoomId,
@@ -206,31 +226,39 @@ impl Homeserver {
             dir,
             limit,
         } = page;
-        let (membership, member_pos) = self.require_membership(room_id, user).await?;
-        let ceiling = if membership == "join" {
-            i64::MAX
-        } else {
-            member_pos
+        let row = crate::storage::query_opt(
+            self.db.as_ref(),
+            "SELECT membership, stream_pos FROM memberships WHERE room_id = $1 AND user_id = $2",
+            vec![room_id.as_str().into(), user.as_str().into()],
+        )
+        .await?;
+        let membership = row.as_ref().map(|r| r.text(0)).transpose()?;
+        let ceiling = match (membership.as_deref(), &row) {
+            (Some("join"), _) => i64::MAX,
+            _ if self.world_readable(room_id).await? => i64::MAX,
+            (Some("leave" | "ban"), Some(r)) => r.int(1)?,
+            _ => return Err(Error::forbidden("You are not a member of this room")),
         };
         let limit = limit.clamp(1, self.config.max_timeline_limit);
         let start = from.unwrap_or(match dir {
-            Direction::Backward => self.current_pos() + 1,
+            Direction::Backward => self.current_pos(),
             Direction::Forward => 0,
         });
         let mut events = Vec::new();
+        // Backward: events at or below `cursor`; forward: events above it.
         let mut cursor = start;
+        let end = |cursor: i64| Some(cursor);
         // Filtered-out or hidden events do not shorten the page, but one request reads at
         // most `MAX_SCAN_FACTOR` rows per event asked for: past that it answers with what
         // it found and a token to go on from (`end`).
         let max_scan = limit * MAX_SCAN_FACTOR;
         let mut scanned = 0;
-        // Reads in chunks so filtered-out events do not shorten the page.
-        'outer: loop {
+        loop {
             let rows = match dir {
                 Direction::Backward => {
                     self.db
                         .query(
-                            "SELECT event_id, json, stream_pos FROM events WHERE room_id = $1 AND stream_pos < $2
+                            "SELECT event_id, json, stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2
                              AND stream_pos <= $3 ORDER BY stream_pos DESC LIMIT $4",
                             vec![room_id.as_str().into(), Value::Int(cursor), Value::Int(ceiling), Value::Int(limit as i64 * 2)],
                         )
@@ -256,40 +284,42 @@ impl Homeserver {
             for r in &rows {
                 let pos = r.int(2)?;
                 let past_to = match (dir, to) {
-                    (Direction::Backward, Some(t)) => pos < t,
-                    (Direction::Forward, Some(t)) => pos >= t,
+                    (Direction::Backward, Some(t)) => pos <= t,
+                    (Direction::Forward, Some(t)) => pos > t,
                     _ => false,
                 };
                 if past_to {
-                    break 'outer;
+                    return Ok(Page {
+                        events,
+                        start,
+                        end: None,
+                    });
                 }
                 if scanned == max_scan {
                     return Ok(Page {
                         events,
                         start,
-                        end: Some(cursor),
+                        end: end(cursor),
                     });
                 }
                 scanned += 1;
-                cursor = pos;
+                cursor = match dir {
+                    Direction::Backward => pos - 1,
+                    Direction::Forward => pos,
+                };
                 let pdu = Pdu::from_stored(&r.text(0)?, &r.text(1)?)?;
-                if keep(&pdu) && self.can_see(user, &pdu, Some(&membership)).await? {
+                if keep(&pdu) && self.can_see(user, &pdu, membership.as_deref()).await? {
                     events.push(pdu);
                     if events.len() >= limit {
                         return Ok(Page {
                             events,
                             start,
-                            end: Some(cursor),
+                            end: end(cursor),
                         });
                     }
                 }
             }
         }
-        Ok(Page {
-            events,
-            start,
-            end: None,
-        })
     }
 }
 
@@ -382,8 +412,9 @@ impl Homeserver {
         })
     }
 
-    /// One side of `/context`: a bounded `/messages` page from `pos`, with the token to go
-    /// on from: the page's `end`, else (the room's start or end was reached) its last event.
+    /// One side of `/context`: a bounded `/messages` page from the event at `pos`, and the
+    /// place to go on from: the page's `end`, else (the room's start or end was reached)
+    /// the place beyond its last event.
     async fn context_side(
         &self,
         room_id: &RoomId,
@@ -393,11 +424,16 @@ impl Homeserver {
         limit: usize,
         keep: &(dyn Fn(&Pdu) -> bool + Send + Sync),
     ) -> Result<(Vec<Pdu>, i64)> {
+        // The place just before the event going back, just after it going forward.
+        let from = match dir {
+            Direction::Backward => pos - 1,
+            Direction::Forward => pos,
+        };
         if limit == 0 {
-            return Ok((Vec::new(), pos));
+            return Ok((Vec::new(), from));
         }
         let req = PageRequest {
-            from: Some(pos),
+            from: Some(from),
             to: None,
             dir,
             limit,
@@ -405,11 +441,12 @@ impl Homeserver {
         let page = self.messages(room_id, user, req, keep).await?;
         let token = match (page.end, page.events.last()) {
             (Some(end), _) => end,
-            (None, Some(p)) => self
-                .event_place(&p.event_id)
-                .await?
-                .map_or(pos, |pl| pl.pos),
-            (None, None) => pos,
+            (None, Some(p)) => match self.event_place(&p.event_id).await? {
+                Some(pl) if dir == Direction::Backward => pl.pos - 1,
+                Some(pl) => pl.pos,
+                None => from,
+            },
+            (None, None) => from,
         };
         Ok((page.events, token))
     }

@@ -4,7 +4,7 @@ use ruma::{
     canonical_json::{redact, RedactedBecause},
     events::TimelineEventType,
     room_version_rules::RoomVersionRules,
-    EventId, OwnedEventId, RoomId, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomId, UserId,
 };
 use serde_json::json;
 
@@ -62,7 +62,7 @@ impl Homeserver {
         pdu: &Pdu,
         before: &StateIds,
         rules: &RoomVersionRules,
-    ) -> Result<Option<Statement>> {
+    ) -> Result<Option<(Vec<OwnedEventId>, Vec<Statement>)>> {
         if pdu.kind != TimelineEventType::RoomRedaction {
             return Ok(None);
         }
@@ -94,12 +94,68 @@ impl Homeserver {
         };
         let redacted = redact(target.json.clone(), &rules.redaction, Some(because))
             .map_err(Error::internal)?;
-        Ok(Some(Statement::new(
+        let mut rewritten = vec![target_id.clone()];
+        let mut statements = vec![Statement::new(
             "UPDATE events SET json = $2 WHERE event_id = $1",
             vec![
                 target_id.as_str().into(),
                 serde_json::to_string(&redacted)?.into(),
             ],
-        )))
+        )];
+        // The state events that replaced a redacted one carry its content in
+        // `unsigned.prev_content`: that goes too (spec: "Redactions").
+        if let Some(key) = &target.state_key {
+            for (id, json) in self.replacements_of(&room_id, &target, key).await? {
+                rewritten.push(id.clone());
+                statements.push(Statement::new(
+                    "UPDATE events SET json = $2 WHERE event_id = $1",
+                    vec![id.as_str().into(), json.into()],
+                ));
+            }
+        }
+        Ok(Some((rewritten, statements)))
+    }
+
+    /// The state events that name `target` in `unsigned.replaces_state`, each with its
+    /// JSON rewritten without `prev_content`. The next state events of the same key are
+    /// looked at, a bounded number (a fork can give a key several successors).
+    async fn replacements_of(
+        &self,
+        room_id: &RoomId,
+        target: &Pdu,
+        key: &str,
+    ) -> Result<Vec<(OwnedEventId, String)>> {
+        const LOOK_AT: i64 = 16;
+        let Some(place) = self.event_place(&target.event_id).await? else {
+            return Ok(Vec::new());
+        };
+        let rows = self
+            .db
+            .query(
+                "SELECT event_id, json FROM events WHERE room_id = $1 AND type = $2 AND state_key = $3
+                 AND stream_pos > $4 ORDER BY stream_pos LIMIT $5",
+                vec![
+                    room_id.as_str().into(),
+                    target.kind.to_string().into(),
+                    key.into(),
+                    crate::ports::Value::Int(place.pos),
+                    crate::ports::Value::Int(LOOK_AT),
+                ],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let mut json: CanonicalJsonObject = serde_json::from_str(&r.text(1)?)?;
+            let Some(CanonicalJsonValue::Object(unsigned)) = json.get_mut("unsigned") else {
+                continue;
+            };
+            let replaces = matches!(unsigned.get("replaces_state"),
+                Some(CanonicalJsonValue::String(s)) if *s == target.event_id.as_str());
+            if replaces && unsigned.remove("prev_content").is_some() {
+                let id = OwnedEventId::try_from(r.text(0)?).map_err(Error::internal)?;
+                out.push((id, serde_json::to_string(&json)?));
+            }
+        }
+        Ok(out)
     }
 }

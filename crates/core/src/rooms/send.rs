@@ -92,6 +92,24 @@ impl Homeserver {
         }
         let version = self.room_version(room_id).await?;
         let mut w = self.begin_write(room_id, &version).await?;
+        if let Some(key) = &event.state_key {
+            // Spec ("Sending state events"): state identical to the current one is not
+            // sent again; the existing event answers.
+            let k = (StateEventType::from(event.kind.to_string()), key.clone());
+            if let Some(id) = w.head().state.get(&k) {
+                if let Some(current) = self.get_pdu(id).await? {
+                    let same = current.sender == sender
+                        && serde_json::from_str::<Json>(current.content.get()).ok()
+                            == Some(event.content.clone());
+                    if same {
+                        return Ok(id.clone());
+                    }
+                }
+            }
+            if event.kind == TimelineEventType::RoomCanonicalAlias {
+                self.check_canonical_alias(room_id, &event.content).await?;
+            }
+        }
         let pdu = self.build_pdu(Some(&w), &version, sender, event).await?;
         let id = pdu.event_id.clone();
         self.plan_pdu(&mut w, pdu, txn).await?;

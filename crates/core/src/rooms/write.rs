@@ -78,7 +78,9 @@ struct Step {
     /// Keys state resolution dropped (every event for them failed auth).
     state_removals: Vec<(StateEventType, String)>,
     member_changes: Vec<(String, OwnedEventId, String)>,
-    redaction: Option<(OwnedEventId, Statement)>,
+    /// A redaction that applies: the events it rewrites (the target, and state events
+    /// whose `prev_content` held its content) and the statements that do it.
+    redaction: Option<(Vec<OwnedEventId>, Vec<Statement>)>,
 }
 
 impl RoomWrite {
@@ -228,10 +230,7 @@ impl Homeserver {
         };
 
         self.authorize(w, &pdu, &before).await?;
-        let redaction = self
-            .apply_redaction(&pdu, &before, &rules)
-            .await?
-            .and_then(|st| Some((pdu.redacts.clone()?, st)));
+        let redaction = self.apply_redaction(&pdu, &before, &rules).await?;
 
         // State after the event.
         let (after, after_id) = match &pdu.state_key {
@@ -379,8 +378,10 @@ impl Homeserver {
                 self.cache_group(g);
             }
             for (step, pos) in steps.iter().zip(base..) {
-                if let Some((target, _)) = &step.redaction {
-                    self.forget_redacted(target);
+                if let Some((rewritten, _)) = &step.redaction {
+                    for id in rewritten {
+                        self.forget_redacted(id);
+                    }
                 }
                 self.pdu_cache
                     .put(step.pdu.event_id.clone(), step.pdu.clone());
@@ -564,22 +565,39 @@ impl Drop for ForgetHead<'_> {
 fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statement> {
     let pdu = &step.pdu;
     let event_id = pdu.event_id.as_str();
-    let mut b = vec![Statement::new(
-        "INSERT INTO events (event_id, room_id, stream_pos, depth, sender, type, state_key, json, state_before, state_after)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        vec![
-            event_id.into(),
-            room.into(),
-            Value::Int(pos),
-            Value::Int(pdu.depth.min(i64::MAX as u64) as i64),
-            pdu.sender.as_str().into(),
-            pdu.kind.to_string().into(),
-            pdu.state_key.clone().into(),
-            step.json.as_str().into(),
-            Value::Int(step.state_before),
-            Value::Int(step.state_after),
-        ],
-    )];
+    let (txn_device, txn_id) = match &step.txn {
+        Some([_, device, _, txn]) => (Some(device.as_str()), Some(txn.as_str())),
+        None => (None, None),
+    };
+    let kind = pdu.kind.to_string();
+    let bump = super::BUMP_TYPES.contains(&kind.as_str());
+    let mut b = vec![
+        Statement::new(
+            "INSERT INTO events (event_id, room_id, stream_pos, depth, sender, type, state_key, json, state_before, state_after,
+                 txn_id, txn_device)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            vec![
+                event_id.into(),
+                room.into(),
+                Value::Int(pos),
+                Value::Int(pdu.depth.min(i64::MAX as u64) as i64),
+                pdu.sender.as_str().into(),
+                kind.into(),
+                pdu.state_key.clone().into(),
+                step.json.as_str().into(),
+                Value::Int(step.state_before),
+                Value::Int(step.state_after),
+                txn_id.into(),
+                txn_device.into(),
+            ],
+        ),
+        Statement::new(
+            "INSERT INTO room_activity (room_id, last_pos, bump_pos) VALUES ($1, $2, $3)
+             ON CONFLICT (room_id) DO UPDATE SET last_pos = excluded.last_pos,
+               bump_pos = CASE WHEN excluded.bump_pos > 0 THEN excluded.bump_pos ELSE room_activity.bump_pos END",
+            vec![room.into(), Value::Int(pos), Value::Int(if bump { pos } else { 0 })],
+        ),
+    ];
     if let Some([user, device, scope, txn]) = &step.txn {
         b.push(Statement::new(
             "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)",
@@ -614,15 +632,21 @@ fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statement> {
             vec![room.into(), kind.to_string().into(), key.into()],
         ));
     }
-    if let Some((_, st)) = &step.redaction {
-        b.push(st.clone());
+    if let Some((_, statements)) = &step.redaction {
+        b.extend(statements.iter().cloned());
     }
+    // `stream_pos` is when the membership last changed: a new name or avatar (join → join)
+    // is no new join, for syncs and device lists alike.
     for (user, id, membership) in &step.member_changes {
         b.push(Statement::new(
             "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
              VALUES ($1, $2, $3, $4, $5, 0)
              ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
-               event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
+               event_id = excluded.event_id,
+               stream_pos = CASE WHEN memberships.membership = excluded.membership
+                 THEN memberships.stream_pos ELSE excluded.stream_pos END,
+               forgotten = CASE WHEN memberships.membership = excluded.membership
+                 THEN memberships.forgotten ELSE 0 END",
             vec![room.into(), user.into(), membership.into(), id.as_str().into(), Value::Int(pos)],
         ));
     }

@@ -1,14 +1,23 @@
 //! The `rooms` section of `/sync`: join, invite, knock and leave.
+//!
+//! A sync is assembled as of one position (`now`): the user's memberships are read as they
+//! were there, and an incremental sync looks only at the rooms that moved since `since`
+//! (the `room_activity` index, membership, receipt and account-data changes, typing), so
+//! its cost follows what changed, not the size of the account.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
 
-use ruma::{events::StateEventType, OwnedRoomId, RoomId, UserId};
+use ruma::{events::StateEventType, OwnedEventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{json, Value as Json};
 
-use super::{filter::EventFilter, SyncRequest, SyncToken};
+use super::{filter::EventFilter, token::position_token, SyncRequest, SyncToken};
 use crate::{
-    ports::Value,
-    rooms::{state::StateIds, Pdu},
+    homeserver::Stream,
+    ports::{Row, Value},
+    rooms::{state::StateIds, write::membership_of, Pdu},
     Error, Homeserver, Result,
 };
 
@@ -50,6 +59,58 @@ const STRIPPED: &[&str] = &[
     "m.room.topic",
 ];
 
+/// The user's membership of one room.
+#[derive(Clone, Debug)]
+struct Membership {
+    room_id: OwnedRoomId,
+    membership: String,
+    /// Where the membership last changed (not where the member event last changed).
+    changed_pos: i64,
+    /// The member event that set it.
+    event_id: OwnedEventId,
+}
+
+impl Membership {
+    fn from_row(r: &Row) -> Result<Self> {
+        Ok(Self {
+            room_id: OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?,
+            membership: r.text(1)?,
+            event_id: OwnedEventId::try_from(r.text(2)?).map_err(Error::internal)?,
+            changed_pos: r.int(3)?,
+        })
+    }
+}
+
+/// An event of a timeline, with the client transaction that sent it, if any.
+struct TimelineEvent {
+    pos: i64,
+    pdu: Pdu,
+    /// (device, transaction ID) of a local event sent with one.
+    txn: Option<(String, String)>,
+}
+
+/// Which state a room's `state` (or `state_after`) block holds.
+struct StateQuery<'a> {
+    /// The sync's `since`, when the client already has the room's state as of it.
+    baseline: Option<i64>,
+    timeline: &'a [TimelineEvent],
+    /// The timeline does not show every event after `baseline` (it is limited, or a
+    /// filter dropped some).
+    gapped: bool,
+    /// The room's state at the end of the timeline's window.
+    end: End,
+}
+
+/// The state at the end of a timeline's window, or where to find it.
+enum End {
+    /// After the room's last event at or before this position.
+    At(i64),
+    State(Arc<StateIds>),
+}
+
+const MEMBERSHIP_COLUMNS: &str =
+    "SELECT room_id, membership, event_id, stream_pos FROM memberships";
+
 impl Homeserver {
     pub(super) async fn sync_rooms(
         &self,
@@ -60,48 +121,39 @@ impl Homeserver {
         now: SyncToken,
     ) -> Result<RoomsSection> {
         let mut out = RoomsSection::default();
-        let rows = self
-            .db
-            .query(
-                "SELECT room_id, membership, event_id, stream_pos FROM memberships WHERE user_id = $1 AND forgotten = 0",
-                vec![user.as_str().into()],
-            )
-            .await?;
-        for r in rows {
-            let room_id = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
-            if !req.filter.room_allowed(&room_id) {
+        let memberships = match since {
+            Some(s) if !req.full_state => self.rooms_changed(user, s, now).await?,
+            _ => self.all_memberships(user).await?,
+        };
+        for m in memberships {
+            if !req.filter.room_allowed(&m.room_id) {
                 continue;
             }
-            let (membership, member_pos) = (r.text(1)?, r.int(3)?);
-            // A membership change after `now` is not ours to report yet.
-            if member_pos > now.pos {
+            let Some(m) = self.membership_as_of(user, m, now.pos).await? else {
                 continue;
-            }
-            let changed = since.is_none_or(|s| member_pos > s.pos);
-            match membership.as_str() {
+            };
+            let changed = since.is_none_or(|s| m.changed_pos > s.pos);
+            match m.membership.as_str() {
                 "join" => {
                     if let Some(room) = self
-                        .joined_room((user, device), &room_id, req, since, now, member_pos)
+                        .joined_room((user, device), &m, req, since, now)
                         .await?
                     {
-                        out.join.insert(room_id, room);
+                        out.join.insert(m.room_id, room);
                     }
                 }
                 "invite" | "knock" if changed => {
-                    let event_id = ruma::EventId::parse(r.text(2)?).map_err(Error::internal)?;
-                    let stripped = self.stripped_state(&room_id, &event_id).await?;
-                    let (key, section) = if membership == "invite" {
+                    let stripped = self.stripped_state(&m.room_id, &m.event_id).await?;
+                    let (key, section) = if m.membership == "invite" {
                         ("invite_state", &mut out.invite)
                     } else {
                         ("knock_state", &mut out.knock)
                     };
-                    section.insert(room_id, json!({ key: { "events": stripped } }));
+                    section.insert(m.room_id, json!({ key: { "events": stripped } }));
                 }
                 "leave" | "ban" if changed && (since.is_some() || req.filter.include_leave) => {
-                    let room = self
-                        .left_room(user, &room_id, req, since, member_pos)
-                        .await?;
-                    out.leave.insert(room_id, room);
+                    let room = self.left_room((user, device), &m, req, since).await?;
+                    out.leave.insert(m.room_id, room);
                 }
                 _ => {}
             }
@@ -109,17 +161,173 @@ impl Homeserver {
         Ok(out)
     }
 
+    async fn all_memberships(&self, user: &UserId) -> Result<Vec<Membership>> {
+        let sql = "SELECT room_id, membership, event_id, stream_pos FROM memberships WHERE user_id = $1 AND forgotten = 0";
+        debug_assert!(sql.starts_with(MEMBERSHIP_COLUMNS));
+        self.db
+            .query(sql, vec![user.as_str().into()])
+            .await?
+            .iter()
+            .map(Membership::from_row)
+            .collect()
+    }
+
+    /// The rooms an incremental sync from `since` must look at, each with the user's
+    /// membership row: a constant number of queries, each reading only what moved.
+    async fn rooms_changed(
+        &self,
+        user: &UserId,
+        since: SyncToken,
+        now: SyncToken,
+    ) -> Result<Vec<Membership>> {
+        let mut rooms: HashMap<OwnedRoomId, Membership> = HashMap::new();
+        let u = Value::from(user.as_str());
+        let s = Value::Int(since.pos);
+        let mut add = |rows: Vec<Row>| -> Result<()> {
+            for r in &rows {
+                let m = Membership::from_row(r)?;
+                rooms.insert(m.room_id.clone(), m);
+            }
+            Ok(())
+        };
+        if self.stream_moved(Stream::Events, Some(since.pos)) {
+            add(self
+                .db
+                .query(
+                    "SELECT m.room_id, m.membership, m.event_id, m.stream_pos FROM room_activity a
+                     JOIN memberships m ON m.room_id = a.room_id AND m.user_id = $1
+                     WHERE a.last_pos > $2 AND m.forgotten = 0",
+                    vec![u.clone(), s.clone()],
+                )
+                .await?)?;
+        }
+        if self.stream_moved(Stream::Memberships, Some(since.pos)) {
+            add(self
+                .db
+                .query(
+                    "SELECT room_id, membership, event_id, stream_pos FROM memberships
+                     WHERE user_id = $1 AND stream_pos > $2 AND forgotten = 0",
+                    vec![u.clone(), s.clone()],
+                )
+                .await?)?;
+        }
+        if self.stream_moved(Stream::Receipts, Some(since.pos)) {
+            add(self
+                .db
+                .query(
+                    "SELECT room_id, membership, event_id, stream_pos FROM memberships
+                     WHERE user_id = $1 AND forgotten = 0 AND room_id IN
+                       (SELECT room_id FROM receipts WHERE stream_pos > $2 AND stream_pos <= $3)",
+                    vec![u.clone(), s.clone(), Value::Int(now.pos)],
+                )
+                .await?)?;
+        }
+        if self.stream_moved(Stream::AccountData, Some(since.pos)) {
+            add(self
+                .db
+                .query(
+                    "SELECT room_id, membership, event_id, stream_pos FROM memberships
+                     WHERE user_id = $1 AND forgotten = 0 AND room_id IN
+                       (SELECT room_id FROM account_data WHERE user_id = $1 AND stream_pos > $2 AND room_id <> '')",
+                    vec![u.clone(), s.clone()],
+                )
+                .await?)?;
+        }
+        for room in self.typing_rooms_since(since.typing) {
+            if rooms.contains_key(&room) {
+                continue;
+            }
+            if let Some(r) = crate::storage::query_opt(
+                self.db.as_ref(),
+                "SELECT room_id, membership, event_id, stream_pos FROM memberships
+                 WHERE room_id = $1 AND user_id = $2 AND forgotten = 0",
+                vec![room.as_str().into(), u.clone()],
+            )
+            .await?
+            {
+                let m = Membership::from_row(&r)?;
+                rooms.insert(m.room_id.clone(), m);
+            }
+        }
+        Ok(rooms.into_values().collect())
+    }
+
+    /// The membership as it was at `pos`: the row, unless it changed after `pos` (the
+    /// sync started before that commit); then the member event in the state at `pos`.
+    async fn membership_as_of(
+        &self,
+        user: &UserId,
+        m: Membership,
+        pos: i64,
+    ) -> Result<Option<Membership>> {
+        if m.changed_pos <= pos {
+            return Ok(Some(m));
+        }
+        let Some(state) = self.state_at(&m.room_id, pos).await? else {
+            return Ok(None);
+        };
+        let Some(id) = state.get(&(StateEventType::RoomMember, user.to_string())) else {
+            return Ok(None);
+        };
+        let (Some(pdu), Some(place)) = (self.get_pdu(id).await?, self.event_place(id).await?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Membership {
+            membership: membership_of(&pdu),
+            changed_pos: place.pos,
+            event_id: id.clone(),
+            room_id: m.room_id,
+        }))
+    }
+
+    /// The user's membership in the room at `pos`, from the room's state there.
+    async fn membership_at(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        pos: i64,
+    ) -> Result<Option<String>> {
+        let Some(state) = self.state_at(room_id, pos).await? else {
+            return Ok(None);
+        };
+        Ok(
+            match state.get(&(StateEventType::RoomMember, user.to_string())) {
+                Some(id) => self.get_pdu(id).await?.map(|p| membership_of(&p)),
+                None => None,
+            },
+        )
+    }
+
+    /// The room's state after its last event at or before `pos`, if it had one.
+    pub(crate) async fn state_at(
+        &self,
+        room_id: &RoomId,
+        pos: i64,
+    ) -> Result<Option<Arc<StateIds>>> {
+        let row = crate::storage::query_opt(
+            self.db.as_ref(),
+            "SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 ORDER BY stream_pos DESC LIMIT 1",
+            vec![room_id.as_str().into(), Value::Int(pos)],
+        )
+        .await?;
+        match row {
+            Some(r) => Ok(Some(self.state_group(r.int(0)?).await?.0)),
+            None => Ok(None),
+        }
+    }
+
     async fn joined_room(
         &self,
         (user, device): (&UserId, &ruma::DeviceId),
-        room_id: &RoomId,
+        m: &Membership,
         req: &SyncRequest,
         since: Option<SyncToken>,
         now: SyncToken,
-        member_pos: i64,
     ) -> Result<Option<Json>> {
-        let newly_joined = since.is_none_or(|s| member_pos > s.pos);
-        // A room the user just joined is sent whole, as in an initial sync.
+        let room_id = &m.room_id;
+        // A room joined after `since` is sent whole, as in an initial sync.
+        let newly_joined = since.is_none_or(|s| m.changed_pos > s.pos);
         let from = if newly_joined {
             None
         } else {
@@ -131,23 +339,23 @@ impl Homeserver {
                 &req.filter.timeline,
                 from,
                 now.pos,
-                (user, "join", member_pos),
+                (user, "join", m.changed_pos),
             )
             .await?;
+        // The client has nothing of a room it joined since its last sync: as Synapse does,
+        // say so, whether or not the room's whole history fits.
+        let limited = limited || (newly_joined && since.is_some());
         let f = &req.filter;
         let typing = match f.ephemeral.allows_type("m.typing") {
-            true => self.typing_since(room_id, since.map(|s| s.typing)),
+            true => self.typing_since(room_id, from.and(since.map(|s| s.typing))),
             false => None,
         };
         let mut account_data = self
-            .account_data_since(user, Some(room_id), since.map(|s| s.pos), now.pos)
+            .account_data_since(user, Some(room_id), from, now.pos)
             .await?;
         account_data.retain(|e| f.room_account_data.allows_json(e));
         let receipts = match f.ephemeral.allows_type("m.receipt") {
-            true => {
-                self.receipts_since(room_id, user, since.map(|s| s.pos), now.pos)
-                    .await?
-            }
+            true => self.receipts_since(room_id, user, from, now.pos).await?,
             false => None,
         };
         if from.is_some()
@@ -160,9 +368,18 @@ impl Homeserver {
             return Ok(None);
         }
         let state = self
-            .sync_state(room_id, req, from, &timeline, limited, user)
+            .sync_state(
+                room_id,
+                req,
+                user,
+                StateQuery {
+                    baseline: from.filter(|_| !req.full_state),
+                    timeline: &timeline,
+                    gapped: limited || !f.timeline.is_everything(),
+                    end: End::At(now.pos),
+                },
+            )
             .await?;
-        let prev_batch = timeline.first().map(|(pos, _)| pos.to_string());
         let mut ephemeral = Vec::new();
         if let Some(users) = typing {
             ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
@@ -170,19 +387,17 @@ impl Homeserver {
         if let Some(receipts) = receipts {
             ephemeral.push(receipts);
         }
-        let mut events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
-        self.add_transaction_ids(user, device, &mut events).await?;
         // Spec ("Room summary"): unchanged fields may be left out of an incremental sync,
         // and only member events change them. The timeline shows every event since `from`
         // unless it is limited or filtered; otherwise look in the room.
-        let timeline_whole = !limited && req.filter.timeline.is_everything();
+        let timeline_whole = !limited && f.timeline.is_everything();
         let members_moved = match from {
             None => true,
             Some(_) if req.full_state => true,
             Some(_)
                 if timeline
                     .iter()
-                    .any(|(_, p)| p.kind == ruma::events::TimelineEventType::RoomMember) =>
+                    .any(|t| t.pdu.kind == ruma::events::TimelineEventType::RoomMember) =>
             {
                 true
             }
@@ -200,13 +415,68 @@ impl Homeserver {
             "state"
         };
         Ok(Some(json!({
-            "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
+            "timeline": timeline_json(&timeline, (user, device), limited, now.pos),
             state_key: { "events": state },
             "ephemeral": { "events": ephemeral },
             "account_data": { "events": account_data },
             "summary": summary,
             "unread_notifications": { "highlight_count": 0, "notification_count": 0 },
         })))
+    }
+
+    async fn left_room(
+        &self,
+        (user, device): (&UserId, &ruma::DeviceId),
+        m: &Membership,
+        req: &SyncRequest,
+        since: Option<SyncToken>,
+    ) -> Result<Json> {
+        let room_id = &m.room_id;
+        let leave_pos = m.changed_pos;
+        // Incremental only for a room the client had: one the user was in at `since`.
+        let joined_at_since = match since {
+            Some(s) => self.membership_at(room_id, user, s.pos).await?.as_deref() == Some("join"),
+            None => false,
+        };
+        let from = since.filter(|_| joined_at_since).map(|s| s.pos);
+        let (timeline, limited) = self
+            .timeline(
+                room_id,
+                &req.filter.timeline,
+                from,
+                leave_pos,
+                (user, &m.membership, leave_pos),
+            )
+            .await?;
+        let limited = limited || (since.is_some() && !joined_at_since);
+        // Everything is as of the leave: nothing set afterwards reaches the user.
+        let end = match self.event_place(&m.event_id).await? {
+            Some(place) => End::State(self.state_group(place.state_after).await?.0),
+            None => End::State(Arc::default()),
+        };
+        let state = self
+            .sync_state(
+                room_id,
+                req,
+                user,
+                StateQuery {
+                    baseline: from.filter(|_| !req.full_state),
+                    timeline: &timeline,
+                    gapped: limited || !req.filter.timeline.is_everything(),
+                    end,
+                },
+            )
+            .await?;
+        let state_key = if req.use_state_after {
+            "state_after"
+        } else {
+            "state"
+        };
+        Ok(json!({
+            "timeline": timeline_json(&timeline, (user, device), limited, leave_pos),
+            state_key: { "events": state },
+            "account_data": { "events": [] },
+        }))
     }
 
     /// Timeline events in `(from, upto]`, newest `limit` of them, oldest first.
@@ -217,7 +487,7 @@ impl Homeserver {
         from: Option<i64>,
         upto: i64,
         viewer: (&UserId, &str, i64),
-    ) -> Result<(Vec<(i64, Pdu)>, bool)> {
+    ) -> Result<(Vec<TimelineEvent>, bool)> {
         let (user, membership, member_pos) = viewer;
         let mut scanned = 0usize;
         let limit = f
@@ -231,9 +501,15 @@ impl Homeserver {
             let rows = self
                 .db
                 .query(
-                    "SELECT event_id, json, stream_pos FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos < $3
+                    "SELECT event_id, json, stream_pos, txn_device, txn_id FROM events
+                     WHERE room_id = $1 AND stream_pos > $2 AND stream_pos < $3
                      ORDER BY stream_pos DESC LIMIT $4",
-                    vec![room_id.as_str().into(), Value::Int(floor), Value::Int(cursor), Value::Int(limit as i64 + 1)],
+                    vec![
+                        room_id.as_str().into(),
+                        Value::Int(floor),
+                        Value::Int(cursor),
+                        Value::Int(limit as i64 + 1),
+                    ],
                 )
                 .await?;
             if rows.is_empty() {
@@ -257,66 +533,130 @@ impl Homeserver {
                         out.reverse();
                         return Ok((out, true));
                     }
-                    out.push((cursor, pdu));
+                    let txn = match (r.opt_text(3)?, r.opt_text(4)?) {
+                        (Some(d), Some(t)) => Some((d, t)),
+                        _ => None,
+                    };
+                    out.push(TimelineEvent {
+                        pos: cursor,
+                        pdu,
+                        txn,
+                    });
                 }
             }
         }
         out.reverse();
-        // An initial sync that did not reach the room's start is limited too.
         Ok((out, false))
     }
 
-    /// The state block: for a full sync, the state at the start of the timeline; for an
-    /// incremental one, the state changes the timeline does not show.
+    /// The `state` block (or `state_after`, with `use_state_after`; MSC4222): without a
+    /// baseline, all of the state at the start of the timeline (at its end for
+    /// `state_after`); with one, what changed since it. Events the timeline shows are left
+    /// out of `state`. With lazy-loaded members, of the member events only the timeline's
+    /// senders' (and, when sent whole, the user's own); those always, whether the client
+    /// may have them or not (spec: "Lazy-loading room members").
     async fn sync_state(
         &self,
         room_id: &RoomId,
         req: &SyncRequest,
-        from: Option<i64>,
-        timeline: &[(i64, Pdu)],
-        limited: bool,
         user: &UserId,
+        q: StateQuery<'_>,
     ) -> Result<Vec<Json>> {
         let lazy = req.filter.state.lazy_members;
-        // An incremental, unlimited timeline shows every state change itself. With lazy
-        // loading the client may still lack the senders' member events (spec: "Lazy-loading
-        // room members"; sending ones it has is allowed).
-        if from.is_some() && !req.full_state && !limited && !req.use_state_after {
-            return match timeline.first() {
-                Some((_, first)) if lazy => self.lazy_members(first, timeline, req).await,
-                _ => Ok(vec![]),
-            };
+        let after = req.use_state_after;
+        let senders: HashSet<&str> = q.timeline.iter().map(|t| t.pdu.sender.as_str()).collect();
+        // Nothing changed and no members to add: the common incremental sync reads no state.
+        if q.baseline.is_some() && !q.gapped && !after && !lazy {
+            return Ok(Vec::new());
         }
-        let at_start: StateIds = match timeline.first() {
-            Some((_, first)) if !req.use_state_after => {
+        // The state the block describes.
+        let target: Arc<StateIds> = match (after, q.timeline.first(), &q.end) {
+            (false, Some(first), _) => {
                 let place = self
-                    .event_place(&first.event_id)
+                    .event_place(&first.pdu.event_id)
                     .await?
                     .ok_or_else(|| Error::internal("event missing"))?;
-                (*self.state_group(place.state_before).await?.0).clone()
+                self.state_group(place.state_before).await?.0
             }
-            _ => self.current_state_ids(room_id).await?,
+            (_, _, End::State(state)) => state.clone(),
+            (_, _, End::At(pos)) => self.state_at(room_id, *pos).await?.unwrap_or_default(),
         };
-        let baseline: StateIds = match from {
-            Some(pos) if !req.full_state => self.state_at_pos(room_id, pos).await?,
-            _ => StateIds::new(),
+        // Changed since the baseline, or everything.
+        let end_state: Option<Arc<StateIds>>;
+        let changed: Vec<(&(StateEventType, String), &OwnedEventId)> = match q.baseline {
+            None => target.iter().collect(),
+            // Without a gap, the state at the start of the timeline is the baseline, and
+            // the state at its end is the baseline and the timeline's state events.
+            Some(_) if !q.gapped && !after => Vec::new(),
+            Some(_) if !q.gapped => {
+                let in_timeline: HashSet<&OwnedEventId> = q
+                    .timeline
+                    .iter()
+                    .filter(|t| t.pdu.state_key.is_some())
+                    .map(|t| &t.pdu.event_id)
+                    .collect();
+                target
+                    .iter()
+                    .filter(|(_, id)| in_timeline.contains(id))
+                    .collect()
+            }
+            // As Synapse computes it: the state at the start and at the end of the
+            // timeline, less what the client had and what the timeline shows, so state a
+            // filter kept out of the timeline is not lost either.
+            Some(pos) => {
+                let base = self.state_at(room_id, pos).await?.unwrap_or_default();
+                let end = match (&q.end, after) {
+                    (_, true) => None,
+                    (End::State(state), false) => Some(state.clone()),
+                    (End::At(p), false) => self.state_at(room_id, *p).await?,
+                };
+                end_state = end;
+                let mut changed: Vec<(&(StateEventType, String), &OwnedEventId)> = target
+                    .iter()
+                    .filter(|(k, id)| base.get(*k) != Some(*id))
+                    .collect();
+                if let Some(end) = &end_state {
+                    if !Arc::ptr_eq(end, &target) {
+                        changed.extend(end.iter().filter(|(k, id)| {
+                            base.get(*k) != Some(*id) && target.get(*k) != Some(*id)
+                        }));
+                    }
+                }
+                changed
+            }
         };
-        let in_timeline: HashSet<_> = timeline.iter().map(|(_, p)| p.event_id.clone()).collect();
-        let senders: HashSet<String> = timeline.iter().map(|(_, p)| p.sender.to_string()).collect();
-        let mut out = Vec::new();
-        for ((kind, key), id) in &at_start {
-            if baseline.get(&(kind.clone(), key.clone())) == Some(id)
-                || (!req.use_state_after && in_timeline.contains(id))
-            {
+        let in_timeline: HashSet<&OwnedEventId> =
+            q.timeline.iter().map(|t| &t.pdu.event_id).collect();
+        let mut picked: Vec<&OwnedEventId> = Vec::new();
+        let mut seen: HashSet<&OwnedEventId> = HashSet::new();
+        for ((kind, key), id) in changed {
+            if !after && in_timeline.contains(id) {
                 continue;
             }
             if lazy
                 && *kind == StateEventType::RoomMember
-                && key != user.as_str()
-                && !senders.contains(key)
+                && !senders.contains(key.as_str())
+                && !(q.baseline.is_none() && key == user.as_str())
             {
                 continue;
             }
+            if seen.insert(id) {
+                picked.push(id);
+            }
+        }
+        // Lazy loading: the senders' member events even when unchanged.
+        if lazy && q.baseline.is_some() {
+            for sender in &senders {
+                let key = (StateEventType::RoomMember, (*sender).to_owned());
+                if let Some(id) = target.get(&key) {
+                    if (after || !in_timeline.contains(id)) && seen.insert(id) {
+                        picked.push(id);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(picked.len());
+        for id in picked {
             if let Some(p) = self.get_pdu(id).await? {
                 if req.filter.state.allows(&p) {
                     out.push(sync_event(&p));
@@ -324,64 +664,6 @@ impl Homeserver {
             }
         }
         Ok(out)
-    }
-
-    /// The member events of the timeline's senders, as at the start of the timeline.
-    async fn lazy_members(
-        &self,
-        first: &Pdu,
-        timeline: &[(i64, Pdu)],
-        req: &SyncRequest,
-    ) -> Result<Vec<Json>> {
-        let place = self
-            .event_place(&first.event_id)
-            .await?
-            .ok_or_else(|| Error::internal("event missing"))?;
-        let (state, _) = self.state_group(place.state_before).await?;
-        let mut senders: Vec<&str> = timeline.iter().map(|(_, p)| p.sender.as_str()).collect();
-        senders.sort_unstable();
-        senders.dedup();
-        let mut out = Vec::new();
-        for sender in senders {
-            let key = (StateEventType::RoomMember, sender.to_owned());
-            if let Some(id) = state.get(&key) {
-                if let Some(p) = self.get_pdu(id).await? {
-                    if req.filter.state.allows(&p) {
-                        out.push(sync_event(&p));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn left_room(
-        &self,
-        user: &UserId,
-        room_id: &RoomId,
-        req: &SyncRequest,
-        since: Option<SyncToken>,
-        leave_pos: i64,
-    ) -> Result<Json> {
-        let (timeline, limited) = self
-            .timeline(
-                room_id,
-                &req.filter.timeline,
-                since.map(|s| s.pos),
-                leave_pos,
-                (user, "leave", leave_pos),
-            )
-            .await?;
-        let state = self
-            .sync_state(room_id, req, since.map(|s| s.pos), &timeline, limited, user)
-            .await?;
-        let events: Vec<Json> = timeline.iter().map(|(_, p)| sync_event(p)).collect();
-        let prev_batch = timeline.first().map(|(pos, _)| pos.to_string());
-        Ok(json!({
-            "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
-            "state": { "events": state },
-            "account_data": { "events": [] },
-        }))
     }
 
     async fn stripped_state(
@@ -482,4 +764,32 @@ fn stripped(p: &Pdu) -> Json {
         "sender": p.sender,
         "content": serde_json::from_str::<Json>(p.content.get()).unwrap_or_default(),
     })
+}
+
+/// A timeline block: events (with `unsigned.transaction_id` for the device that sent them),
+/// `limited`, and `prev_batch`, the place just before the first event (or, for an empty
+/// timeline, the sync's own place).
+fn timeline_json(
+    timeline: &[TimelineEvent],
+    (user, device): (&UserId, &ruma::DeviceId),
+    limited: bool,
+    end: i64,
+) -> Json {
+    let events: Vec<Json> = timeline
+        .iter()
+        .map(|t| {
+            let mut e = sync_event(&t.pdu);
+            if let Some((d, txn)) = &t.txn {
+                if t.pdu.sender == user && d == device.as_str() {
+                    if !e["unsigned"].is_object() {
+                        e["unsigned"] = json!({});
+                    }
+                    e["unsigned"]["transaction_id"] = txn.as_str().into();
+                }
+            }
+            e
+        })
+        .collect();
+    let prev_batch = timeline.first().map_or(end, |t| t.pos - 1);
+    json!({ "events": events, "limited": limited, "prev_batch": position_token(prev_batch) })
 }

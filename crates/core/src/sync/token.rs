@@ -41,14 +41,53 @@ impl FromStr for SyncToken {
     }
 }
 
-/// A `/messages` token: a stream position; sync tokens are accepted too (spec: `from` may
-/// be a sync `next_batch` or a `prev_batch`).
-pub fn parse_position(s: &str) -> Result<i64, Error> {
+/// Every token names a place between events: everything at or below its position is
+/// before it. Sync tokens are `s{pos}_{typing}`, pagination tokens (`prev_batch`, and the
+/// `start` and `end` of `/messages` and `/context`) `t{pos}`; either may be used where the
+/// other is taken (spec: `from` may be a sync `next_batch` or a `prev_batch`).
+pub fn position_token(pos: i64) -> String {
+    format!("t{}", pos.max(0))
+}
+
+/// The position a token names. Bare numbers were the pagination tokens before positions
+/// were places between events: they meant "before `n`" going back and "after `n`" going
+/// forward, which `backward` tells apart.
+pub fn parse_position(s: &str, backward: bool) -> Result<i64, Error> {
+    let bad = || Error::invalid_param("Invalid pagination token");
     if let Ok(t) = s.parse::<SyncToken>() {
         return Ok(t.pos);
     }
-    s.strip_prefix('t')
-        .unwrap_or(s)
-        .parse()
-        .map_err(|_| Error::invalid_param("Invalid pagination token"))
+    let pos: i64 = match s.strip_prefix('t') {
+        Some(n) => n.parse().map_err(|_| bad())?,
+        None => {
+            let n: i64 = s.parse().map_err(|_| bad())?;
+            if backward {
+                n.saturating_sub(1)
+            } else {
+                n
+            }
+        }
+    };
+    if pos < 0 {
+        return Err(bad());
+    }
+    Ok(pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_name_places_between_events() {
+        assert_eq!(parse_position("t5", true).unwrap(), 5);
+        assert_eq!(parse_position("t5", false).unwrap(), 5);
+        assert_eq!(parse_position("s7_3", true).unwrap(), 7);
+        // Tokens from before: "before 5" back, "after 5" forward.
+        assert_eq!(parse_position("5", true).unwrap(), 4);
+        assert_eq!(parse_position("5", false).unwrap(), 5);
+        assert!(parse_position("x9", true).is_err());
+        assert!(parse_position("t-1", true).is_err());
+        assert_eq!(position_token(12), "t12");
+    }
 }

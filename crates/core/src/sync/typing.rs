@@ -77,6 +77,16 @@ impl Homeserver {
         }
     }
 
+    /// Rooms whose typing changed after serial `since`.
+    pub(crate) fn typing_rooms_since(&self, since: u64) -> Vec<OwnedRoomId> {
+        let rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms
+            .iter()
+            .filter(|(_, (_, serial))| *serial > since)
+            .map(|(room, _)| room.clone())
+            .collect()
+    }
+
     /// When the next typing timeout falls (ms since the epoch), if anyone is typing.
     pub(crate) fn next_typing_expiry(&self) -> Option<u64> {
         let rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
