@@ -7,6 +7,7 @@
 
 mod load;
 mod report;
+mod scenarios;
 mod server;
 
 use std::{
@@ -30,8 +31,46 @@ use server::Server;
 #[derive(Parser, Debug)]
 #[command(
     name = "tessera-bench",
-    about = "Load benchmark for the Tessera homeserver: spawns the real binary and drives it over HTTP"
+    about = "Benchmarks for the Tessera homeserver: spawn the real binary and drive it over HTTP",
+    args_conflicts_with_subcommands = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Option<Scenario>,
+    /// Without a scenario: the message load (see `load --help`).
+    #[command(flatten)]
+    load: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Scenario {
+    /// Senders and long-polling readers (the default).
+    Load(Args),
+    /// An account in many rooms: initial and incremental /sync.
+    Rooms(scenarios::RoomsArgs),
+    /// One room with many members: joins, sending, a member's /sync.
+    BigRoom(scenarios::BigRoomArgs),
+}
+
+/// Settings every scenario takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// The `tessera` binary [default: $CARGO_TARGET_DIR/release/tessera, else target/release/tessera].
+    #[arg(long, value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
+    /// Database URL for the server (`postgres://…`); default: SQLite in a temporary folder.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the server with rate limits off (by default they are on, with the bench's
+    /// budgets raised to the load; see README).
+    #[arg(long)]
+    pub no_rate_limits: bool,
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// The `tessera` binary [default: $CARGO_TARGET_DIR/release/tessera, else target/release/tessera].
     #[arg(long, value_name = "PATH")]
@@ -79,12 +118,20 @@ struct Args {
 const READER_FILTER: &str = r#"{"room":{"timeline":{"limit":100}}}"#;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(args)) {
+    let result = rt.block_on(async move {
+        match cli.scenario {
+            None => run(cli.load).await,
+            Some(Scenario::Load(args)) => run(args).await,
+            Some(Scenario::Rooms(args)) => scenarios::rooms(args).await,
+            Some(Scenario::BigRoom(args)) => scenarios::big_room(args).await,
+        }
+    });
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

@@ -46,6 +46,8 @@ const LOAD_BUDGETS: &[(&str, &str)] = &[
     ("REGISTRATION__BURST", "1000"),
     ("JOINS__PER_SECOND", "1000"),
     ("JOINS__BURST", "10000"),
+    ("PROFILE__BURST", "10000"),
+    ("EPHEMERAL__BURST", "10000"),
 ];
 
 fn free_port() -> std::io::Result<u16> {
@@ -55,12 +57,44 @@ fn free_port() -> std::io::Result<u16> {
 impl Server {
     /// Starts the server on a free loopback port with its data in a fresh temporary folder,
     /// and waits until it answers `GET /_matrix/client/versions`.
+    /// [`Server::spawn`] with the server's default log and extra environment.
+    pub async fn spawn_with(
+        bin: &Path,
+        database_url: Option<&str>,
+        rate_limits: bool,
+        env: &[(&str, &str)],
+        http: &reqwest::Client,
+    ) -> Result<Server, String> {
+        Self::spawn_env(bin, database_url, None, None, rate_limits, env, http).await
+    }
+
     pub async fn spawn(
         bin: &Path,
         database_url: Option<&str>,
         log_filter: Option<&str>,
         log_file: Option<&Path>,
         rate_limits: bool,
+        http: &reqwest::Client,
+    ) -> Result<Server, String> {
+        Self::spawn_env(
+            bin,
+            database_url,
+            log_filter,
+            log_file,
+            rate_limits,
+            &[],
+            http,
+        )
+        .await
+    }
+
+    async fn spawn_env(
+        bin: &Path,
+        database_url: Option<&str>,
+        log_filter: Option<&str>,
+        log_file: Option<&Path>,
+        rate_limits: bool,
+        env: &[(&str, &str)],
         http: &reqwest::Client,
     ) -> Result<Server, String> {
         if !bin.is_file() {
@@ -97,6 +131,9 @@ impl Server {
         // their defaults.
         for (key, value) in LOAD_BUDGETS {
             cmd.env(format!("TESSERA_RATE_LIMITS__{key}"), value);
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
         }
         if let Some(filter) = log_filter {
             cmd.env("TESSERA_LOG", filter).env_remove("RUST_LOG");

@@ -40,6 +40,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0008_sync_indexes.sql"),
         include_str!("storage/migrations/0008_sync_indexes.sql"),
     ),
+    (
+        include_str!("storage/migrations/0009_member_summary.sqlite.sql"),
+        include_str!("storage/migrations/0009_member_summary.postgres.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -11,7 +11,7 @@ pub mod typing;
 use std::time::Duration;
 
 use ruma::{DeviceId, UserId};
-use serde_json::{json, Value as Json};
+use serde_json::{json, value::RawValue, Value as Json};
 
 pub use token::SyncToken;
 
@@ -29,7 +29,13 @@ pub struct SyncRequest {
 
 impl Homeserver {
     /// Long-polls until something for `user` moves past `since`, or the timeout.
-    pub async fn sync(&self, user: &UserId, device: &DeviceId, req: SyncRequest) -> Result<Json> {
+    /// The response is JSON text: built room by room, never as one tree.
+    pub async fn sync(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        req: SyncRequest,
+    ) -> Result<Box<RawValue>> {
         if let Some(state) = req.set_presence {
             self.mark_active(user, state).await?;
         }
@@ -83,7 +89,7 @@ impl Homeserver {
         device: &DeviceId,
         req: &SyncRequest,
         now: SyncToken,
-    ) -> Result<(Json, bool)> {
+    ) -> Result<(Box<RawValue>, bool)> {
         let since = req.since.map(|s| s.clamp_to(now));
         let rooms = self.sync_rooms(user, device, req, since, now).await?;
         let account_data = self
@@ -126,16 +132,42 @@ impl Homeserver {
             && account_data.is_empty()
             && presence.is_empty()
             && to_device.is_empty();
-        let body = json!({
-            "next_batch": now.to_string(),
-            "rooms": rooms.into_json(),
-            "account_data": { "events": account_data },
-            "presence": { "events": presence },
-            "to_device": { "events": to_device },
-            "device_lists": { "changed": changed, "left": left },
-            "device_one_time_keys_count": otk_counts,
-            "device_unused_fallback_key_types": fallback_types,
-        });
-        Ok((body, empty))
+        let body = SyncBody {
+            next_batch: now.to_string(),
+            rooms,
+            account_data: Events {
+                events: account_data,
+            },
+            presence: Events { events: presence },
+            to_device: Events { events: to_device },
+            device_lists: DeviceLists { changed, left },
+            device_one_time_keys_count: otk_counts,
+            device_unused_fallback_key_types: fallback_types,
+        };
+        Ok((serde_json::value::to_raw_value(&body)?, empty))
     }
+}
+
+/// The `/sync` response (spec: "Syncing").
+#[derive(serde::Serialize)]
+struct SyncBody {
+    next_batch: String,
+    rooms: rooms::RoomsSection,
+    account_data: Events<Json>,
+    presence: Events<Json>,
+    to_device: Events<Json>,
+    device_lists: DeviceLists,
+    device_one_time_keys_count: std::collections::BTreeMap<String, u64>,
+    device_unused_fallback_key_types: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Events<T> {
+    events: Vec<T>,
+}
+
+#[derive(serde::Serialize)]
+struct DeviceLists {
+    changed: Vec<String>,
+    left: Vec<String>,
 }

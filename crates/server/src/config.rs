@@ -24,6 +24,16 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub log: String,
+    pub bench: Bench,
+}
+
+/// Settings for benchmarks only (README).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Bench {
+    /// Hash new passwords at argon2's minimum cost, so thousands of users register fast.
+    /// Never on a server people use: stolen hashes become cheap to crack.
+    pub insecure_fast_password_hashing: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -137,6 +147,7 @@ impl Default for Config {
             public_base_url: None,
             // ruma logs every auth check at info; that would be two lines per event.
             log: "info,ruma_state_res=warn".into(),
+            bench: Bench::default(),
         }
     }
 }
@@ -290,6 +301,7 @@ impl Config {
         core.registration_token_required = self.registration.token_required;
         core.max_sync_timeout_ms = self.sync.max_timeout_ms;
         core.public_base_url = self.public_base_url.clone();
+        core.fast_password_hashing = self.bench.insecure_fast_password_hashing;
         Ok(core)
     }
 

@@ -3,7 +3,7 @@
 use axum::{extract::State, Json};
 use ruma::api::client::{filter::FilterDefinition, sync::sync_events};
 use ruma::{api::error::ErrorKind, presence::PresenceState};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tessera_core::{
     sync::{account_data::MAX_FILTER_BYTES, filter::SyncFilter, SyncRequest},
     Error,
@@ -18,7 +18,7 @@ pub fn routes(r: Routes) -> Routes {
 async fn sync(
     State(s): State<AppState>,
     req: Ruma<sync_events::v3::Request>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Box<RawValue>>, ApiError> {
     let session = req.user()?.clone();
     let user = session.user_id.clone();
     let b = req.body;

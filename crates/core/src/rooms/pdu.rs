@@ -163,6 +163,84 @@ impl Pdu {
     }
 }
 
+/// A client-format event, serialized straight from a [`Pdu`] (no intermediate JSON tree:
+/// a sync carries thousands of them).
+#[derive(serde::Serialize)]
+struct ClientEvent<'a> {
+    content: &'a RawValue,
+    event_id: &'a EventId,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redacts: Option<&'a EventId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<&'a RoomId>,
+    sender: &'a UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_key: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'a TimelineEventType,
+    #[serde(skip_serializing_if = "Unsigned::is_empty")]
+    unsigned: Unsigned<'a>,
+}
+
+/// `unsigned` as stored, plus the `transaction_id` of the device that sent the event.
+struct Unsigned<'a> {
+    stored: Option<&'a CanonicalJsonObject>,
+    transaction_id: Option<&'a str>,
+}
+
+impl Unsigned<'_> {
+    fn is_empty(&self) -> bool {
+        self.stored.is_none_or(|u| u.is_empty()) && self.transaction_id.is_none()
+    }
+}
+
+impl serde::Serialize for Unsigned<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.stored.into_iter().flatten() {
+            if k != "transaction_id" {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(t) = self.transaction_id {
+            map.serialize_entry("transaction_id", t)?;
+        }
+        map.end()
+    }
+}
+
+impl Pdu {
+    /// The client format (with `room_id` when given; "ClientEventWithoutRoomID" otherwise)
+    /// as JSON text, with `unsigned.transaction_id` when given.
+    pub fn client_raw(
+        &self,
+        room_id: Option<&RoomId>,
+        transaction_id: Option<&str>,
+    ) -> Result<Box<RawValue>> {
+        let stored = match self.json.get("unsigned") {
+            Some(CanonicalJsonValue::Object(u)) => Some(u),
+            _ => None,
+        };
+        let event = ClientEvent {
+            content: &self.content,
+            event_id: &self.event_id,
+            origin_server_ts: self.origin_server_ts,
+            redacts: self.redacts.as_deref(),
+            room_id,
+            sender: &self.sender,
+            state_key: self.state_key.as_deref(),
+            kind: &self.kind,
+            unsigned: Unsigned {
+                stored,
+                transaction_id,
+            },
+        };
+        Ok(serde_json::value::to_raw_value(&event)?)
+    }
+}
+
 impl ruma::state_res::Event for Pdu {
     type Id = OwnedEventId;
 

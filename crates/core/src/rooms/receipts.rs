@@ -98,24 +98,32 @@ impl Homeserver {
                 ],
             )
             .await?;
-        let mut content: BTreeMap<String, Map<String, Json>> = BTreeMap::new();
-        for r in rows {
-            let (user, kind, thread, event, ts) =
-                (r.text(0)?, r.text(1)?, r.text(2)?, r.text(3)?, r.int(4)?);
-            if kind == "m.read.private" && user != viewer.as_str() {
-                continue;
-            }
-            let mut receipt = json!({ "ts": ts });
-            if !thread.is_empty() {
-                receipt["thread_id"] = thread.into();
-            }
-            let by_type = content.entry(event).or_default();
-            let users = by_type.entry(kind).or_insert_with(|| json!({}));
-            users[user] = receipt;
-        }
-        if content.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(json!({ "type": "m.receipt", "content": content })))
+        receipts_event(&rows, viewer)
     }
+}
+
+/// The `m.receipt` event of (user, type, thread, event, ts) rows, as `viewer` may see it
+/// (others' private receipts left out); `None` when nothing is left.
+pub(crate) fn receipts_event(rows: &[crate::ports::Row], viewer: &UserId) -> Result<Option<Json>> {
+    let mut content: BTreeMap<String, Map<String, Json>> = BTreeMap::new();
+    for r in rows {
+        let (user, kind, thread, event, ts) =
+            (r.text(0)?, r.text(1)?, r.text(2)?, r.text(3)?, r.int(4)?);
+        if kind == "m.read.private" && user != viewer.as_str() {
+            continue;
+        }
+        let mut receipt = json!({ "ts": ts });
+        if !thread.is_empty() {
+            receipt["thread_id"] = thread.into();
+        }
+        let by_type = content.entry(event).or_default();
+        let users = by_type.entry(kind).or_insert_with(|| json!({}));
+        if let Some(users) = users.as_object_mut() {
+            users.insert(user, receipt);
+        }
+    }
+    if content.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(json!({ "type": "m.receipt", "content": content })))
 }

@@ -74,7 +74,8 @@ struct Step {
     state_before: i64,
     state_after: i64,
     txn: Option<[String; 4]>,
-    state_changes: Vec<(StateEventType, String, OwnedEventId)>,
+    /// Current-state rows to write, with the membership of member events.
+    state_changes: Vec<(StateEventType, String, OwnedEventId, Option<String>)>,
     /// Keys state resolution dropped (every event for them failed auth).
     state_removals: Vec<(StateEventType, String)>,
     member_changes: Vec<(String, OwnedEventId, String)>,
@@ -279,14 +280,8 @@ impl Homeserver {
             if w.head.state.get(&(kind.clone(), key.clone())) == Some(id) {
                 continue;
             }
-            state_changes.push((kind.clone(), key.clone(), id.clone()));
             if *kind != StateEventType::RoomMember {
-                continue;
-            }
-            let Ok(user) = ruma::UserId::parse(key.as_str()) else {
-                continue;
-            };
-            if user.server_name() != self.server_name() {
+                state_changes.push((kind.clone(), key.clone(), id.clone(), None));
                 continue;
             }
             let membership = if *id == pdu.event_id {
@@ -297,7 +292,17 @@ impl Homeserver {
                     .map(|p| membership_of(&p))
                     .unwrap_or_default()
             };
-            member_changes.push((key.clone(), id.clone(), membership));
+            state_changes.push((
+                kind.clone(),
+                key.clone(),
+                id.clone(),
+                Some(membership.clone()),
+            ));
+            let local = ruma::UserId::parse(key.as_str())
+                .is_ok_and(|user| user.server_name() == self.server_name());
+            if local {
+                member_changes.push((key.clone(), id.clone(), membership));
+            }
         }
 
         let state_removals: Vec<_> = w
@@ -614,15 +619,17 @@ fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statement> {
         "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
         vec![room.into(), event_id.into()],
     ));
-    for (kind, key, id) in &step.state_changes {
+    for (kind, key, id, membership) in &step.state_changes {
         b.push(Statement::new(
-            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id,
+               membership = excluded.membership",
             vec![
                 room.into(),
                 kind.to_string().into(),
                 key.into(),
                 id.as_str().into(),
+                membership.clone().into(),
             ],
         ));
     }

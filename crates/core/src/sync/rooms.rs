@@ -11,7 +11,7 @@ use std::{
 };
 
 use ruma::{events::StateEventType, OwnedEventId, OwnedRoomId, RoomId, UserId};
-use serde_json::{json, Value as Json};
+use serde_json::{json, value::RawValue, Value as Json};
 
 use super::{filter::EventFilter, token::position_token, SyncRequest, SyncToken};
 use crate::{
@@ -28,12 +28,14 @@ const MAX_SCAN_FACTOR: usize = 20;
 /// Timeline length when the filter names none (spec leaves it to the server).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
-#[derive(Default)]
+/// Each room's JSON is serialized as soon as it is built: a sync of a thousand rooms never
+/// holds a thousand rooms' JSON trees at once.
+#[derive(Default, serde::Serialize)]
 pub struct RoomsSection {
-    join: BTreeMap<OwnedRoomId, Json>,
-    invite: BTreeMap<OwnedRoomId, Json>,
-    knock: BTreeMap<OwnedRoomId, Json>,
-    leave: BTreeMap<OwnedRoomId, Json>,
+    join: BTreeMap<OwnedRoomId, Box<RawValue>>,
+    invite: BTreeMap<OwnedRoomId, Box<RawValue>>,
+    knock: BTreeMap<OwnedRoomId, Box<RawValue>>,
+    leave: BTreeMap<OwnedRoomId, Box<RawValue>>,
 }
 
 impl RoomsSection {
@@ -43,8 +45,45 @@ impl RoomsSection {
             && self.knock.is_empty()
             && self.leave.is_empty()
     }
-    pub fn into_json(self) -> Json {
-        json!({ "join": self.join, "invite": self.invite, "knock": self.knock, "leave": self.leave })
+}
+
+#[derive(serde::Serialize)]
+struct Events<T> {
+    events: T,
+}
+
+#[derive(serde::Serialize)]
+struct TimelineBlock {
+    events: Vec<Box<RawValue>>,
+    limited: bool,
+    prev_batch: String,
+}
+
+type StateBlock = Option<Events<Vec<Box<RawValue>>>>;
+
+/// A joined or left room (spec: `JoinedRoom`, `LeftRoom`), with `state` or `state_after`.
+#[derive(serde::Serialize)]
+struct RoomJson {
+    timeline: TimelineBlock,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: StateBlock,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_after: StateBlock,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ephemeral: Option<Events<Vec<Json>>>,
+    account_data: Events<Vec<Json>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unread_notifications: Option<Json>,
+}
+
+/// `(state, state_after)`: one of them holds `events`.
+fn state_blocks(events: Vec<Box<RawValue>>, after: bool) -> (StateBlock, StateBlock) {
+    if after {
+        (None, Some(Events { events }))
+    } else {
+        (Some(Events { events }), None)
     }
 }
 
@@ -125,6 +164,10 @@ impl Homeserver {
             Some(s) if !req.full_state => self.rooms_changed(user, s, now).await?,
             _ => self.all_memberships(user).await?,
         };
+        let mut pre = match since {
+            None => Some(self.prefetch(user, now.pos).await?),
+            Some(_) => None,
+        };
         for m in memberships {
             if !req.filter.room_allowed(&m.room_id) {
                 continue;
@@ -135,11 +178,11 @@ impl Homeserver {
             let changed = since.is_none_or(|s| m.changed_pos > s.pos);
             match m.membership.as_str() {
                 "join" => {
-                    if let Some(room) = self
-                        .joined_room((user, device), &m, req, since, now)
-                        .await?
-                    {
-                        out.join.insert(m.room_id, room);
+                    let room = self
+                        .joined_room((user, device), &m, req, since, now, pre.as_mut())
+                        .await?;
+                    if let Some(room) = room {
+                        out.join.insert(m.room_id, raw(&room)?);
                     }
                 }
                 "invite" | "knock" if changed => {
@@ -149,11 +192,11 @@ impl Homeserver {
                     } else {
                         ("knock_state", &mut out.knock)
                     };
-                    section.insert(m.room_id, json!({ key: { "events": stripped } }));
+                    section.insert(m.room_id, raw(&json!({ key: { "events": stripped } }))?);
                 }
                 "leave" | "ban" if changed && (since.is_some() || req.filter.include_leave) => {
                     let room = self.left_room((user, device), &m, req, since).await?;
-                    out.leave.insert(m.room_id, room);
+                    out.leave.insert(m.room_id, raw(&room)?);
                 }
                 _ => {}
             }
@@ -324,7 +367,8 @@ impl Homeserver {
         req: &SyncRequest,
         since: Option<SyncToken>,
         now: SyncToken,
-    ) -> Result<Option<Json>> {
+        mut pre: Option<&mut Prefetched>,
+    ) -> Result<Option<RoomJson>> {
         let room_id = &m.room_id;
         // A room joined after `since` is sent whole, as in an initial sync.
         let newly_joined = since.is_none_or(|s| m.changed_pos > s.pos);
@@ -350,13 +394,18 @@ impl Homeserver {
             true => self.typing_since(room_id, from.and(since.map(|s| s.typing))),
             false => None,
         };
-        let mut account_data = self
-            .account_data_since(user, Some(room_id), from, now.pos)
-            .await?;
+        let mut account_data = match pre.as_deref_mut() {
+            Some(p) => p.account_data.remove(room_id).unwrap_or_default(),
+            None => {
+                self.account_data_since(user, Some(room_id), from, now.pos)
+                    .await?
+            }
+        };
         account_data.retain(|e| f.room_account_data.allows_json(e));
-        let receipts = match f.ephemeral.allows_type("m.receipt") {
-            true => self.receipts_since(room_id, user, from, now.pos).await?,
-            false => None,
+        let receipts = match (f.ephemeral.allows_type("m.receipt"), pre.as_deref_mut()) {
+            (false, _) => None,
+            (true, Some(p)) => p.receipts.remove(room_id),
+            (true, None) => self.receipts_since(room_id, user, from, now.pos).await?,
         };
         if from.is_some()
             && timeline.is_empty()
@@ -404,24 +453,23 @@ impl Homeserver {
             Some(_) if timeline_whole => false,
             Some(from) => self.member_event_between(room_id, from, now.pos).await?,
         };
-        let summary = if members_moved {
-            self.summary(room_id, user).await?
-        } else {
-            json!({})
+        let summary = match (members_moved, pre) {
+            (false, _) => json!({}),
+            (true, Some(p)) => p.summaries.take(room_id),
+            (true, None) => self.summary(room_id, user).await?,
         };
-        let state_key = if req.use_state_after {
-            "state_after"
-        } else {
-            "state"
-        };
-        Ok(Some(json!({
-            "timeline": timeline_json(&timeline, (user, device), limited, now.pos),
-            state_key: { "events": state },
-            "ephemeral": { "events": ephemeral },
-            "account_data": { "events": account_data },
-            "summary": summary,
-            "unread_notifications": { "highlight_count": 0, "notification_count": 0 },
-        })))
+        let (state, state_after) = state_blocks(state, req.use_state_after);
+        Ok(Some(RoomJson {
+            timeline: timeline_block(&timeline, (user, device), limited, now.pos)?,
+            state,
+            state_after,
+            ephemeral: Some(Events { events: ephemeral }),
+            account_data: Events {
+                events: account_data,
+            },
+            summary: Some(summary),
+            unread_notifications: Some(json!({ "highlight_count": 0, "notification_count": 0 })),
+        }))
     }
 
     async fn left_room(
@@ -430,7 +478,7 @@ impl Homeserver {
         m: &Membership,
         req: &SyncRequest,
         since: Option<SyncToken>,
-    ) -> Result<Json> {
+    ) -> Result<RoomJson> {
         let room_id = &m.room_id;
         let leave_pos = m.changed_pos;
         // Incremental only for a room the client had: one the user was in at `since`.
@@ -467,16 +515,16 @@ impl Homeserver {
                 },
             )
             .await?;
-        let state_key = if req.use_state_after {
-            "state_after"
-        } else {
-            "state"
-        };
-        Ok(json!({
-            "timeline": timeline_json(&timeline, (user, device), limited, leave_pos),
-            state_key: { "events": state },
-            "account_data": { "events": [] },
-        }))
+        let (state, state_after) = state_blocks(state, req.use_state_after);
+        Ok(RoomJson {
+            timeline: timeline_block(&timeline, (user, device), limited, leave_pos)?,
+            state,
+            state_after,
+            ephemeral: None,
+            account_data: Events { events: Vec::new() },
+            summary: None,
+            unread_notifications: None,
+        })
     }
 
     /// Timeline events in `(from, upto]`, newest `limit` of them, oldest first.
@@ -561,7 +609,7 @@ impl Homeserver {
         req: &SyncRequest,
         user: &UserId,
         q: StateQuery<'_>,
-    ) -> Result<Vec<Json>> {
+    ) -> Result<Vec<Box<RawValue>>> {
         let lazy = req.filter.state.lazy_members;
         let after = req.use_state_after;
         let senders: HashSet<&str> = q.timeline.iter().map(|t| t.pdu.sender.as_str()).collect();
@@ -659,7 +707,7 @@ impl Homeserver {
         for id in picked {
             if let Some(p) = self.get_pdu(id).await? {
                 if req.filter.state.allows(&p) {
-                    out.push(sync_event(&p));
+                    out.push(p.client_raw(None, None)?);
                 }
             }
         }
@@ -706,50 +754,172 @@ impl Homeserver {
         Ok(!rows.is_empty())
     }
 
-    /// `m.heroes` and member counts (spec: "Room summary"): the first members other than
-    /// the user in stream order, joined or invited, else those who left or were banned.
+    /// `m.heroes` and member counts (spec: "Room summary") of one room.
     async fn summary(&self, room_id: &RoomId, user: &UserId) -> Result<Json> {
-        const HEROES: usize = 5;
-        let rows = self
+        let counts = self
             .db
             .query(
-                "SELECT e.state_key, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-                 WHERE c.room_id = $1 AND c.type = 'm.room.member' ORDER BY e.stream_pos",
+                "SELECT room_id, membership, COUNT(*) FROM current_state
+                 WHERE room_id = $1 AND type = 'm.room.member' GROUP BY room_id, membership",
                 vec![room_id.as_str().into()],
             )
             .await?;
-        let (mut joined, mut invited, mut heroes, mut gone) = (0, 0, Vec::new(), Vec::new());
-        for r in rows {
-            let key = r.text(0)?;
-            let json: Json = serde_json::from_str(&r.text(1)?)?;
-            let present = match json["content"]["membership"].as_str() {
-                Some("join") => {
-                    joined += 1;
-                    true
-                }
-                Some("invite") => {
-                    invited += 1;
-                    true
-                }
-                Some("leave" | "ban") => false,
-                _ => continue,
-            };
-            if key == user.as_str() {
-                continue;
+        let heroes = self
+            .db
+            .query(
+                "SELECT c.room_id, c.state_key, c.membership FROM current_state c
+                 JOIN events e ON e.event_id = c.event_id
+                 WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key <> $2
+                 ORDER BY e.stream_pos",
+                vec![room_id.as_str().into(), user.as_str().into()],
+            )
+            .await?;
+        let mut all = Summaries::default();
+        all.add_counts(&counts)?;
+        all.add_heroes(&heroes)?;
+        Ok(all.take(room_id))
+    }
+
+    /// What a full sync reads for all of the user's rooms at once rather than room by
+    /// room: receipts, room account data, summaries (three queries, not three per room).
+    async fn prefetch(&self, user: &UserId, upto: i64) -> Result<Prefetched> {
+        let u = Value::from(user.as_str());
+        let mut out = Prefetched::default();
+        if self.stream_moved(Stream::Receipts, None) {
+            let rows = self
+                .db
+                .query(
+                    "SELECT r.room_id, r.user_id, r.receipt_type, r.thread_id, r.event_id, r.ts FROM receipts r
+                     JOIN memberships m ON m.room_id = r.room_id AND m.user_id = $1 AND m.membership = 'join'
+                     WHERE r.stream_pos <= $2",
+                    vec![u.clone(), Value::Int(upto)],
+                )
+                .await?;
+            let mut by_room: HashMap<OwnedRoomId, Vec<Row>> = HashMap::new();
+            for r in rows {
+                let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
+                by_room
+                    .entry(room)
+                    .or_default()
+                    .push(Row(r.0[1..].to_vec()));
             }
-            match present {
-                true if heroes.len() < HEROES => heroes.push(key),
-                false if gone.len() < HEROES => gone.push(key),
+            for (room, rows) in by_room {
+                if let Some(json) = crate::rooms::receipts::receipts_event(&rows, user)? {
+                    out.receipts.insert(room, json);
+                }
+            }
+        }
+        let rows = self
+            .db
+            .query(
+                "SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND room_id <> '' AND stream_pos <= $2
+                 ORDER BY stream_pos",
+                vec![u.clone(), Value::Int(upto)],
+            )
+            .await?;
+        for r in rows {
+            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
+            let content: Json = serde_json::from_str(&r.text(2)?)?;
+            out.account_data
+                .entry(room)
+                .or_default()
+                .push(json!({ "type": r.text(1)?, "content": content }));
+        }
+        let counts = self
+            .db
+            .query(
+                "SELECT c.room_id, c.membership, COUNT(*) FROM memberships m
+                 JOIN current_state c ON c.room_id = m.room_id AND c.type = 'm.room.member'
+                 WHERE m.user_id = $1 AND m.membership = 'join' GROUP BY c.room_id, c.membership",
+                vec![u.clone()],
+            )
+            .await?;
+        // The first few members of each room in stream order, of those present (joined or
+        // invited) and of those gone.
+        let heroes = self
+            .db
+            .query(
+                "SELECT room_id, state_key, membership FROM (
+                   SELECT c.room_id, c.state_key, c.membership, ROW_NUMBER() OVER (
+                     PARTITION BY c.room_id, c.membership IN ('join', 'invite') ORDER BY e.stream_pos) AS n
+                   FROM memberships m
+                   JOIN current_state c ON c.room_id = m.room_id AND c.type = 'm.room.member'
+                   JOIN events e ON e.event_id = c.event_id
+                   WHERE m.user_id = $1 AND m.membership = 'join' AND c.state_key <> $1
+                 ) t WHERE n <= $2 ORDER BY room_id, n",
+                vec![u, Value::Int(HEROES as i64)],
+            )
+            .await?;
+        out.summaries.add_counts(&counts)?;
+        out.summaries.add_heroes(&heroes)?;
+        Ok(out)
+    }
+}
+
+/// Spec ("Room summary"): up to five heroes.
+const HEROES: usize = 5;
+
+/// Room summaries being put together from (room, membership, count) and (room, member,
+/// membership) rows, the latter in stream order.
+#[derive(Default)]
+struct Summaries(HashMap<OwnedRoomId, SummaryParts>);
+
+#[derive(Default)]
+struct SummaryParts {
+    joined: i64,
+    invited: i64,
+    present: Vec<String>,
+    gone: Vec<String>,
+}
+
+impl Summaries {
+    fn add_counts(&mut self, rows: &[Row]) -> Result<()> {
+        for r in rows {
+            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
+            let parts = self.0.entry(room).or_default();
+            match r.opt_text(1)?.as_deref() {
+                Some("join") => parts.joined += r.int(2)?,
+                Some("invite") => parts.invited += r.int(2)?,
                 _ => {}
             }
         }
-        if heroes.is_empty() {
-            heroes = gone;
-        }
-        Ok(
-            json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }),
-        )
+        Ok(())
     }
+
+    fn add_heroes(&mut self, rows: &[Row]) -> Result<()> {
+        for r in rows {
+            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
+            let parts = self.0.entry(room).or_default();
+            let list = match r.opt_text(2)?.as_deref() {
+                Some("join" | "invite") => &mut parts.present,
+                Some("leave" | "ban") => &mut parts.gone,
+                _ => continue,
+            };
+            if list.len() < HEROES {
+                list.push(r.text(1)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Heroes are the members present, else (nobody else is) those who left.
+    fn take(&mut self, room: &RoomId) -> Json {
+        let p = self.0.remove(room).unwrap_or_default();
+        let heroes = if p.present.is_empty() {
+            p.gone
+        } else {
+            p.present
+        };
+        json!({ "m.heroes": heroes, "m.joined_member_count": p.joined, "m.invited_member_count": p.invited })
+    }
+}
+
+/// Per-room data a full sync read in advance; see [`Homeserver::prefetch`].
+#[derive(Default)]
+struct Prefetched {
+    receipts: HashMap<OwnedRoomId, Json>,
+    account_data: HashMap<OwnedRoomId, Vec<Json>>,
+    summaries: Summaries,
 }
 
 /// Client format without `room_id` (spec: "ClientEventWithoutRoomID").
@@ -769,27 +939,28 @@ fn stripped(p: &Pdu) -> Json {
 /// A timeline block: events (with `unsigned.transaction_id` for the device that sent them),
 /// `limited`, and `prev_batch`, the place just before the first event (or, for an empty
 /// timeline, the sync's own place).
-fn timeline_json(
+fn timeline_block(
     timeline: &[TimelineEvent],
     (user, device): (&UserId, &ruma::DeviceId),
     limited: bool,
     end: i64,
-) -> Json {
-    let events: Vec<Json> = timeline
-        .iter()
-        .map(|t| {
-            let mut e = sync_event(&t.pdu);
-            if let Some((d, txn)) = &t.txn {
-                if t.pdu.sender == user && d == device.as_str() {
-                    if !e["unsigned"].is_object() {
-                        e["unsigned"] = json!({});
-                    }
-                    e["unsigned"]["transaction_id"] = txn.as_str().into();
-                }
-            }
-            e
-        })
-        .collect();
+) -> Result<TimelineBlock> {
+    let mut events = Vec::with_capacity(timeline.len());
+    for t in timeline {
+        let txn = match &t.txn {
+            Some((d, txn)) if t.pdu.sender == user && d == device.as_str() => Some(txn.as_str()),
+            _ => None,
+        };
+        events.push(t.pdu.client_raw(None, txn)?);
+    }
     let prev_batch = timeline.first().map_or(end, |t| t.pos - 1);
-    json!({ "events": events, "limited": limited, "prev_batch": position_token(prev_batch) })
+    Ok(TimelineBlock {
+        events,
+        limited,
+        prev_batch: position_token(prev_batch),
+    })
+}
+
+fn raw<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>> {
+    Ok(serde_json::value::to_raw_value(value)?)
 }
