@@ -62,6 +62,9 @@ pub struct BigRoomArgs {
     /// Incremental syncs measured, each after one message.
     #[arg(long, default_value_t = 200)]
     incremental: usize,
+    /// Seconds to wait after the joins, before measuring (to attach a profiler).
+    #[arg(long, default_value_t = 0.0)]
+    pause: f64,
 }
 
 /// Lazy-loaded members and 10 events per room: what Element asks for.
@@ -439,6 +442,10 @@ pub async fn big_room(args: BigRoomArgs) -> Result<std::process::ExitCode, Strin
     }
     let joins = t.elapsed();
     server::reset_peak_rss(pid);
+    if args.pause > 0.0 {
+        eprintln!("server pid {pid}: measuring in {} s", args.pause);
+        tokio::time::sleep(Duration::from_secs_f64(args.pause)).await;
+    }
 
     // Throughput: concurrent senders, one member long-polling meanwhile.
     let reader = tokens[tokens.len() - 1].clone();

@@ -70,4 +70,9 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
     pub fn remove(&self, key: &K) {
         self.0.remove(key);
     }
+
+    /// Keeps only the entries `keep` accepts (a walk over the whole cache).
+    pub fn retain(&self, keep: impl Fn(&K, &V) -> bool) {
+        self.0.retain(keep);
+    }
 }

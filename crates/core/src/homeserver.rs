@@ -73,10 +73,11 @@ pub struct Homeserver {
     /// the database committed): the next commit reloads the positions from the database.
     positions_unsure: std::sync::atomic::AtomicBool,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
-    /// Change ticks: a counter, the last tick meant for everyone, and per user.
+    /// Change ticks: a counter, the last tick meant for everyone, and for each user with
+    /// a sync under way, how many and the last tick meant for them.
     ticks: std::sync::atomic::AtomicU64,
     global_tick: std::sync::atomic::AtomicU64,
-    user_ticks: Mutex<HashMap<String, u64>>,
+    syncing: Mutex<HashMap<String, (usize, u64)>>,
     pub(crate) typing: crate::sync::typing::Typing,
     pub(crate) state_cache: crate::rooms::state::GroupCache,
     pub(crate) keyring: crate::rooms::receive::KeyRing,
@@ -89,13 +90,23 @@ pub struct Homeserver {
     pub(crate) redactions: Mutex<u64>,
     /// Offloaded jobs waiting or running.
     offloaded: std::sync::atomic::AtomicUsize,
+    pub(crate) token_cache: crate::accounts::session::TokenCache,
+    /// Per device, the position of its last queued to-device message, or 0 once nothing
+    /// is queued for it: most syncs then skip the acknowledgement query.
+    pub(crate) to_device_pending: crate::cache::BoundedCache<(String, String), i64>,
     /// When users last synced (ms), for presence's `last_active_ago`.
     pub(crate) last_active: crate::cache::BoundedCache<ruma::OwnedUserId, i64>,
+    /// Users' last committed presence state, so a sync's `set_presence` that changes
+    /// nothing skips the database.
+    pub(crate) presence_states: crate::cache::BoundedCache<ruma::OwnedUserId, String>,
 }
 
 /// Offloaded jobs (password hashes, each about 12 MiB and tens of milliseconds) allowed
 /// to wait or run at once.
 const MAX_OFFLOAD_QUEUE: usize = 32;
+
+/// Devices whose to-device queue state is kept in memory.
+const TO_DEVICE_DEVICES: usize = 100_000;
 
 /// Users whose last activity is kept in memory.
 const LAST_ACTIVE_USERS: usize = 100_000;
@@ -134,7 +145,7 @@ impl Homeserver {
             room_locks: Mutex::new(HashMap::new()),
             ticks: Default::default(),
             global_tick: Default::default(),
-            user_ticks: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(HashMap::new()),
             typing: Default::default(),
             state_cache: Default::default(),
             keyring: Default::default(),
@@ -151,6 +162,9 @@ impl Homeserver {
             redactions: Mutex::new(0),
             offloaded: Default::default(),
             last_active: crate::cache::BoundedCache::new(LAST_ACTIVE_USERS),
+            presence_states: crate::cache::BoundedCache::new(LAST_ACTIVE_USERS),
+            token_cache: Default::default(),
+            to_device_pending: crate::cache::BoundedCache::new(TO_DEVICE_DEVICES),
         })
     }
 
@@ -236,6 +250,11 @@ impl Homeserver {
         Ok(pos)
     }
 
+    /// The last position written in `stream`.
+    pub(crate) fn stream_head(&self, stream: Stream) -> i64 {
+        self.stream_heads[stream as usize].load(Ordering::Acquire)
+    }
+
     /// Whether `stream` has rows after `since` (an initial sync, `None`, always reads).
     pub fn stream_moved(&self, stream: Stream, since: Option<i64>) -> bool {
         since.is_none_or(|since| self.stream_heads[stream as usize].load(Ordering::Acquire) > since)
@@ -244,47 +263,79 @@ impl Homeserver {
     /// Marks a change for `audience` and wakes waiting syncs (they re-check only if it is
     /// theirs). Called after the change is visible, so a sync never misses it.
     pub(crate) async fn touch(&self, audience: Audience<'_>) {
-        let users: Option<Vec<String>> = match audience {
-            Audience::Everyone => None,
-            Audience::Users(users) => Some(users.iter().map(|u| u.to_string()).collect()),
-            // Every local user with a member event, whatever its membership.
-            // If we cannot tell who is concerned, everyone re-checks.
-            Audience::Room(room) => self.current_state(room).await.ok().map(|state| {
-                state
-                    .keys()
-                    .filter(|(kind, _)| *kind == ruma::events::StateEventType::RoomMember)
-                    .filter_map(|(_, key)| ruma::UserId::parse(key.as_str()).ok())
-                    .filter(|user| user.server_name() == self.server_name())
-                    .map(|user| user.to_string())
-                    .collect()
-            }),
-            Audience::RoomMatesOf(users) => {
-                let mut all: std::collections::BTreeSet<String> =
-                    users.iter().map(|u| u.to_string()).collect();
+        // Only users with a sync under way are marked: any other sync computes afresh
+        // when it starts.
+        let tick = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
+        match audience {
+            Audience::Everyone => self.global_tick.store(tick, Ordering::Release),
+            Audience::Users(users) => {
+                let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
                 for u in users {
-                    match self.users_sharing_rooms(u).await {
-                        Ok(mates) => all.extend(mates),
-                        Err(_) => {
-                            all.clear();
-                            break;
+                    if let Some(entry) = map.get_mut(u.as_str()) {
+                        entry.1 = tick;
+                    }
+                }
+            }
+            // Every local user with a member event, whatever its membership. If we cannot
+            // tell who is concerned, everyone re-checks.
+            Audience::Room(room) => match self.room_head(room).await {
+                Ok(head) => {
+                    let members = head.local_members(self.server_name());
+                    let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+                    // Whichever of the two is smaller is walked: a room of 10,000 members
+                    // with a dozen syncs under way costs a dozen look-ups.
+                    if map.len() <= members.len() {
+                        for (user, entry) in map.iter_mut() {
+                            if members.contains(user) {
+                                entry.1 = tick;
+                            }
+                        }
+                    } else {
+                        for user in members.iter() {
+                            if let Some(entry) = map.get_mut(user) {
+                                entry.1 = tick;
+                            }
                         }
                     }
                 }
-                (!all.is_empty() && all.len() <= MAX_ROOM_MATES_WOKEN)
-                    .then(|| all.into_iter().collect())
-            }
-        };
-        let tick = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
-        match users {
-            None => self.global_tick.store(tick, Ordering::Release),
-            Some(users) => {
-                let mut map = self.user_ticks.lock().unwrap_or_else(|e| e.into_inner());
+                Err(_) => self.global_tick.store(tick, Ordering::Release),
+            },
+            Audience::RoomMatesOf(users) => {
+                let mut all: std::collections::BTreeSet<String> =
+                    users.iter().map(|u| u.to_string()).collect();
+                let mut known = true;
                 for u in users {
-                    map.insert(u, tick);
+                    match self.users_sharing_rooms(u).await {
+                        Ok(mates) if all.len() + mates.len() <= MAX_ROOM_MATES_WOKEN => {
+                            all.extend(mates)
+                        }
+                        _ => known = false,
+                    }
+                }
+                if known {
+                    let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+                    for u in &all {
+                        if let Some(entry) = map.get_mut(u) {
+                            entry.1 = tick;
+                        }
+                    }
+                } else {
+                    self.global_tick.store(tick, Ordering::Release);
                 }
             }
         }
         self.wakeups.notify();
+    }
+
+    /// Counts a sync of `user` as under way until the guard drops; see `touch`. Taken
+    /// before the sync's first look, so no change after it goes unmarked.
+    pub(crate) fn start_syncing(&self, user: &ruma::UserId) -> Syncing<'_> {
+        let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(user.to_string()).or_insert((0, 0)).0 += 1;
+        Syncing {
+            hs: self,
+            user: user.to_string(),
+        }
     }
 
     /// The current change tick, to compare with [`Homeserver::changed_since`].
@@ -292,13 +343,13 @@ impl Homeserver {
         self.ticks.load(Ordering::Acquire)
     }
 
-    /// Whether anything concerning `user` was marked after `tick`.
+    /// Whether anything concerning `user` (whose sync is under way) was marked after `tick`.
     pub(crate) fn changed_since(&self, user: &ruma::UserId, tick: u64) -> bool {
         if self.global_tick.load(Ordering::Acquire) > tick {
             return true;
         }
-        let map = self.user_ticks.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(user.as_str()).is_some_and(|t| *t > tick)
+        let map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(user.as_str()).is_none_or(|(_, t)| *t > tick)
     }
 
     /// Runs `job` through the [`Offload`] port and returns its result. Past
@@ -348,6 +399,24 @@ impl Homeserver {
             self.signing_key.public_key().to_vec(),
         )
         .encode()
+    }
+}
+
+/// A sync under way; see [`Homeserver::start_syncing`].
+pub(crate) struct Syncing<'a> {
+    hs: &'a Homeserver,
+    user: String,
+}
+
+impl Drop for Syncing<'_> {
+    fn drop(&mut self) {
+        let mut map = self.hs.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get_mut(&self.user) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                map.remove(&self.user);
+            }
+        }
     }
 }
 

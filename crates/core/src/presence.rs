@@ -45,9 +45,12 @@ impl Homeserver {
                         vec![user.as_str().into(), Value::Int(now)],
                     )
                     .await?;
+                self.presence_states.put(user.to_owned(), state.to_owned());
                 return Ok(());
             }
         }
+        // Forgotten until the new state is durable: a sync meanwhile reads the table.
+        self.presence_states.remove(&user.to_owned());
         // Spec ("Presence"): those who share a room with the user see it.
         let audience = [user.to_owned()];
         self.commit(&[Stream::Presence], Audience::RoomMatesOf(&audience), |pos| {
@@ -59,6 +62,7 @@ impl Homeserver {
             )]
         })
         .await?;
+        self.presence_states.put(user.to_owned(), state.to_owned());
         Ok(())
     }
 
@@ -67,6 +71,9 @@ impl Homeserver {
     /// memory, for `last_active_ago`.
     pub async fn mark_active(&self, user: &UserId, state: &str) -> Result<()> {
         self.last_active.put(user.to_owned(), self.now());
+        if self.presence_states.get(&user.to_owned()).as_deref() == Some(state) {
+            return Ok(());
+        }
         let row = query_opt(
             self.db.as_ref(),
             "SELECT state, status_msg FROM presence WHERE user_id = $1",
@@ -74,7 +81,10 @@ impl Homeserver {
         )
         .await?;
         match row {
-            Some(r) if r.text(0)? == state => Ok(()),
+            Some(r) if r.text(0)? == state => {
+                self.presence_states.put(user.to_owned(), state.to_owned());
+                Ok(())
+            }
             Some(r) => {
                 self.set_presence(user, state, r.opt_text(1)?.as_deref())
                     .await

@@ -46,6 +46,7 @@ impl Homeserver {
             self.ack_to_device(user, device, since.pos.min(self.current_pos()))
                 .await?;
         }
+        let _syncing = self.start_syncing(user);
         let mut seen = 0;
         let mut last = None;
         loop {
@@ -124,8 +125,7 @@ impl Homeserver {
             Some(s) => self.device_list_updates(user, s.pos, now.pos).await?,
             None => (vec![], vec![]),
         };
-        let otk_counts = self.one_time_key_counts(user, device).await?;
-        let fallback_types = self.unused_fallback_key_types(user, device).await?;
+        let (otk_counts, fallback_types) = self.sync_key_counts(user, device).await?;
         let empty = rooms.is_empty()
             && changed.is_empty()
             && left.is_empty()

@@ -89,6 +89,12 @@ impl Homeserver {
             return Err(too_many());
         }
         charge(rows.len())?;
+        let mut queued_for: Vec<(String, String)> = rows
+            .iter()
+            .map(|(u, d, _)| (u.clone(), d.clone()))
+            .collect();
+        queued_for.sort();
+        queued_for.dedup();
         let (sender, sender_device, kind, txn) = (
             sender.to_string(),
             sender_device.to_string(),
@@ -131,7 +137,13 @@ impl Homeserver {
         })
         .await;
         match committed {
-            Ok(_) => Ok(()),
+            Ok(pos) => {
+                for (user, device) in &queued_for {
+                    self.to_device_pending
+                        .put((user.clone(), device.clone()), pos);
+                }
+                Ok(())
+            }
             // A retry of this transaction committed first: it is the same request.
             Err(Error::Db(DbError::UniqueViolation)) => Ok(()),
             Err(e) => Err(e),
@@ -140,7 +152,12 @@ impl Homeserver {
 
     /// Deletes what the device acknowledged (positions ≤ `acked`).
     pub async fn ack_to_device(&self, user: &UserId, device: &DeviceId, acked: i64) -> Result<()> {
-        // Most syncs acknowledge nothing new: look on a reader before taking the writer.
+        // Most syncs acknowledge nothing new: a device known to have nothing queued (0 in
+        // `to_device_pending`) costs no query; else look on a reader before the writer.
+        let key = (user.to_string(), device.to_string());
+        if self.to_device_pending.get(&key) == Some(0) {
+            return Ok(());
+        }
         let pending = query_opt(
             self.db.as_ref(),
             "SELECT 1 FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3 LIMIT 1",
@@ -148,6 +165,7 @@ impl Homeserver {
         )
         .await?;
         if pending.is_none() {
+            self.mark_to_device_clear(key, acked);
             return Ok(());
         }
         // The deleted rows may hold the highest position handed out: keep it in
@@ -168,7 +186,18 @@ impl Homeserver {
                 ),
             ])
             .await?;
+        self.mark_to_device_clear(key, acked);
         Ok(())
+    }
+
+    /// Nothing at or below `acked` is queued for the device any more: if nothing was
+    /// queued above it either (as far as this process knows), the device has nothing.
+    fn mark_to_device_clear(&self, key: (String, String), acked: i64) {
+        match self.to_device_pending.get(&key) {
+            Some(queued) if queued > acked => {}
+            _ if acked >= self.stream_head(Stream::ToDevice) => self.to_device_pending.put(key, 0),
+            _ => {}
+        }
     }
 
     /// The position up to which a sync may go so that it delivers at most `MAX_PER_SYNC`

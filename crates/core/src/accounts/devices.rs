@@ -110,18 +110,22 @@ impl Homeserver {
         batch.extend(Self::device_deletion(user, device_ids));
         let u = user.to_string();
         let audience = [user.to_owned()];
-        self.commit(
-            &[Stream::DeviceLists],
-            Audience::RoomMatesOf(&audience),
-            |pos| {
-                batch.push(Statement::new(
-                    "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
-                    vec![u.into(), Value::Int(pos)],
-                ));
-                batch
-            },
-        )
-        .await?;
+        let committed = self
+            .commit(
+                &[Stream::DeviceLists],
+                Audience::RoomMatesOf(&audience),
+                |pos| {
+                    batch.push(Statement::new(
+                        "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
+                        vec![u.into(), Value::Int(pos)],
+                    ));
+                    batch
+                },
+            )
+            .await;
+        // Whatever the outcome, no cached session of these devices may outlive it.
+        self.token_cache.forget(user, Some(device_ids));
+        committed?;
         Ok(())
     }
 
@@ -168,7 +172,10 @@ impl Homeserver {
         // Tokens of devices created while this runs die with the flag: authenticate()
         // refuses deactivated users.
         let devices = self.all_device_ids(user).await?;
-        self.delete_devices_with(user, &devices, set).await?;
+        let deleted = self.delete_devices_with(user, &devices, set).await;
+        // Also sessions of devices created meanwhile.
+        self.token_cache.forget(user, None);
+        deleted?;
         for room in self.joined_rooms(user).await? {
             // Best effort per room: the account is already unusable.
             if let Err(e) = self.leave_room(user, &room, None).await {

@@ -96,7 +96,11 @@ impl Homeserver {
             ),
             self.insert_token(user, device_id.as_str(), &access_token, refresh_token.as_deref(), now),
         ];
-        self.db.batch(batch).await?;
+        let done = self.db.batch(batch).await;
+        // A reused device ID's earlier tokens are gone.
+        self.token_cache
+            .forget(user, Some(&[device_id.to_string()]));
+        done?;
         Ok(LoginTokens {
             device_id,
             access_token,
@@ -162,7 +166,10 @@ impl Homeserver {
                 self.now(),
             ),
         ];
-        match self.db.batch(batch).await {
+        let done = self.db.batch(batch).await;
+        self.token_cache
+            .forget(&user, Some(&[device_id.to_string()]));
+        match done {
             Ok(()) => Ok(LoginTokens {
                 device_id,
                 access_token,

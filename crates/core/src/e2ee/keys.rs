@@ -196,6 +196,37 @@ impl Homeserver {
         Ok(counts)
     }
 
+    /// Both of what a sync reports of the device's keys, in one query: its one-time key
+    /// counts and its unused fallback key types.
+    pub async fn sync_key_counts(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+        let rows = self
+            .db
+            .query(
+                "SELECT 'o', algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm
+                 UNION ALL
+                 SELECT 'f', algorithm, 0 FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0",
+                vec![user.as_str().into(), device.as_str().into()],
+            )
+            .await?;
+        let mut counts = BTreeMap::new();
+        let mut fallback = Vec::new();
+        for r in rows {
+            if r.text(0)? == "o" {
+                counts.insert(r.text(1)?, r.int(2)?.max(0) as u64);
+            } else {
+                fallback.push(r.text(1)?);
+            }
+        }
+        // Clients rely on seeing the count even when it reaches zero.
+        counts.entry("signed_curve25519".to_owned()).or_insert(0);
+        fallback.sort();
+        Ok((counts, fallback))
+    }
+
     pub async fn unused_fallback_key_types(
         &self,
         user: &UserId,

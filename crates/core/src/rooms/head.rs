@@ -20,11 +20,63 @@ impl RoomHead {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RoomHead {
     /// Sorted, so `prev_events` come out in a stable order.
     pub extremities: Vec<OwnedEventId>,
     pub state: Arc<StateIds>,
+    /// The state group `state` is, when it is one (a single extremity): an event planned
+    /// on it changes only its own key, so nobody need compare whole states.
+    pub state_group: Option<i64>,
+    /// The room's local users with a member event (any membership), worked out once per
+    /// state: every event wakes their syncs.
+    local_members: std::sync::OnceLock<Arc<std::collections::HashSet<String>>>,
+}
+
+impl RoomHead {
+    pub(crate) fn new(
+        extremities: Vec<OwnedEventId>,
+        state: Arc<StateIds>,
+        state_group: Option<i64>,
+    ) -> Self {
+        Self {
+            extremities,
+            state,
+            state_group,
+            local_members: Default::default(),
+        }
+    }
+
+    /// A head with new extremities and the same state (the list of local members goes
+    /// along).
+    pub(crate) fn with_extremities(&self, extremities: Vec<OwnedEventId>) -> Self {
+        Self {
+            extremities,
+            state: self.state.clone(),
+            state_group: self.state_group,
+            local_members: self.local_members.clone(),
+        }
+    }
+
+    /// The local users with a member event in the room's current state.
+    pub(crate) fn local_members(
+        &self,
+        server: &ruma::ServerName,
+    ) -> Arc<std::collections::HashSet<String>> {
+        self.local_members
+            .get_or_init(|| {
+                Arc::new(
+                    self.state
+                        .keys()
+                        .filter(|(kind, _)| *kind == ruma::events::StateEventType::RoomMember)
+                        .filter_map(|(_, key)| ruma::UserId::parse(key.as_str()).ok())
+                        .filter(|user| user.server_name() == server)
+                        .map(|user| user.to_string())
+                        .collect(),
+                )
+            })
+            .clone()
+    }
 }
 
 impl Homeserver {
@@ -61,7 +113,7 @@ impl Homeserver {
             .map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal))
             .collect::<Result<_>>()?;
         let state = Arc::new(self.current_state_from_db(room_id).await?);
-        Ok(Arc::new(RoomHead { extremities, state }))
+        Ok(Arc::new(RoomHead::new(extremities, state, None)))
     }
 
     /// Called by the write path once its batch committed, before the position is published.

@@ -276,7 +276,19 @@ impl Homeserver {
         };
         let mut state_changes = Vec::new();
         let mut member_changes = Vec::new();
-        for ((kind, key), id) in current.iter() {
+        // On a head that is the state before the event (the usual, linear case), only the
+        // event's own key can change: no need to compare whole states, whatever their size.
+        let linear = new_ext.len() == 1 && w.head.state_group == Some(before_id);
+        let candidates: Vec<(&(StateEventType, String), &OwnedEventId)> =
+            match (&pdu.state_key, linear) {
+                (None, true) => Vec::new(),
+                (Some(key), true) => {
+                    let k = (StateEventType::from(pdu.kind.to_string()), key.clone());
+                    current.get_key_value(&k).into_iter().collect()
+                }
+                (_, false) => current.iter().collect(),
+            };
+        for ((kind, key), id) in candidates {
             if w.head.state.get(&(kind.clone(), key.clone())) == Some(id) {
                 continue;
             }
@@ -305,13 +317,16 @@ impl Homeserver {
             }
         }
 
-        let state_removals: Vec<_> = w
-            .head
-            .state
-            .keys()
-            .filter(|k| !current.contains_key(*k))
-            .cloned()
-            .collect();
+        let state_removals: Vec<_> = if linear {
+            Vec::new()
+        } else {
+            w.head
+                .state
+                .keys()
+                .filter(|k| !current.contains_key(*k))
+                .cloned()
+                .collect()
+        };
 
         let mut pdu = pdu;
         if pdu.state_key.is_some() {
@@ -319,9 +334,13 @@ impl Homeserver {
         }
         let json = serde_json::to_string(&pdu.json)?;
         let pdu = Arc::new(pdu);
-        w.head = Arc::new(RoomHead {
-            extremities: new_ext,
-            state: current,
+        let group = (new_ext.len() == 1).then_some(after_id);
+        // The state did not change: the head keeps its state (and what was worked out of it).
+        let unchanged = (linear && pdu.state_key.is_none()) || Arc::ptr_eq(&current, &w.head.state);
+        w.head = Arc::new(if unchanged {
+            w.head.with_extremities(new_ext)
+        } else {
+            RoomHead::new(new_ext, current, group)
         });
         w.pdus.insert(pdu.event_id.clone(), pdu.clone());
         w.places.insert(pdu.event_id.clone(), (before_id, after_id));
