@@ -96,6 +96,9 @@ struct Args {
     /// How long readers may take to receive every message after the last send.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     drain_timeout: f64,
+    /// Initial syncs measured after the load (the first is cold).
+    #[arg(long, default_value_t = 3)]
+    initial_syncs: usize,
     /// Registrations in flight at once (each hashes a password with argon2, ~19 MiB).
     #[arg(long, default_value_t = 4)]
     register_concurrency: usize,
@@ -344,14 +347,16 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
 
     // Initial sync after the load, for a user in every room: a cold one, then repeats.
     progress("initial /sync");
+    // From a fresh device, as a client signing in (the figure).
+    let fresh = scenarios::login(&ctx, &names[0]).await?;
     let mut initial_syncs = Vec::new();
     let mut initial_sync_bytes = 0;
-    for _ in 0..3 {
+    for _ in 0..args.initial_syncs.max(1) {
         let t = Instant::now();
         let res = ctx
             .http
             .get(format!("{}/_matrix/client/v3/sync", ctx.url))
-            .bearer_auth(&user_tokens[0])
+            .bearer_auth(&fresh)
             .send()
             .await;
         match res {

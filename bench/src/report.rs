@@ -226,15 +226,27 @@ impl Report {
         );
         let _ = writeln!(
             w,
-            "initial /sync: {}  ({} bytes; one user in all {} rooms, after the load)",
+            "initial /sync: {}  ({} bytes; a fresh device of a user in all {} rooms, after the load)",
             if self.initial_sync_ms.is_empty() {
                 "failed".to_string()
             } else {
-                self.initial_sync_ms
+                let shown: Vec<_> = self
+                    .initial_sync_ms
                     .iter()
+                    .take(3)
                     .map(|m| format!("{m:.1} ms"))
-                    .collect::<Vec<_>>()
-                    .join(", then ")
+                    .collect();
+                let mut s = shown.join(", then ");
+                if self.initial_sync_ms.len() > 3 {
+                    let mut rest = self.initial_sync_ms[1..].to_vec();
+                    rest.sort_by(f64::total_cmp);
+                    s += &format!(
+                        " … (repeats: median {:.1} ms of {})",
+                        rest[rest.len() / 2],
+                        rest.len()
+                    );
+                }
+                s
             },
             self.initial_sync_bytes,
             self.rooms

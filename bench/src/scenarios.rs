@@ -185,7 +185,7 @@ async fn sync(ctx: &Ctx, token: &str, query: &str) -> Result<(Duration, usize, V
     Ok((took, bytes.len(), body))
 }
 
-async fn login(ctx: &Ctx, name: &str) -> Result<String, String> {
+pub(crate) async fn login(ctx: &Ctx, name: &str) -> Result<String, String> {
     let v = ctx
         .call(
             "login",

@@ -78,6 +78,104 @@ pub async fn start_with(opts: Options) -> TestServer {
     }
 }
 
+/// Counts what the server asks of its database: queries, and statements run alone or
+/// in batches.
+#[derive(Default)]
+pub struct Statements {
+    pub count: AtomicU32,
+    /// While set, the SQL of each statement is kept in `log`.
+    pub logging: std::sync::atomic::AtomicBool,
+    pub log: std::sync::Mutex<Vec<String>>,
+}
+
+impl Statements {
+    fn seen(&self, sql: &str) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if self.logging.load(Ordering::SeqCst) {
+            let sql: Vec<&str> = sql.split_whitespace().collect();
+            self.log.lock().expect("log").push(sql.join(" "));
+        }
+    }
+
+    /// Runs `f` and returns how many statements ran meanwhile, and their SQL.
+    pub async fn during<T>(
+        &self,
+        f: impl std::future::Future<Output = T>,
+    ) -> (u32, Vec<String>, T) {
+        self.log.lock().expect("log").clear();
+        self.logging.store(true, Ordering::SeqCst);
+        let before = self.count.load(Ordering::SeqCst);
+        let out = f.await;
+        let n = self.count.load(Ordering::SeqCst) - before;
+        self.logging.store(false, Ordering::SeqCst);
+        (n, std::mem::take(&mut *self.log.lock().expect("log")), out)
+    }
+}
+
+struct Counted {
+    inner: std::sync::Arc<dyn tessera_core::ports::Database>,
+    statements: std::sync::Arc<Statements>,
+}
+
+#[async_trait::async_trait]
+impl tessera_core::ports::Database for Counted {
+    fn engine(&self) -> tessera_core::ports::Engine {
+        self.inner.engine()
+    }
+    async fn query(
+        &self,
+        sql: &str,
+        params: Vec<tessera_core::ports::Value>,
+    ) -> Result<Vec<tessera_core::ports::Row>, tessera_core::ports::DbError> {
+        self.statements.seen(sql);
+        self.inner.query(sql, params).await
+    }
+    async fn execute(
+        &self,
+        sql: &str,
+        params: Vec<tessera_core::ports::Value>,
+    ) -> Result<u64, tessera_core::ports::DbError> {
+        self.statements.seen(sql);
+        self.inner.execute(sql, params).await
+    }
+    async fn batch(
+        &self,
+        statements: Vec<tessera_core::ports::Statement>,
+    ) -> Result<(), tessera_core::ports::DbError> {
+        for st in &statements {
+            self.statements.seen(st.sql);
+        }
+        self.inner.batch(statements).await
+    }
+    async fn execute_script(&self, sql: &str) -> Result<(), tessera_core::ports::DbError> {
+        self.inner.execute_script(sql).await
+    }
+}
+
+/// A server whose database statements are counted.
+pub async fn start_counted(opts: Options) -> (TestServer, std::sync::Arc<Statements>) {
+    let TestDb { config, pg_db, dir } = test_db(opts).await;
+    let statements = std::sync::Arc::new(Statements::default());
+    let counter = statements.clone();
+    let server = tessera_server::start_on(config.clone(), move |inner| {
+        std::sync::Arc::new(Counted {
+            inner,
+            statements: counter,
+        })
+    })
+    .await
+    .expect("server starts");
+    let server = TestServer {
+        url: format!("http://{}", server.addr),
+        server: Some(server),
+        pg_db,
+        _dir: dir,
+        http: reqwest::Client::new(),
+        config,
+    };
+    (server, statements)
+}
+
 /// A configuration on a fresh database: SQLite in a temp folder, or a new PostgreSQL
 /// database when `TESSERA_TEST_POSTGRES_URL` is set.
 pub async fn test_db(opts: Options) -> TestDb {

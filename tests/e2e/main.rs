@@ -20,4 +20,5 @@ mod rooms;
 mod state_res;
 mod storage;
 mod sync;
+mod sync_cost;
 mod sync_exact;

@@ -82,6 +82,9 @@ pub struct Homeserver {
     pub(crate) state_cache: crate::rooms::state::GroupCache,
     pub(crate) keyring: crate::rooms::receive::KeyRing,
     pub(crate) pdu_cache: crate::cache::BoundedCache<ruma::OwnedEventId, Arc<crate::rooms::Pdu>>,
+    /// State events' client JSON; see `rooms/events.rs`.
+    pub(crate) state_json:
+        crate::cache::BoundedCache<ruma::OwnedEventId, Arc<serde_json::value::RawValue>>,
     pub(crate) place_cache:
         crate::cache::BoundedCache<ruma::OwnedEventId, crate::rooms::write::EventPlace>,
     pub(crate) version_cache: crate::cache::BoundedCache<OwnedRoomId, ruma::RoomVersionId>,
@@ -116,6 +119,8 @@ const ROOM_LOCKS_PRUNE_AT: usize = 4096;
 
 /// Memory for events kept parsed, by [`crate::rooms::Pdu::estimated_size`].
 const PDU_CACHE_BYTES: u64 = 6 << 20;
+/// Memory for state events' client JSON: a 10,000-member room's members take about 4 MiB.
+const STATE_JSON_BYTES: u64 = 4 << 20;
 /// Event places and room versions kept in memory (small entries).
 const PLACE_CACHE_SIZE: usize = 16_384;
 const VERSION_CACHE_SIZE: usize = 10_000;
@@ -151,6 +156,9 @@ impl Homeserver {
             keyring: Default::default(),
             pdu_cache: crate::cache::BoundedCache::by_bytes(PDU_CACHE_BYTES, 2048, |p| {
                 p.estimated_size()
+            }),
+            state_json: crate::cache::BoundedCache::by_bytes(STATE_JSON_BYTES, 512, |j| {
+                j.get().len() as u64 + 64
             }),
             place_cache: crate::cache::BoundedCache::new(PLACE_CACHE_SIZE),
             version_cache: crate::cache::BoundedCache::new(VERSION_CACHE_SIZE),

@@ -101,20 +101,23 @@ impl Homeserver {
             vec![user.as_str().into()],
         )
         .await?;
+        row.map(|r| self.presence_content(user, &r, 0)).transpose()
+    }
+
+    /// `m.presence` content from a row of `state, status_msg, last_active_ts` at `at`.
+    fn presence_content(&self, user: &UserId, r: &crate::ports::Row, at: usize) -> Result<Json> {
         let now = self.now();
         let active = self.last_active.get(&user.to_owned()).unwrap_or(0);
-        row.map(|r| {
-            let mut c = json!({
-                "presence": r.text(0)?,
-                "last_active_ago": (now - r.int(2)?.max(active)).max(0),
-                "currently_active": r.text(0)? == "online",
-            });
-            if let Some(m) = r.opt_text(1)? {
-                c["status_msg"] = m.into();
-            }
-            Ok(c)
-        })
-        .transpose()
+        let state = r.text(at)?;
+        let mut c = json!({
+            "last_active_ago": (now - r.int(at + 2)?.max(active)).max(0),
+            "currently_active": state == "online",
+            "presence": state,
+        });
+        if let Some(m) = r.opt_text(at + 1)? {
+            c["status_msg"] = m.into();
+        }
+        Ok(c)
     }
 
     /// `GET /presence/{userId}/status`: a user's presence is theirs and their room-mates'
@@ -146,7 +149,7 @@ impl Homeserver {
         let rows = self
             .db
             .query(
-                "SELECT DISTINCT p.user_id FROM presence p
+                "SELECT DISTINCT p.user_id, p.state, p.status_msg, p.last_active_ts FROM presence p
                  JOIN memberships o ON o.user_id = p.user_id AND o.membership = 'join'
                  JOIN memberships v ON v.room_id = o.room_id AND v.user_id = $1 AND v.membership = 'join'
                  WHERE p.stream_pos > $2 AND p.stream_pos <= $3",
@@ -156,9 +159,8 @@ impl Homeserver {
         let mut out = Vec::new();
         for r in rows {
             let user = UserId::parse(r.text(0)?).map_err(Error::internal)?;
-            if let Some(content) = self.get_presence(&user).await? {
-                out.push(json!({ "type": "m.presence", "sender": user, "content": content }));
-            }
+            let content = self.presence_content(&user, &r, 1)?;
+            out.push(json!({ "type": "m.presence", "sender": user, "content": content }));
         }
         Ok(out)
     }

@@ -26,6 +26,14 @@ const PASSWORD_HASHES_AT_ONCE: usize = 1;
 /// Opens the database, applies migrations and builds the homeserver.
 pub async fn open_homeserver(config: &Config) -> anyhow::Result<Arc<Homeserver>> {
     let db = db::connect(&config.database_url(), config.database.sqlite_synchronous).await?;
+    homeserver_on(config, db).await
+}
+
+/// Builds the homeserver on an open database (migrations applied on the way).
+async fn homeserver_on(
+    config: &Config,
+    db: Arc<dyn tessera_core::ports::Database>,
+) -> anyhow::Result<Arc<Homeserver>> {
     let hs = Homeserver::new(
         config.core()?,
         db,
@@ -67,8 +75,18 @@ impl RunningServer {
 
 /// Starts serving the client API on `listen.client`.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    start_on(config, |db| db).await
+}
+
+/// Like [`start`], with the database seen through `wrap` (for instance, to count or
+/// trace statements).
+pub async fn start_on(
+    config: Config,
+    wrap: impl FnOnce(Arc<dyn tessera_core::ports::Database>) -> Arc<dyn tessera_core::ports::Database>,
+) -> anyhow::Result<RunningServer> {
     let lock = node_lock::acquire(&config.database_url()).await?;
-    let hs = open_homeserver(&config).await?;
+    let db = db::connect(&config.database_url(), config.database.sqlite_synchronous).await?;
+    let hs = homeserver_on(&config, wrap(db)).await?;
     let listener = TcpListener::bind(&config.listen.client)
         .await
         .with_context(|| format!("binding {}", config.listen.client))?;

@@ -115,10 +115,7 @@ impl Homeserver {
                 &[Stream::DeviceLists],
                 Audience::RoomMatesOf(&audience),
                 |pos| {
-                    batch.push(Statement::new(
-                        "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
-                        vec![u.into(), Value::Int(pos)],
-                    ));
+                    batch.extend(crate::e2ee::device_lists::device_list_change(&u, pos));
                     batch
                 },
             )

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as Json};
 use super::keys::verify_signed;
 use crate::{
     homeserver::{Audience, Stream},
-    ports::{Statement, Value},
+    ports::Statement,
     storage::query_opt,
     Error, Homeserver, Result,
 };
@@ -146,10 +146,7 @@ impl Homeserver {
                     )
                 })
                 .collect();
-            b.push(Statement::new(
-                "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
-                vec![u.into(), Value::Int(pos)],
-            ));
+            b.extend(super::device_lists::device_list_change(&u, pos));
             b
         })
         .await?;
@@ -215,10 +212,7 @@ impl Homeserver {
                     })
                     .collect();
                 for u in changed_users {
-                    b.push(Statement::new(
-                        "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                        vec![u.into(), Value::Int(pos)],
-                    ));
+                    b.extend(super::device_lists::device_list_change(&u, pos));
                 }
                 b
             })

@@ -11,6 +11,22 @@ use crate::{
     Homeserver, Result,
 };
 
+/// Statements recording that `user`'s devices or keys changed at `pos`. Only each user's
+/// latest change is kept (a sync asks whether there is one after its `since`), so the
+/// table has at most a row per user, however often keys change.
+pub(crate) fn device_list_change(user: &str, pos: i64) -> [Statement; 2] {
+    [
+        Statement::new(
+            "DELETE FROM device_list_changes WHERE user_id = $1 AND stream_pos < $2",
+            vec![user.into(), Value::Int(pos)],
+        ),
+        Statement::new(
+            "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            vec![user.into(), Value::Int(pos)],
+        ),
+    ]
+}
+
 impl Homeserver {
     /// Records that `user`'s devices or keys changed.
     pub async fn mark_device_list_changed(&self, user: &UserId) -> Result<()> {
@@ -19,12 +35,7 @@ impl Homeserver {
         self.commit(
             &[Stream::DeviceLists],
             Audience::RoomMatesOf(&audience),
-            |pos| {
-                vec![Statement::new(
-                    "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
-                    vec![u.into(), Value::Int(pos)],
-                )]
-            },
+            |pos| device_list_change(&u, pos).into(),
         )
         .await?;
         Ok(())

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::{
     homeserver::{Audience, Stream},
-    ports::{Statement, Value},
+    ports::Statement,
     storage::query_opt,
     Error, Homeserver, Result,
 };
@@ -160,16 +160,12 @@ impl Homeserver {
         let (u, d) = (user.to_string(), device.to_string());
         let audience = [user.to_owned()];
         self.commit(&[Stream::DeviceLists], Audience::RoomMatesOf(&audience), |pos| {
-            vec![
-                Statement::new(
-                    "INSERT INTO device_keys (user_id, device_id, json) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    vec![u.as_str().into(), d.into(), text.into()],
-                ),
-                Statement::new(
-                    "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)",
-                    vec![u.into(), Value::Int(pos)],
-                ),
-            ]
+            let mut b = vec![Statement::new(
+                "INSERT INTO device_keys (user_id, device_id, json) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                vec![u.as_str().into(), d.into(), text.into()],
+            )];
+            b.extend(super::device_lists::device_list_change(&u, pos));
+            b
         })
         .await?;
         Ok(())

@@ -9,6 +9,10 @@ use ruma::{RoomId, RoomVersionId};
 use super::{write::EventPlace, Pdu};
 use crate::{storage::query_opt, Error, Homeserver, Result};
 
+/// Most IDs in one `IN (…)` query, and the sizes queries are padded to.
+const MAX_IDS_PER_QUERY: usize = 256;
+const ID_SIZE_CLASSES: [usize; 4] = [8, 32, 128, MAX_IDS_PER_QUERY];
+
 impl Homeserver {
     /// An event by ID, shared with the cache.
     pub async fn get_pdu(&self, id: &ruma::EventId) -> Result<Option<Arc<Pdu>>> {
@@ -33,6 +37,108 @@ impl Homeserver {
             }
         }
         Ok(pdu)
+    }
+
+    /// Events by ID, in the order asked (`None` for unknown ones): those not cached are
+    /// read in a few queries rather than one each (a full sync's state is hundreds).
+    pub async fn get_pdus(&self, ids: &[&ruma::EventId]) -> Result<Vec<Option<Arc<Pdu>>>> {
+        let mut out: Vec<Option<Arc<Pdu>>> = ids
+            .iter()
+            .map(|id| self.pdu_cache.get(&(*id).to_owned()))
+            .collect();
+        let missing: Vec<usize> = (0..ids.len()).filter(|i| out[*i].is_none()).collect();
+        if missing.len() <= 1 {
+            for i in missing {
+                out[i] = self.get_pdu(ids[i]).await?;
+            }
+            return Ok(out);
+        }
+        let epoch = self.redaction_epoch();
+        let mut found: std::collections::HashMap<String, Arc<Pdu>> = Default::default();
+        for chunk in missing.chunks(MAX_IDS_PER_QUERY) {
+            // Padded to a size class (repeating the last ID), so few distinct statements
+            // reach the statement cache.
+            let size = ID_SIZE_CLASSES
+                .iter()
+                .copied()
+                .find(|n| *n >= chunk.len())
+                .unwrap_or(MAX_IDS_PER_QUERY);
+            let mut params: Vec<crate::ports::Value> =
+                chunk.iter().map(|i| ids[*i].as_str().into()).collect();
+            while params.len() < size {
+                params.push(ids[chunk[chunk.len() - 1]].as_str().into());
+            }
+            let placeholders: Vec<String> = (1..=size).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT event_id, json FROM events WHERE event_id IN ({})",
+                placeholders.join(", ")
+            );
+            for r in self.db.query(&sql, params).await? {
+                let id = r.text(0)?;
+                let pdu = Arc::new(Pdu::from_stored(&id, &r.text(1)?)?);
+                found.insert(id, pdu);
+            }
+        }
+        let redactions = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
+        for i in missing {
+            if let Some(p) = found.get(ids[i].as_str()) {
+                // Not when a redaction committed meanwhile: see `get_pdu`.
+                if *redactions == epoch {
+                    self.pdu_cache.put(ids[i].to_owned(), p.clone());
+                }
+                out[i] = Some(p.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// State events in the client format without `room_id`, in the order asked, unknown
+    /// ones left out. Every full sync sends its rooms' whole state, so state events keep
+    /// this form in a cache of their own, which message traffic does not churn.
+    pub(crate) async fn state_client_json(
+        &self,
+        ids: &[&ruma::EventId],
+    ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+        let mut out: Vec<Option<Box<serde_json::value::RawValue>>> = ids
+            .iter()
+            .map(|id| {
+                self.state_json
+                    .get(&(*id).to_owned())
+                    .map(|j| (*j).to_owned())
+            })
+            .collect();
+        let missing: Vec<&ruma::EventId> = ids
+            .iter()
+            .zip(&out)
+            .filter(|(_, j)| j.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if !missing.is_empty() {
+            let epoch = self.redaction_epoch();
+            let mut found = self.get_pdus(&missing).await?.into_iter();
+            for slot in out.iter_mut().filter(|j| j.is_none()) {
+                if let Some(Some(pdu)) = found.next() {
+                    let json = pdu.client_raw(None, None)?;
+                    self.remember_state_json(&pdu.event_id, &json, epoch);
+                    *slot = Some(json);
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Keeps a state event's client JSON unless a redaction committed since `epoch`.
+    pub(crate) fn remember_state_json(
+        &self,
+        id: &ruma::EventId,
+        json: &serde_json::value::RawValue,
+        epoch: u64,
+    ) {
+        let redactions = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
+        if *redactions == epoch {
+            self.state_json
+                .put(id.to_owned(), Arc::from(json.to_owned()));
+        }
     }
 
     /// Sets `unsigned.transaction_id` on the events `user` sent from `device` (spec:
@@ -66,7 +172,7 @@ impl Homeserver {
         Ok(())
     }
 
-    fn redaction_epoch(&self) -> u64 {
+    pub(crate) fn redaction_epoch(&self) -> u64 {
         *self.redactions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -76,6 +182,7 @@ impl Homeserver {
         let mut redactions = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
         *redactions += 1;
         self.pdu_cache.remove(&target.to_owned());
+        self.state_json.remove(&target.to_owned());
     }
 
     pub async fn event_place(&self, id: &ruma::EventId) -> Result<Option<EventPlace>> {

@@ -19,6 +19,33 @@ const BYTES_PER_ENTRY: u64 = 160;
 
 pub type StateIds = StateMap<OwnedEventId>;
 
+/// Rows per `state_group_entries` insert, largest first; few distinct statements.
+const ENTRY_ROWS: [usize; 3] = [64, 8, 1];
+
+/// The largest insert of at most `n` (≥ 1) entry rows: how many, and its SQL, with the
+/// group as `$1` and each row's type, state key and event ID after it.
+fn entry_insert(n: usize) -> (usize, &'static str) {
+    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        ENTRY_ROWS
+            .iter()
+            .map(|rows| {
+                let values: Vec<String> = (0..*rows)
+                    .map(|r| format!("($1, ${}, ${}, ${})", 3 * r + 2, 3 * r + 3, 3 * r + 4))
+                    .collect();
+                format!(
+                    "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES {}",
+                    values.join(", ")
+                )
+            })
+            .collect()
+    });
+    let i = ENTRY_ROWS
+        .iter()
+        .position(|rows| *rows <= n)
+        .unwrap_or(ENTRY_ROWS.len() - 1);
+    (ENTRY_ROWS[i].min(n.max(1)), SQL[i].as_str())
+}
+
 /// Loaded state groups with their chain length.
 pub struct GroupCache(pub(crate) crate::cache::BoundedCache<i64, (Arc<StateIds>, i64)>);
 
@@ -91,20 +118,29 @@ impl Homeserver {
 
     /// Plans a new group `id` equal to `state`, as a delta on `base` (id, state, chain
     /// length) where that chain is short. The base may itself be planned in the same batch.
+    /// `only` says `state` is the base with just that key set (one state event), so the
+    /// states need not be compared.
     pub fn plan_group(
         &self,
         room_id: &RoomId,
         id: i64,
         base: Option<(i64, Arc<StateIds>, i64)>,
         state: StateIds,
+        only: Option<&(StateEventType, String)>,
     ) -> NewGroup {
         // A delta records changed and added entries only: a state that lost a key (state
         // resolution can drop one) is written in full.
         let base = base.filter(|(_, base_state, chain)| {
-            *chain < MAX_CHAIN && base_state.keys().all(|k| state.contains_key(k))
+            *chain < MAX_CHAIN
+                && (only.is_some() || base_state.keys().all(|k| state.contains_key(k)))
         });
-        let (prev, entries, chain): (Option<i64>, Vec<_>, i64) = match &base {
-            Some((b, base_state, chain)) => {
+        let (prev, entries, chain): (Option<i64>, Vec<_>, i64) = match (&base, only) {
+            (Some((b, _, chain)), Some(key)) => (
+                Some(*b),
+                state.get_key_value(key).into_iter().collect(),
+                chain + 1,
+            ),
+            (Some((b, base_state, chain)), None) => {
                 // Delta: entries that differ from the base.
                 let delta = state
                     .iter()
@@ -112,17 +148,26 @@ impl Homeserver {
                     .collect();
                 (Some(*b), delta, chain + 1)
             }
-            None => (None, state.iter().collect(), 0),
+            (None, _) => (None, state.iter().collect(), 0),
         };
         let mut statements = vec![Statement::new(
             "INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)",
             vec![Value::Int(id), room_id.as_str().into(), prev.into(), Value::Int(chain)],
         )];
-        for ((kind, key), event_id) in entries {
-            statements.push(Statement::new(
-                "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)",
-                vec![Value::Int(id), kind.to_string().into(), key.as_str().into(), event_id.as_str().into()],
-            ));
+        // Many rows per statement: a full copy of a big room's state is thousands of rows.
+        let mut rest = entries.as_slice();
+        while !rest.is_empty() {
+            let (rows, sql) = entry_insert(rest.len());
+            let (now, later) = rest.split_at(rows);
+            let mut params = Vec::with_capacity(1 + 3 * rows);
+            params.push(Value::Int(id));
+            for ((kind, key), event_id) in now {
+                params.push(kind.to_string().into());
+                params.push(key.as_str().into());
+                params.push(event_id.as_str().into());
+            }
+            statements.push(Statement::new(sql, params));
+            rest = later;
         }
         NewGroup {
             id,

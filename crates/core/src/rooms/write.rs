@@ -208,7 +208,7 @@ impl Homeserver {
         let mut groups = Vec::new();
         let (before, before_id, before_chain) = match prev_states.as_slice() {
             [] => {
-                let g = self.plan_group(&room_id, new_group_id(), None, StateIds::new());
+                let g = self.plan_group(&room_id, new_group_id(), None, StateIds::new(), None);
                 let planned = (g.state.clone(), g.id, g.chain);
                 groups.push(g);
                 planned
@@ -223,6 +223,7 @@ impl Homeserver {
                     new_group_id(),
                     Some((*id0, s0.clone(), *c0)),
                     resolved,
+                    None,
                 );
                 let planned = (g.state.clone(), g.id, g.chain);
                 groups.push(g);
@@ -237,15 +238,14 @@ impl Homeserver {
         let (after, after_id) = match &pdu.state_key {
             Some(key) => {
                 let mut state = (*before).clone();
-                state.insert(
-                    (StateEventType::from(pdu.kind.to_string()), key.clone()),
-                    pdu.event_id.clone(),
-                );
+                let key = (StateEventType::from(pdu.kind.to_string()), key.clone());
+                state.insert(key.clone(), pdu.event_id.clone());
                 let g = self.plan_group(
                     &room_id,
                     new_group_id(),
                     Some((before_id, before.clone(), before_chain)),
                     state,
+                    Some(&key),
                 );
                 let planned = (g.state.clone(), g.id);
                 groups.push(g);
@@ -409,6 +409,13 @@ impl Homeserver {
                 }
                 self.pdu_cache
                     .put(step.pdu.event_id.clone(), step.pdu.clone());
+                // Every full sync of the room's members sends it.
+                if step.pdu.state_key.is_some() {
+                    if let Ok(json) = step.pdu.client_raw(None, None) {
+                        self.state_json
+                            .put(step.pdu.event_id.clone(), Arc::from(json));
+                    }
+                }
                 self.place_cache.put(
                     step.pdu.event_id.clone(),
                     EventPlace {
@@ -640,9 +647,11 @@ fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statement> {
     ));
     for (kind, key, id, membership) in &step.state_changes {
         b.push(Statement::new(
-            "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)
+            // The event is stored by now (this batch, or before it).
+            "INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_pos)
+             VALUES ($1, $2, $3, $4, $5, (SELECT stream_pos FROM events WHERE event_id = $4))
              ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id,
-               membership = excluded.membership",
+               membership = excluded.membership, stream_pos = excluded.stream_pos",
             vec![
                 room.into(),
                 kind.to_string().into(),

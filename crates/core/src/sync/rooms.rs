@@ -123,7 +123,7 @@ impl Membership {
 /// An event of a timeline, with the client transaction that sent it, if any.
 struct TimelineEvent {
     pos: i64,
-    pdu: Pdu,
+    pdu: Arc<Pdu>,
     /// (device, transaction ID) of a local event sent with one.
     txn: Option<(String, String)>,
 }
@@ -571,7 +571,14 @@ impl Homeserver {
                     out.reverse();
                     return Ok((out, true));
                 }
-                let pdu = Pdu::from_stored(&r.text(0)?, &r.text(1)?)?;
+                let id = r.text(0)?;
+                let pdu = match ruma::EventId::parse(&id)
+                    .ok()
+                    .and_then(|e| self.pdu_cache.get(&e))
+                {
+                    Some(p) => p,
+                    None => Arc::new(Pdu::from_stored(&id, &r.text(1)?)?),
+                };
                 // Events after the user joined are theirs to see; earlier ones depend on
                 // the room's history visibility.
                 let visible = (membership == "join" && cursor > member_pos)
@@ -591,6 +598,10 @@ impl Homeserver {
                         txn,
                     });
                 }
+            }
+            // Fewer rows than asked for: the range holds no more.
+            if rows.len() <= limit {
+                break;
             }
         }
         out.reverse();
@@ -703,12 +714,14 @@ impl Homeserver {
                 }
             }
         }
+        let ids: Vec<&ruma::EventId> = picked.iter().map(|id| id.as_ref()).collect();
+        if req.filter.state.is_everything() {
+            return self.state_client_json(&ids).await;
+        }
         let mut out = Vec::with_capacity(picked.len());
-        for id in picked {
-            if let Some(p) = self.get_pdu(id).await? {
-                if req.filter.state.allows(&p) {
-                    out.push(p.client_raw(None, None)?);
-                }
+        for p in self.get_pdus(&ids).await?.into_iter().flatten() {
+            if req.filter.state.allows(&p) {
+                out.push(p.client_raw(None, None)?);
             }
         }
         Ok(out)
@@ -754,23 +767,26 @@ impl Homeserver {
         Ok(!rows.is_empty())
     }
 
-    /// `m.heroes` and member counts (spec: "Room summary") of one room.
+    /// `m.heroes` and member counts (spec: "Room summary") of one room: two index reads,
+    /// whatever the room's size (member counts aside, which count index entries).
     async fn summary(&self, room_id: &RoomId, user: &UserId) -> Result<Json> {
         let counts = self
             .db
             .query(
                 "SELECT room_id, membership, COUNT(*) FROM current_state
-                 WHERE room_id = $1 AND type = 'm.room.member' GROUP BY room_id, membership",
+                 WHERE room_id = $1 AND type = 'm.room.member' AND membership IN ('join', 'invite')
+                 GROUP BY room_id, membership",
                 vec![room_id.as_str().into()],
             )
             .await?;
         let heroes = self
             .db
             .query(
-                "SELECT c.room_id, c.state_key, c.membership FROM current_state c
-                 JOIN events e ON e.event_id = c.event_id
-                 WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key <> $2
-                 ORDER BY e.stream_pos",
+                &hero_parts(
+                    "SELECT room_id, state_key, membership, stream_pos FROM current_state
+                     WHERE room_id = $1 AND type = 'm.room.member' AND membership = '{m}' AND state_key <> $2
+                     ORDER BY stream_pos LIMIT 5",
+                ),
                 vec![room_id.as_str().into(), user.as_str().into()],
             )
             .await?;
@@ -830,24 +846,28 @@ impl Homeserver {
             .query(
                 "SELECT c.room_id, c.membership, COUNT(*) FROM memberships m
                  JOIN current_state c ON c.room_id = m.room_id AND c.type = 'm.room.member'
+                   AND c.membership IN ('join', 'invite')
                  WHERE m.user_id = $1 AND m.membership = 'join' GROUP BY c.room_id, c.membership",
                 vec![u.clone()],
             )
             .await?;
-        // The first few members of each room in stream order, of those present (joined or
-        // invited) and of those gone.
+        // The first few members of each room in stream order, of each membership: for each
+        // room, the fifth one's position bounds an index range (no room is read whole).
         let heroes = self
             .db
             .query(
-                "SELECT room_id, state_key, membership FROM (
-                   SELECT c.room_id, c.state_key, c.membership, ROW_NUMBER() OVER (
-                     PARTITION BY c.room_id, c.membership IN ('join', 'invite') ORDER BY e.stream_pos) AS n
-                   FROM memberships m
-                   JOIN current_state c ON c.room_id = m.room_id AND c.type = 'm.room.member'
-                   JOIN events e ON e.event_id = c.event_id
-                   WHERE m.user_id = $1 AND m.membership = 'join' AND c.state_key <> $1
-                 ) t WHERE n <= $2 ORDER BY room_id, n",
-                vec![u, Value::Int(HEROES as i64)],
+                &hero_parts(
+                    "SELECT x.room_id, x.state_key, x.membership, x.stream_pos FROM memberships m
+                     JOIN current_state x ON x.room_id = m.room_id AND x.type = 'm.room.member'
+                       AND x.membership = '{m}' AND x.state_key <> $1
+                       AND x.stream_pos <= COALESCE((
+                         SELECT y.stream_pos FROM current_state y
+                         WHERE y.room_id = m.room_id AND y.type = 'm.room.member'
+                           AND y.membership = '{m}' AND y.state_key <> $1
+                         ORDER BY y.stream_pos LIMIT 1 OFFSET 4), 9223372036854775807)
+                     WHERE m.user_id = $1 AND m.membership = 'join'",
+                ),
+                vec![u],
             )
             .await?;
         out.summaries.add_counts(&counts)?;
@@ -859,8 +879,18 @@ impl Homeserver {
 /// Spec ("Room summary"): up to five heroes.
 const HEROES: usize = 5;
 
+/// `part` (with `{m}` for a membership) once for each membership heroes come from,
+/// as one `UNION ALL` query. Rows: room, member, membership, stream position.
+fn hero_parts(part: &str) -> String {
+    ["join", "invite", "leave", "ban"]
+        .iter()
+        .map(|m| format!("SELECT * FROM ({}) AS {m}_part", part.replace("{m}", m)))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
 /// Room summaries being put together from (room, membership, count) and (room, member,
-/// membership) rows, the latter in stream order.
+/// membership, stream position) rows.
 #[derive(Default)]
 struct Summaries(HashMap<OwnedRoomId, SummaryParts>);
 
@@ -868,8 +898,9 @@ struct Summaries(HashMap<OwnedRoomId, SummaryParts>);
 struct SummaryParts {
     joined: i64,
     invited: i64,
-    present: Vec<String>,
-    gone: Vec<String>,
+    /// (stream position, member) of members joined or invited, and of those gone.
+    present: Vec<(i64, String)>,
+    gone: Vec<(i64, String)>,
 }
 
 impl Summaries {
@@ -895,21 +926,22 @@ impl Summaries {
                 Some("leave" | "ban") => &mut parts.gone,
                 _ => continue,
             };
-            if list.len() < HEROES {
-                list.push(r.text(1)?);
-            }
+            list.push((r.opt_int(3)?.unwrap_or(i64::MAX), r.text(1)?));
         }
         Ok(())
     }
 
-    /// Heroes are the members present, else (nobody else is) those who left.
+    /// Heroes are the first members present in stream order, else (nobody else is) the
+    /// first of those who left.
     fn take(&mut self, room: &RoomId) -> Json {
         let p = self.0.remove(room).unwrap_or_default();
-        let heroes = if p.present.is_empty() {
+        let mut heroes = if p.present.is_empty() {
             p.gone
         } else {
             p.present
         };
+        heroes.sort();
+        let heroes: Vec<String> = heroes.into_iter().take(HEROES).map(|(_, m)| m).collect();
         json!({ "m.heroes": heroes, "m.joined_member_count": p.joined, "m.invited_member_count": p.invited })
     }
 }

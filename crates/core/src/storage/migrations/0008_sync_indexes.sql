@@ -20,3 +20,8 @@ CREATE INDEX receipts_stream ON receipts (stream_pos);
 CREATE INDEX account_data_user_pos ON account_data (user_id, stream_pos);
 CREATE INDEX device_list_changes_pos ON device_list_changes (stream_pos);
 CREATE INDEX presence_pos ON presence (stream_pos);
+-- Only each user's latest device-list change is kept from now on (see
+-- `e2ee/device_lists.rs`); older rows go.
+DELETE FROM device_list_changes WHERE stream_pos < (
+    SELECT MAX(d.stream_pos) FROM device_list_changes d WHERE d.user_id = device_list_changes.user_id
+);
