@@ -13,7 +13,7 @@ use base64::Engine as _;
 use ruma::{signatures::Ed25519KeyPair, OwnedRoomId};
 
 use crate::{
-    ports::{Clock, Database, DbError, Offload, Statement, Value, Wakeups},
+    ports::{Clock, Database, Offload, Value, Wakeups},
     storage, Config, Error, Result,
 };
 
@@ -53,6 +53,9 @@ pub enum Audience<'a> {
     RoomMatesOf(&'a [ruma::OwnedUserId]),
 }
 
+/// Syncs under way up to which a change for room-mates asks about those users only.
+const ROOM_MATE_CANDIDATES: usize = 256;
+
 /// Room-mates woken one by one; past this, everyone re-checks instead.
 const MAX_ROOM_MATES_WOKEN: usize = 50_000;
 
@@ -64,14 +67,15 @@ pub struct Homeserver {
     pub offload: Arc<dyn Offload>,
     pub signing_key: Ed25519KeyPair,
     /// Highest committed position of the global stream; everything at or below it is visible.
-    current_pos: AtomicI64,
+    pub(crate) current_pos: AtomicI64,
     /// The last position written in each [`Stream`].
-    stream_heads: [AtomicI64; STREAM_KINDS],
-    /// Serialises position allocation with the commit, so positions become visible in order.
-    commit_lock: async_lock::Mutex<()>,
-    /// Set when a commit's outcome is unknown (an error, or its request was dropped while
-    /// the database committed): the next commit reloads the positions from the database.
-    positions_unsure: std::sync::atomic::AtomicBool,
+    pub(crate) stream_heads: [AtomicI64; STREAM_KINDS],
+    /// The writer: whoever holds it commits everything queued (see `commit.rs`).
+    pub(crate) commit_lock: async_lock::Mutex<()>,
+    pub(crate) commit_queue: Mutex<crate::commit::CommitQueue>,
+    /// Commits settled out of order, waiting to be published; signalled as they are.
+    pub(crate) settled: Mutex<crate::commit::Settled>,
+    pub(crate) settled_event: event_listener::Event,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
     /// Change ticks: a counter, the last tick meant for everyone, and for each user with
     /// a sync under way, how many and the last tick meant for them.
@@ -146,7 +150,9 @@ impl Homeserver {
             current_pos: AtomicI64::new(pos),
             stream_heads: heads.map(AtomicI64::new),
             commit_lock: async_lock::Mutex::new(()),
-            positions_unsure: Default::default(),
+            commit_queue: Mutex::new(crate::commit::CommitQueue::new(pos)),
+            settled: Mutex::new(crate::commit::Settled::new(pos)),
+            settled_event: event_listener::Event::new(),
             room_locks: Mutex::new(HashMap::new()),
             ticks: Default::default(),
             global_tick: Default::default(),
@@ -186,76 +192,6 @@ impl Homeserver {
 
     pub fn current_pos(&self) -> i64 {
         self.current_pos.load(Ordering::Acquire)
-    }
-
-    /// Commits a batch stamped with the next stream position, atomically, then wakes the
-    /// syncs of `audience`. `streams` names every stream the batch writes rows of.
-    pub async fn commit<F>(
-        &self,
-        streams: &[Stream],
-        audience: Audience<'_>,
-        build: F,
-    ) -> Result<i64>
-    where
-        F: FnOnce(i64) -> Vec<Statement>,
-    {
-        self.commit_then(streams, audience, 1, build, |_| ()).await
-    }
-
-    /// Like [`Homeserver::commit`], for a batch that takes `positions` consecutive
-    /// positions (the first is passed to `build` and returned). `committed` runs once the
-    /// batch is durable and before anyone can see its positions, to bring in-memory state
-    /// in step with it.
-    pub(crate) async fn commit_then<F, C>(
-        &self,
-        streams: &[Stream],
-        audience: Audience<'_>,
-        positions: i64,
-        build: F,
-        committed: C,
-    ) -> Result<i64>
-    where
-        F: FnOnce(i64) -> Vec<Statement>,
-        C: FnOnce(i64),
-    {
-        let guard = self.commit_lock.lock().await;
-        if self.positions_unsure.load(Ordering::Acquire) {
-            let (heads, pos) = load_positions(self.db.as_ref()).await?;
-            for (head, loaded) in self.stream_heads.iter().zip(heads) {
-                head.fetch_max(loaded, Ordering::AcqRel);
-            }
-            self.current_pos.fetch_max(pos, Ordering::AcqRel);
-            self.positions_unsure.store(false, Ordering::Release);
-        }
-        let pos = self.current_pos() + 1;
-        let last = pos + positions.max(1) - 1;
-        // Until the position is published, a failure or a dropped future leaves it unsure
-        // whether the batch committed.
-        let mut unsure = Unsure {
-            flag: &self.positions_unsure,
-            armed: true,
-        };
-        match self.db.batch(build(pos)).await {
-            Ok(()) => {}
-            // Only a failure during the commit itself leaves the outcome open; any other
-            // error rolled back, so a refused statement costs later commits nothing.
-            Err(e @ DbError::CommitUnknown(_)) => return Err(e.into()),
-            Err(e) => {
-                unsure.armed = false;
-                return Err(e.into());
-            }
-        }
-        committed(pos);
-        // Heads move before the position is published: a sync that sees `pos` also sees
-        // that these streams moved.
-        for s in streams {
-            self.stream_heads[*s as usize].fetch_max(last, Ordering::AcqRel);
-        }
-        self.current_pos.store(last, Ordering::Release);
-        unsure.armed = false;
-        drop(guard);
-        self.touch(audience).await;
-        Ok(pos)
     }
 
     /// The last position written in `stream`.
@@ -309,6 +245,35 @@ impl Homeserver {
                 Err(_) => self.global_tick.store(tick, Ordering::Release),
             },
             Audience::RoomMatesOf(users) => {
+                // Usually few syncs are under way: ask only whether those users are
+                // room-mates, not for every room-mate.
+                let candidates: Option<Vec<String>> = {
+                    let map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+                    (map.len() <= ROOM_MATE_CANDIDATES).then(|| map.keys().cloned().collect())
+                };
+                if let Some(candidates) = candidates {
+                    let mut mates: std::collections::BTreeSet<String> =
+                        users.iter().map(|u| u.to_string()).collect();
+                    let mut known = true;
+                    for u in users.iter().filter(|_| !candidates.is_empty()) {
+                        match self.users_sharing_rooms_among(u, &candidates).await {
+                            Ok(found) => mates.extend(found),
+                            Err(_) => known = false,
+                        }
+                    }
+                    if known {
+                        let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+                        for u in &mates {
+                            if let Some(entry) = map.get_mut(u) {
+                                entry.1 = tick;
+                            }
+                        }
+                    } else {
+                        self.global_tick.store(tick, Ordering::Release);
+                    }
+                    self.wakeups.notify();
+                    return;
+                }
                 let mut all: std::collections::BTreeSet<String> =
                     users.iter().map(|u| u.to_string()).collect();
                 let mut known = true;
@@ -434,20 +399,6 @@ struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Marks the positions unsure when dropped armed; disarmed once a commit is published.
-struct Unsure<'a> {
-    flag: &'a std::sync::atomic::AtomicBool,
-    armed: bool,
-}
-
-impl Drop for Unsure<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.flag.store(true, Ordering::Release);
-        }
     }
 }
 

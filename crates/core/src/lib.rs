@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod cache;
+pub mod commit;
 pub mod config;
 pub mod e2ee;
 pub mod error;

@@ -27,6 +27,9 @@ pub(crate) fn device_list_change(user: &str, pos: i64) -> [Statement; 2] {
     ]
 }
 
+/// Sizes the candidate lists of `users_sharing_rooms_among` are padded to.
+const CANDIDATE_SIZES: [usize; 4] = [4, 16, 64, 256];
+
 impl Homeserver {
     /// Records that `user`'s devices or keys changed.
     pub async fn mark_device_list_changed(&self, user: &UserId) -> Result<()> {
@@ -53,6 +56,42 @@ impl Homeserver {
             )
             .await?;
         rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
+    }
+
+    /// Of `candidates`, those sharing a joined room with `viewer` (at most 256 asked at
+    /// once; more are asked in turn).
+    pub(crate) async fn users_sharing_rooms_among(
+        &self,
+        viewer: &UserId,
+        candidates: &[String],
+    ) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        for chunk in candidates.chunks(CANDIDATE_SIZES[CANDIDATE_SIZES.len() - 1]) {
+            let Some(last) = chunk.last() else { continue };
+            let size = CANDIDATE_SIZES
+                .iter()
+                .copied()
+                .find(|n| *n >= chunk.len())
+                .unwrap_or(chunk.len());
+            let mut params: Vec<Value> = vec![viewer.as_str().into()];
+            params.extend(chunk.iter().map(|c| Value::from(c.as_str())));
+            // Padded (repeating the last) so few distinct statements are prepared.
+            while params.len() < size + 1 {
+                params.push(last.as_str().into());
+            }
+            let list: Vec<String> = (2..=size + 1).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT DISTINCT o.user_id FROM memberships v
+                 JOIN memberships o ON o.room_id = v.room_id AND o.membership = 'join'
+                   AND o.user_id IN ({})
+                 WHERE v.user_id = $1 AND v.membership = 'join'",
+                list.join(", ")
+            );
+            for r in self.db.query(&sql, params).await? {
+                out.insert(r.text(0)?);
+            }
+        }
+        Ok(out)
     }
 
     /// `(changed, left)` for a sync or `/keys/changes` from `since` to `upto`.
