@@ -1,81 +1,71 @@
 //! Commits on the global stream: positions, the group commit, and publication in order.
 //!
 //! A commit takes the next positions and builds its statements at once, then joins the
-//! queue. Whoever holds the writer runs everything queued as one transaction (one disk
-//! sync for many requests), and falls back to one transaction each if that fails, so a
-//! refused batch fails alone. Positions become visible strictly in order: a commit is
-//! published once every position before it is settled, and only successful commits move
-//! `current_pos`, so a position without rows is never handed to a client (and so is never
-//! handed out again after a restart, when the next position comes from the tables).
+//! queue. One writer task (started when the queue fills, gone when it empties) commits
+//! everything queued as one transaction, one disk sync for many requests; if that fails
+//! for a reason one batch can cause, it commits them one by one, so a refused batch fails
+//! alone. For each commit, in position order, the writer then runs its in-memory
+//! follow-up (room heads, caches), publishes it and wakes the syncs concerned. The
+//! requests only wait: a request dropped midway changes nothing, and a room's lock
+//! travels with its write until that write is published.
+//!
+//! Only successful commits move `current_pos`, so a position that holds no rows is never
+//! handed to a client, and so never handed out again after a restart (when the next
+//! position comes from the tables).
 
 use std::{
-    collections::BTreeMap,
+    collections::VecDeque,
     sync::{atomic::Ordering, Arc, Mutex},
 };
 
 use crate::{
-    homeserver::{Audience, Stream},
+    homeserver::{Audience, OwnedAudience, Stream},
     ports::{DbError, Statement},
     Homeserver, Result,
 };
 
+/// Commits taken into one transaction at most.
+const MAX_GROUP: usize = 256;
+
+/// How a commit's batch ended, for its follow-up.
+pub(crate) enum Landed {
+    /// Committed, at these positions from the first.
+    Committed(i64),
+    /// Perhaps committed (the database failed during the commit): in-memory state built
+    /// on the assumption must be dropped.
+    Unknown,
+}
+
+/// A commit's in-memory follow-up, run by the writer once the batch landed (or may
+/// have), before its positions are published. Not run for a batch rolled back.
+pub(crate) type AfterCommit = Box<dyn FnOnce(&Homeserver, Landed) + Send>;
+
 /// Commits waiting for the writer, in position order, and the next position to hand out.
 pub(crate) struct CommitQueue {
     next: i64,
-    waiting: Vec<Queued>,
-}
-
-struct Queued {
-    statements: Vec<Statement>,
-    outcome: Arc<Outcome>,
-}
-
-/// Where the writer leaves a queued commit's result, and the commit's positions, for the
-/// writer to settle if nobody waits for the result any more.
-struct Outcome {
-    first: i64,
-    last: i64,
-    streams: Vec<Stream>,
-    state: Mutex<OutcomeState>,
-}
-
-#[derive(Default)]
-struct OutcomeState {
-    result: Option<std::result::Result<(), DbError>>,
-    /// The commit's future was dropped before its result came.
-    abandoned: bool,
-}
-
-impl Outcome {
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutcomeState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Settled commits waiting for those before them, by first position.
-pub(crate) struct Settled {
-    /// Every position up to this one is settled (published, or known to have no rows).
-    upto: i64,
-    /// (last position, streams to mark moved, whether it committed) by first position.
-    ready: BTreeMap<i64, (i64, Vec<Stream>, bool)>,
+    waiting: VecDeque<Queued>,
+    /// A writer task is running (or about to).
+    writing: bool,
 }
 
 impl CommitQueue {
     pub(crate) fn new(current_pos: i64) -> Self {
         Self {
             next: current_pos + 1,
-            waiting: Vec::new(),
+            waiting: VecDeque::new(),
+            writing: false,
         }
     }
 }
 
-impl Settled {
-    pub(crate) fn new(current_pos: i64) -> Self {
-        Self {
-            upto: current_pos,
-            ready: BTreeMap::new(),
-        }
-    }
+struct Queued {
+    first: i64,
+    last: i64,
+    statements: Vec<Statement>,
+    streams: Vec<Stream>,
+    audience: OwnedAudience,
+    after: Option<AfterCommit>,
+    result: Arc<Mutex<Option<std::result::Result<(), DbError>>>>,
 }
 
 impl Homeserver {
@@ -90,95 +80,54 @@ impl Homeserver {
     where
         F: FnOnce(i64) -> Vec<Statement>,
     {
-        self.commit_then(streams, audience, 1, build, |_| ()).await
+        self.commit_then(streams, audience, 1, build, None).await
     }
 
     /// Like [`Homeserver::commit`], for a batch that takes `positions` consecutive
-    /// positions (the first is passed to `build` and returned). `committed` runs once the
-    /// batch is durable and before anyone can see its positions, to bring in-memory state
-    /// in step with it. `build` runs at once, under a short lock: it only assembles rows.
-    pub(crate) async fn commit_then<F, C>(
+    /// positions (the first is passed to `build` and returned), with a follow-up run
+    /// once it landed and before anyone can see its positions. `build` runs at once,
+    /// under a short lock: it only assembles rows. Returns once the commit is visible.
+    pub(crate) async fn commit_then<F>(
         &self,
         streams: &[Stream],
         audience: Audience<'_>,
         positions: i64,
         build: F,
-        committed: C,
+        after: Option<AfterCommit>,
     ) -> Result<i64>
     where
         F: FnOnce(i64) -> Vec<Statement>,
-        C: FnOnce(i64),
     {
-        let (first, last, outcome) = {
+        let result = Arc::new(Mutex::new(None));
+        let (first, last, start) = {
             let mut q = self.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
             let first = q.next;
             let last = first + positions.max(1) - 1;
+            // Built before the positions are taken: if it panics, none are lost.
+            let statements = build(first);
             q.next = last + 1;
-            let outcome = Arc::new(Outcome {
+            q.waiting.push_back(Queued {
                 first,
                 last,
+                statements,
                 streams: streams.to_vec(),
-                state: Default::default(),
+                audience: audience.to_owned(),
+                after,
+                result: result.clone(),
             });
-            q.waiting.push(Queued {
-                statements: build(first),
-                outcome: outcome.clone(),
-            });
-            (first, last, outcome)
+            let start = !q.writing;
+            q.writing = true;
+            (first, last, start)
         };
-        // From here the positions must be settled whatever happens, or no later commit
-        // could be published; see `Abandon`.
-        let mut abandon = Abandon {
-            hs: self,
-            outcome: &outcome,
-            armed: true,
-        };
-        {
-            let _writer = self.commit_lock.lock().await;
-            // A writer before us may have committed our batch along with its own.
-            if outcome.lock().result.is_none() {
-                self.write_queued().await;
-            }
+        if start {
+            self.start_writer().await;
         }
-        let result =
-            outcome.lock().result.take().unwrap_or_else(|| {
-                Err(DbError::CommitUnknown("the writer left no outcome".into()))
-            });
-        abandon.armed = false;
-        match result {
-            Ok(()) => {
-                committed(first);
-                self.settle(first, last, streams, true);
-                self.published(last).await;
-                self.touch(audience).await;
-                Ok(first)
-            }
-            Err(e) => {
-                self.settle_failed(&outcome, &e);
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Settles a commit that failed, or whose result nobody waits for.
-    fn settle_failed(&self, outcome: &Outcome, e: &DbError) {
-        match e {
-            // Rows may exist: their streams count as moved, so no sync skips them once a
-            // later commit publishes past them.
-            DbError::CommitUnknown(_) => {
-                self.settle(outcome.first, outcome.last, &outcome.streams, false)
-            }
-            // Rolled back: the positions hold nothing. Handed out again if nothing was
-            // handed out after them, else skipped.
-            _ => {
-                let mut q = self.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
-                if q.next == outcome.last + 1 {
-                    q.next = outcome.first;
-                    return;
-                }
-                drop(q);
-                self.settle(outcome.first, outcome.last, &[], false)
-            }
+        self.published(last).await;
+        let outcome = result.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match outcome {
+            Some(Ok(())) => Ok(first),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(DbError::CommitUnknown("the writer left no outcome".into()).into()),
         }
     }
 
@@ -191,104 +140,132 @@ impl Homeserver {
             .len()
     }
 
-    /// Waits until every position handed out so far is settled: whatever was in flight
-    /// is then either in the database or never will be (a room's head is reloaded only
-    /// after this).
-    pub(crate) async fn settle_in_flight(&self) {
-        let last = self
-            .commit_queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next
-            - 1;
-        self.published(last).await;
+    /// Runs the writer as a task of its own, so no request's fate depends on another
+    /// request staying connected; inline if this homeserver is not shared (tests).
+    async fn start_writer(&self) {
+        match self.me.upgrade() {
+            Some(hs) => self
+                .offload
+                .spawn(Box::pin(async move { hs.write_queued().await })),
+            None => self.write_queued().await,
+        }
     }
 
-    /// Runs everything queued: one transaction for all, or, if that fails before its
-    /// commit, one each (so only the batch at fault fails). The caller holds the writer.
+    /// The writer: takes groups off the queue until it is empty.
     async fn write_queued(&self) {
-        let group: Vec<Queued> = {
-            let mut q = self.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut q.waiting)
+        let mut running = Writing {
+            hs: self,
+            group: Vec::new(),
+            armed: true,
         };
-        // If this future is dropped mid-write, the batches' fate is unknown.
-        let mut pending = Unwritten(self, group);
-        let results: Vec<std::result::Result<(), DbError>> = match pending.1.as_slice() {
-            [] => Vec::new(),
-            [one] => vec![self.db.batch(one.statements.clone()).await],
-            many => {
-                let all: Vec<Statement> = many
-                    .iter()
-                    .flat_map(|q| q.statements.iter().cloned())
-                    .collect();
-                match self.db.batch(all).await {
-                    Ok(()) => many.iter().map(|_| Ok(())).collect(),
-                    Err(DbError::CommitUnknown(m)) => many
-                        .iter()
-                        .map(|_| Err(DbError::CommitUnknown(m.clone())))
-                        .collect(),
-                    // Rolled back: each on its own, to find the one at fault.
-                    Err(_) => {
-                        let mut each = Vec::with_capacity(many.len());
-                        for q in many {
-                            each.push(self.db.batch(q.statements.clone()).await);
-                        }
-                        each
-                    }
+        loop {
+            {
+                let mut q = self.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.waiting.is_empty() {
+                    q.writing = false;
+                    running.armed = false;
+                    return;
+                }
+                let n = q.waiting.len().min(MAX_GROUP);
+                running.group = q.waiting.drain(..n).collect();
+            }
+            let batches: Vec<&[Statement]> = running
+                .group
+                .iter()
+                .map(|q| q.statements.as_slice())
+                .collect();
+            let results = self.write_group(&batches).await;
+            drop(batches);
+            let mut woken = Vec::new();
+            for (q, r) in std::mem::take(&mut running.group).into_iter().zip(results) {
+                if let Some(audience) = self.finish(q, r) {
+                    woken.push(audience);
                 }
             }
+            for audience in &woken {
+                self.touch(audience.borrow()).await;
+            }
+        }
+    }
+
+    /// One transaction for the group, or, if it was refused for a reason one batch can
+    /// cause, one each (to find the one at fault).
+    async fn write_group(&self, batches: &[&[Statement]]) -> Vec<std::result::Result<(), DbError>> {
+        if let [one] = batches {
+            return vec![self.db.batch(one.to_vec()).await];
+        }
+        let all: Vec<Statement> = batches.iter().flat_map(|b| b.iter().cloned()).collect();
+        match self.db.batch(all).await {
+            Ok(()) => batches.iter().map(|_| Ok(())).collect(),
+            Err(
+                DbError::UniqueViolation
+                | DbError::Conflict
+                | DbError::Constraint(_)
+                | DbError::InvalidInput(_)
+                | DbError::Decode(_),
+            ) => {
+                let mut each = Vec::with_capacity(batches.len());
+                for b in batches {
+                    each.push(self.db.batch(b.to_vec()).await);
+                }
+                each
+            }
+            // Nothing to do with any one batch (the database is unwell): all fail alike.
+            Err(e) => batches.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    /// A commit's end, in position order: its follow-up, its result for the request,
+    /// then publication. Returns whom to wake.
+    fn finish(&self, q: Queued, r: std::result::Result<(), DbError>) -> Option<OwnedAudience> {
+        let landed = match &r {
+            Ok(()) => Some(Landed::Committed(q.first)),
+            Err(DbError::CommitUnknown(_)) => Some(Landed::Unknown),
+            Err(_) => None,
         };
-        for (q, r) in std::mem::take(&mut pending.1).into_iter().zip(results) {
-            self.give_outcome(&q.outcome, r);
+        let committed = r.is_ok();
+        if let (Some(landed), Some(after)) = (landed, q.after) {
+            // A follow-up that panics must not stop the writer.
+            let run = std::panic::AssertUnwindSafe(|| after(self, landed));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!(first = q.first, "a commit's follow-up panicked");
+                self.heads.retain(|_, _| false);
+            }
         }
+        let streams: &[Stream] = match &r {
+            // Rows may exist: their streams count as moved, so no sync skips them once
+            // a later commit publishes past them.
+            Ok(()) | Err(DbError::CommitUnknown(_)) => &q.streams,
+            Err(_) => &[],
+        };
+        *q.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        self.settle(q.last, streams, committed);
+        committed.then_some(q.audience)
     }
 
-    /// Hands a commit its result; if its future is gone, settles it here.
-    fn give_outcome(&self, outcome: &Outcome, r: std::result::Result<(), DbError>) {
-        let mut state = outcome.lock();
-        if !state.abandoned {
-            state.result = Some(r);
-            return;
+    /// Settles positions up to `last` (the writer goes in order): the streams move,
+    /// then, for a commit that landed, `current_pos`; then waiters are told.
+    fn settle(&self, last: i64, streams: &[Stream], committed: bool) {
+        // Heads move before the position is published: a sync that sees a position also
+        // sees that these streams moved.
+        for stream in streams {
+            self.stream_heads[*stream as usize].fetch_max(last, Ordering::AcqRel);
         }
-        drop(state);
-        match r {
-            // Committed: visible like any other (its in-memory effects were dropped with
-            // its future; see `rooms/write.rs`, `ForgetHead`).
-            Ok(()) => self.settle(outcome.first, outcome.last, &outcome.streams, true),
-            Err(e) => self.settle_failed(outcome, &e),
+        if committed {
+            self.current_pos.fetch_max(last, Ordering::AcqRel);
         }
-    }
-
-    /// Marks `first..=last` settled, then publishes every settled commit in order: each
-    /// one's streams move, then `current_pos` moves to a committed one's last position.
-    fn settle(&self, first: i64, last: i64, streams: &[Stream], committed: bool) {
-        let mut s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
-        s.ready.insert(first, (last, streams.to_vec(), committed));
-        loop {
-            let next = s.upto + 1;
-            let Some((last, streams, committed)) = s.ready.remove(&next) else {
-                break;
-            };
-            // Heads move before the position is published: a sync that sees a position
-            // also sees that these streams moved.
-            for stream in streams {
-                self.stream_heads[stream as usize].fetch_max(last, Ordering::AcqRel);
-            }
-            if committed {
-                self.current_pos.store(last, Ordering::Release);
-            }
-            s.upto = last;
-        }
-        drop(s);
+        self.settled_upto.fetch_max(last, Ordering::AcqRel);
         self.settled_event.notify(usize::MAX);
     }
 
-    /// Waits until everything up to `last` is settled, so the commit is visible before
-    /// its request is answered.
+    /// Waits until everything up to `last` is settled.
     async fn published(&self, last: i64) {
         loop {
+            if self.settled_upto.load(Ordering::Acquire) >= last {
+                return;
+            }
             let listener = self.settled_event.listen();
-            if self.settled.lock().unwrap_or_else(|e| e.into_inner()).upto >= last {
+            if self.settled_upto.load(Ordering::Acquire) >= last {
                 return;
             }
             listener.await;
@@ -296,43 +273,45 @@ impl Homeserver {
     }
 }
 
-/// A commit's future dropped before it settled its positions: if the writer has not
-/// given its result yet, it will settle them itself; if it has, they are settled here.
-struct Abandon<'a> {
+/// The writer's group in hand. If the writer stops early (its task cancelled at
+/// shutdown, or a panic), the group's fate is unknown and whatever is still queued gets
+/// a new writer, so no request waits forever.
+struct Writing<'a> {
     hs: &'a Homeserver,
-    outcome: &'a Outcome,
+    group: Vec<Queued>,
+    /// Cleared when the writer leaves normally, having handed the queue back.
     armed: bool,
 }
 
-impl Drop for Abandon<'_> {
+impl Drop for Writing<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        let mut state = self.outcome.lock();
-        match state.result.take() {
-            None => state.abandoned = true,
-            Some(r) => {
-                drop(state);
-                let o = self.outcome;
-                match r {
-                    Ok(()) => self.hs.settle(o.first, o.last, &o.streams, true),
-                    Err(e) => self.hs.settle_failed(o, &e),
-                }
-            }
-        }
-    }
-}
-
-/// Batches taken from the queue and not yet given an outcome.
-/// Gives interrupted batches an unknown outcome, through their homeserver.
-struct Unwritten<'a>(&'a Homeserver, Vec<Queued>);
-
-impl Drop for Unwritten<'_> {
-    fn drop(&mut self) {
-        for q in std::mem::take(&mut self.1) {
+        let hs = self.hs;
+        for q in std::mem::take(&mut self.group) {
             let e = DbError::CommitUnknown("the write was interrupted".into());
-            self.0.give_outcome(&q.outcome, Err(e));
+            hs.finish(q, Err(e));
+        }
+        let shared = hs.me.upgrade();
+        let (restart, unwritten) = {
+            let mut q = hs.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
+            // Still this writer's queue (`writing` is only cleared by a writer).
+            q.writing = !q.waiting.is_empty() && shared.is_some();
+            let unwritten: Vec<Queued> = match shared {
+                Some(_) => Vec::new(),
+                None => q.waiting.drain(..).collect(),
+            };
+            (q.writing, unwritten)
+        };
+        // No task can take over (the homeserver is not shared): what was never written
+        // fails, so its requests do not wait forever.
+        for q in unwritten {
+            hs.finish(q, Err(DbError::Other("the writer was interrupted".into())));
+        }
+        if let (true, Some(shared)) = (restart, shared) {
+            hs.offload
+                .spawn(Box::pin(async move { shared.write_queued().await }));
         }
     }
 }

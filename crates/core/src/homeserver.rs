@@ -44,6 +44,7 @@ const STREAM_TABLES: [&str; STREAM_KINDS] = [
 ];
 
 /// Whose syncs a change concerns.
+#[derive(Clone, Copy)]
 pub enum Audience<'a> {
     Everyone,
     Users(&'a [ruma::OwnedUserId]),
@@ -51,6 +52,36 @@ pub enum Audience<'a> {
     Room(&'a ruma::RoomId),
     /// These users and everyone sharing a joined room with them (presence, device lists).
     RoomMatesOf(&'a [ruma::OwnedUserId]),
+}
+
+/// An [`Audience`] kept until the change is published.
+pub(crate) enum OwnedAudience {
+    Everyone,
+    Users(Vec<ruma::OwnedUserId>),
+    Room(OwnedRoomId),
+    RoomMatesOf(Vec<ruma::OwnedUserId>),
+}
+
+impl Audience<'_> {
+    pub(crate) fn to_owned(self) -> OwnedAudience {
+        match self {
+            Audience::Everyone => OwnedAudience::Everyone,
+            Audience::Users(u) => OwnedAudience::Users(u.to_vec()),
+            Audience::Room(r) => OwnedAudience::Room(r.to_owned()),
+            Audience::RoomMatesOf(u) => OwnedAudience::RoomMatesOf(u.to_vec()),
+        }
+    }
+}
+
+impl OwnedAudience {
+    pub(crate) fn borrow(&self) -> Audience<'_> {
+        match self {
+            OwnedAudience::Everyone => Audience::Everyone,
+            OwnedAudience::Users(u) => Audience::Users(u),
+            OwnedAudience::Room(r) => Audience::Room(r),
+            OwnedAudience::RoomMatesOf(u) => Audience::RoomMatesOf(u),
+        }
+    }
 }
 
 /// Syncs under way up to which a change for room-mates asks about those users only.
@@ -70,12 +101,15 @@ pub struct Homeserver {
     pub(crate) current_pos: AtomicI64,
     /// The last position written in each [`Stream`].
     pub(crate) stream_heads: [AtomicI64; STREAM_KINDS],
-    /// The writer: whoever holds it commits everything queued (see `commit.rs`).
-    pub(crate) commit_lock: async_lock::Mutex<()>,
+    /// Commits waiting for the writer (see `commit.rs`).
     pub(crate) commit_queue: Mutex<crate::commit::CommitQueue>,
-    /// Commits settled out of order, waiting to be published; signalled as they are.
-    pub(crate) settled: Mutex<crate::commit::Settled>,
+    /// Every position up to this one is published or known to hold nothing; signalled
+    /// as it moves.
+    pub(crate) settled_upto: AtomicI64,
     pub(crate) settled_event: event_listener::Event,
+    /// This homeserver, once shared ([`Homeserver::into_shared`]): background tasks
+    /// (the commit writer) hold it.
+    pub(crate) me: std::sync::Weak<Homeserver>,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
     /// Change ticks: a counter, the last tick meant for everyone, and for each user with
     /// a sync under way, how many and the last tick meant for them.
@@ -149,10 +183,10 @@ impl Homeserver {
             signing_key,
             current_pos: AtomicI64::new(pos),
             stream_heads: heads.map(AtomicI64::new),
-            commit_lock: async_lock::Mutex::new(()),
             commit_queue: Mutex::new(crate::commit::CommitQueue::new(pos)),
-            settled: Mutex::new(crate::commit::Settled::new(pos)),
+            settled_upto: AtomicI64::new(pos),
             settled_event: event_listener::Event::new(),
+            me: std::sync::Weak::new(),
             room_locks: Mutex::new(HashMap::new()),
             ticks: Default::default(),
             global_tick: Default::default(),
@@ -179,6 +213,16 @@ impl Homeserver {
             presence_states: crate::cache::BoundedCache::new(LAST_ACTIVE_USERS),
             token_cache: Default::default(),
             to_device_pending: crate::cache::BoundedCache::new(TO_DEVICE_DEVICES),
+        })
+    }
+
+    /// Shares the homeserver, so it can run background tasks (see `commit.rs`); the
+    /// host serves it this way.
+    pub fn into_shared(self) -> Arc<Self> {
+        let mut hs = self;
+        Arc::new_cyclic(move |me| {
+            hs.me = me.clone();
+            hs
         })
     }
 
@@ -211,12 +255,14 @@ impl Homeserver {
         // when it starts.
         let tick = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
         match audience {
-            Audience::Everyone => self.global_tick.store(tick, Ordering::Release),
+            Audience::Everyone => {
+                self.global_tick.fetch_max(tick, Ordering::AcqRel);
+            }
             Audience::Users(users) => {
                 let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
                 for u in users {
                     if let Some(entry) = map.get_mut(u.as_str()) {
-                        entry.1 = tick;
+                        entry.1 = entry.1.max(tick);
                     }
                 }
             }
@@ -231,18 +277,20 @@ impl Homeserver {
                     if map.len() <= members.len() {
                         for (user, entry) in map.iter_mut() {
                             if members.contains(user) {
-                                entry.1 = tick;
+                                entry.1 = entry.1.max(tick);
                             }
                         }
                     } else {
                         for user in members.iter() {
                             if let Some(entry) = map.get_mut(user) {
-                                entry.1 = tick;
+                                entry.1 = entry.1.max(tick);
                             }
                         }
                     }
                 }
-                Err(_) => self.global_tick.store(tick, Ordering::Release),
+                Err(_) => {
+                    self.global_tick.fetch_max(tick, Ordering::AcqRel);
+                }
             },
             Audience::RoomMatesOf(users) => {
                 // Usually few syncs are under way: ask only whether those users are
@@ -265,11 +313,11 @@ impl Homeserver {
                         let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
                         for u in &mates {
                             if let Some(entry) = map.get_mut(u) {
-                                entry.1 = tick;
+                                entry.1 = entry.1.max(tick);
                             }
                         }
                     } else {
-                        self.global_tick.store(tick, Ordering::Release);
+                        self.global_tick.fetch_max(tick, Ordering::AcqRel);
                     }
                     self.wakeups.notify();
                     return;
@@ -289,11 +337,11 @@ impl Homeserver {
                     let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
                     for u in &all {
                         if let Some(entry) = map.get_mut(u) {
-                            entry.1 = tick;
+                            entry.1 = entry.1.max(tick);
                         }
                     }
                 } else {
-                    self.global_tick.store(tick, Ordering::Release);
+                    self.global_tick.fetch_max(tick, Ordering::AcqRel);
                 }
             }
         }

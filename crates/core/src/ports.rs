@@ -104,12 +104,15 @@ impl Statement {
 
 /// What a statement or batch can fail with. A failed [`Database::batch`] committed nothing,
 /// except with [`DbError::CommitUnknown`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DbError {
     #[error("unique constraint violated")]
     UniqueViolation,
     #[error("a guarded statement changed nothing")]
     Conflict,
+    /// Another integrity constraint (NOT NULL, CHECK, foreign key) refused a row.
+    #[error("constraint violated: {0}")]
+    Constraint(String),
     /// A value no engine stores faithfully (text with a NUL character: PostgreSQL refuses
     /// it). Refused before anything ran.
     #[error("invalid input: {0}")]
@@ -163,11 +166,15 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
 }
 
-/// Runs CPU-heavy jobs (password hashing) off the threads that serve requests. A host
-/// may bound how many run at once: each argon2 hash holds its memory for its duration.
+/// Runs work off the requests' path: CPU-heavy jobs (password hashing) off the threads
+/// that serve requests, and background tasks that must finish whether or not a request
+/// still waits (the commit writer). A host may bound how many jobs run at once: each
+/// argon2 hash holds its memory for its duration.
 #[async_trait]
 pub trait Offload: Send + Sync {
     async fn run(&self, job: Box<dyn FnOnce() + Send>);
+    /// Runs `task` to completion in the background.
+    fn spawn(&self, task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
 }
 
 /// Tells waiting `/sync` requests that some stream moved.

@@ -53,16 +53,28 @@ impl Homeserver {
         self.presence_states.remove(&user.to_owned());
         // Spec ("Presence"): those who share a room with the user see it.
         let audience = [user.to_owned()];
-        self.commit(&[Stream::Presence], Audience::RoomMatesOf(&audience), |pos| {
-            vec![Statement::new(
-                "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
-                   last_active_ts = excluded.last_active_ts, stream_pos = excluded.stream_pos",
-                vec![user.as_str().into(), state.into(), status_msg.into(), Value::Int(now), Value::Int(pos)],
-            )]
-        })
+        let (who, what) = (user.to_owned(), state.to_owned());
+        // In commit order, so two changes in one group leave the later one.
+        let remember: crate::commit::AfterCommit = Box::new(move |hs, landed| {
+            if let crate::commit::Landed::Committed(_) = landed {
+                hs.presence_states.put(who, what);
+            }
+        });
+        self.commit_then(
+            &[Stream::Presence],
+            Audience::RoomMatesOf(&audience),
+            1,
+            |pos| {
+                vec![Statement::new(
+                    "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+                       last_active_ts = excluded.last_active_ts, stream_pos = excluded.stream_pos",
+                    vec![user.as_str().into(), state.into(), status_msg.into(), Value::Int(now), Value::Int(pos)],
+                )]
+            },
+            Some(remember),
+        )
         .await?;
-        self.presence_states.put(user.to_owned(), state.to_owned());
         Ok(())
     }
 

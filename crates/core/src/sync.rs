@@ -11,7 +11,7 @@ pub mod typing;
 use std::time::Duration;
 
 use ruma::{DeviceId, UserId};
-use serde_json::{json, value::RawValue, Value as Json};
+use serde_json::{json, Value as Json};
 
 pub use token::SyncToken;
 
@@ -29,13 +29,9 @@ pub struct SyncRequest {
 
 impl Homeserver {
     /// Long-polls until something for `user` moves past `since`, or the timeout.
-    /// The response is JSON text: built room by room, never as one tree.
-    pub async fn sync(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        req: SyncRequest,
-    ) -> Result<Box<RawValue>> {
+    /// The response is JSON text: built room by room, never as one tree, into one buffer
+    /// that is never copied (a full sync of a big account is megabytes).
+    pub async fn sync(&self, user: &UserId, device: &DeviceId, req: SyncRequest) -> Result<String> {
         if let Some(state) = req.set_presence {
             self.mark_active(user, state).await?;
         }
@@ -90,7 +86,7 @@ impl Homeserver {
         device: &DeviceId,
         req: &SyncRequest,
         now: SyncToken,
-    ) -> Result<(Box<RawValue>, bool)> {
+    ) -> Result<(String, bool)> {
         let since = req.since.map(|s| s.clamp_to(now));
         let rooms = self.sync_rooms(user, device, req, since, now).await?;
         let account_data = self
@@ -134,7 +130,6 @@ impl Homeserver {
             && to_device.is_empty();
         let body = SyncBody {
             next_batch: now.to_string(),
-            rooms,
             account_data: Events {
                 events: account_data,
             },
@@ -144,15 +139,14 @@ impl Homeserver {
             device_one_time_keys_count: otk_counts,
             device_unused_fallback_key_types: fallback_types,
         };
-        Ok((serde_json::value::to_raw_value(&body)?, empty))
+        Ok((rooms.into_body(&body)?, empty))
     }
 }
 
-/// The `/sync` response (spec: "Syncing").
+/// The `/sync` response (spec: "Syncing") but its rooms; see [`rooms::RoomsSection`].
 #[derive(serde::Serialize)]
 struct SyncBody {
     next_batch: String,
-    rooms: rooms::RoomsSection,
     account_data: Events<Json>,
     presence: Events<Json>,
     to_device: Events<Json>,

@@ -109,7 +109,34 @@ impl Homeserver {
                 }
             }
         }
-        let committed = self.commit(&[Stream::ToDevice], Audience::Users(&recipients), |pos| {
+        let txn_row = |sender: &str, device: String, scope: String, txn: String| {
+            Statement::new(
+                "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, '')",
+                vec![sender.into(), device.into(), scope.into(), txn.into()],
+            )
+        };
+        if rows.is_empty() {
+            // Nothing to queue (remote or device-less recipients): no stream position, only
+            // the transaction, so a retry is recognised. A position without rows is never
+            // published (see `commit.rs`).
+            return match self
+                .db
+                .batch(vec![txn_row(&sender, sender_device, scope, txn)])
+                .await
+            {
+                Ok(()) | Err(DbError::UniqueViolation) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        // Run by the writer, in commit order: these devices have something queued.
+        let pending: crate::commit::AfterCommit = Box::new(move |hs, landed| {
+            if let crate::commit::Landed::Committed(pos) = landed {
+                for key in queued_for {
+                    hs.to_device_pending.put(key, pos);
+                }
+            }
+        });
+        let committed = self.commit_then(&[Stream::ToDevice], Audience::Users(&recipients), 1, |pos| {
             let mut b: Vec<Statement> = rows
                 .into_iter()
                 .enumerate()
@@ -129,21 +156,12 @@ impl Homeserver {
                     )
                 })
                 .collect();
-            b.push(Statement::new(
-                "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, '')",
-                vec![sender.as_str().into(), sender_device.into(), scope.into(), txn.into()],
-            ));
+            b.push(txn_row(&sender, sender_device, scope, txn));
             b
-        })
+        }, Some(pending))
         .await;
         match committed {
-            Ok(pos) => {
-                for (user, device) in &queued_for {
-                    self.to_device_pending
-                        .put((user.clone(), device.clone()), pos);
-                }
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             // A retry of this transaction committed first: it is the same request.
             Err(Error::Db(DbError::UniqueViolation)) => Ok(()),
             Err(e) => Err(e),

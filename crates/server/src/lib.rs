@@ -43,7 +43,7 @@ async fn homeserver_on(
     )
     .await
     .context("starting the homeserver")?;
-    Ok(Arc::new(hs))
+    Ok(hs.into_shared())
 }
 
 pub struct RunningServer {

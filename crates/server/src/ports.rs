@@ -48,6 +48,13 @@ impl Offload for BlockingOffload {
             tracing::error!("offloaded job failed: {e}");
         }
     }
+
+    fn spawn(&self, task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+        // Outside a runtime (shutting down) there is nothing to run it on.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(task);
+        }
+    }
 }
 
 /// A counter in a watch channel: a ticket is the counter's value, and a waiter wakes once

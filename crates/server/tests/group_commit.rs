@@ -78,7 +78,7 @@ async fn homeserver(url: &str) -> (Arc<Homeserver>, Arc<Gated>) {
     )
     .await
     .expect("homeserver");
-    (Arc::new(hs), db)
+    (hs.into_shared(), db)
 }
 
 /// Commits `@{name}:localhost`'s presence (`None` state: refused by NOT NULL).

@@ -1,9 +1,8 @@
 //! `GET /sync` (spec: "Syncing").
 
-use axum::{extract::State, Json};
+use axum::{extract::State, http::header, response::IntoResponse};
 use ruma::api::client::{filter::FilterDefinition, sync::sync_events};
 use ruma::{api::error::ErrorKind, presence::PresenceState};
-use serde_json::value::RawValue;
 use tessera_core::{
     sync::{account_data::MAX_FILTER_BYTES, filter::SyncFilter, SyncRequest},
     Error,
@@ -18,7 +17,7 @@ pub fn routes(r: Routes) -> Routes {
 async fn sync(
     State(s): State<AppState>,
     req: Ruma<sync_events::v3::Request>,
-) -> Result<Json<Box<RawValue>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let session = req.user()?.clone();
     let user = session.user_id.clone();
     let b = req.body;
@@ -60,5 +59,6 @@ async fn sync(
             },
         )
         .await?;
-    Ok(Json(body))
+    // Already JSON text: handed to the connection as it is, not serialized again.
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }

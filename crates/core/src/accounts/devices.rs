@@ -96,33 +96,41 @@ impl Homeserver {
         if device_ids.len() > MAX_DELETE_DEVICES {
             return Err(Error::invalid_param("Too many devices"));
         }
-        self.delete_devices_with(user, device_ids, Vec::new()).await
+        self.delete_devices_with(user, device_ids, Vec::new(), false)
+            .await
     }
 
     /// Also for every device of the account at once (password change, deactivation):
     /// at most `MAX_DEVICES_PER_USER`.
+    /// `all_sessions` forgets every cached session of the user, not only these devices'.
     async fn delete_devices_with(
         &self,
         user: &UserId,
         device_ids: &[String],
         mut batch: Vec<Statement>,
+        all_sessions: bool,
     ) -> Result<()> {
         batch.extend(Self::device_deletion(user, device_ids));
         let u = user.to_string();
         let audience = [user.to_owned()];
-        let committed = self
-            .commit(
-                &[Stream::DeviceLists],
-                Audience::RoomMatesOf(&audience),
-                |pos| {
-                    batch.extend(crate::e2ee::device_lists::device_list_change(&u, pos));
-                    batch
-                },
-            )
-            .await;
-        // Whatever the outcome, no cached session of these devices may outlive it.
-        self.token_cache.forget(user, Some(device_ids));
-        committed?;
+        let (owner, devices) = (user.to_owned(), device_ids.to_vec());
+        // Run by the writer once the rows are gone (or may be), whether or not this
+        // request still waits: no cached session of these devices outlives them.
+        let forget: crate::commit::AfterCommit = Box::new(move |hs, _| {
+            let only = (!all_sessions).then_some(devices.as_slice());
+            hs.token_cache.forget(&owner, only);
+        });
+        self.commit_then(
+            &[Stream::DeviceLists],
+            Audience::RoomMatesOf(&audience),
+            1,
+            |pos| {
+                batch.extend(crate::e2ee::device_lists::device_list_change(&u, pos));
+                batch
+            },
+            Some(forget),
+        )
+        .await?;
         Ok(())
     }
 
@@ -157,7 +165,7 @@ impl Homeserver {
                 .collect(),
             None => vec![],
         };
-        self.delete_devices_with(user, &others, set).await
+        self.delete_devices_with(user, &others, set, false).await
     }
 
     /// `/account/deactivate`: tokens stop working at once; rooms are left afterwards.
@@ -169,10 +177,8 @@ impl Homeserver {
         // Tokens of devices created while this runs die with the flag: authenticate()
         // refuses deactivated users.
         let devices = self.all_device_ids(user).await?;
-        let deleted = self.delete_devices_with(user, &devices, set).await;
-        // Also sessions of devices created meanwhile.
-        self.token_cache.forget(user, None);
-        deleted?;
+        // Sessions of devices created meanwhile go too.
+        self.delete_devices_with(user, &devices, set, true).await?;
         for room in self.joined_rooms(user).await? {
             // Best effort per room: the account is already unusable.
             if let Err(e) = self.leave_room(user, &room, None).await {

@@ -107,7 +107,7 @@ impl Homeserver {
         // would name one room: the later one takes the next millisecond.
         let mut ts = self.now();
         let mut attempt = 0;
-        let (room_id, create_pdu, _guard) = loop {
+        let (room_id, create_pdu, guard) = loop {
             let (room_id, pdu) = if rules.authorization.room_create_event_id_as_room_id {
                 create_event.origin_server_ts = Some(ts);
                 let pdu = self
@@ -139,7 +139,7 @@ impl Homeserver {
         };
         // Every row of the new room commits in one batch: a failure or a crash part-way
         // leaves no room behind.
-        let mut w = self.begin_write(&room_id, &version).await?;
+        let mut w = self.begin_write(&room_id, &version, guard).await?;
         w.push_prelude(Statement::new(
             "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, $4, $5)",
             vec![

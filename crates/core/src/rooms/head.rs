@@ -95,9 +95,8 @@ impl Homeserver {
         if let Some(head) = self.heads.get(&room_id.to_owned()) {
             return Ok(head);
         }
-        // A write to the room whose request was dropped may still be committing (it was
-        // queued; see `commit.rs`): the database tells the truth once it settled.
-        self.settle_in_flight().await;
+        // No write to the room is in flight: its lock travels with a write until the write
+        // is published (see `commit.rs`), so the database is up to date for this room.
         let head = self.room_head_from_db(room_id).await?;
         self.heads.put(room_id.to_owned(), head.clone());
         Ok(head)

@@ -77,8 +77,7 @@ impl Homeserver {
         if let Some(t) = &txn {
             crate::input::txn_id(t.txn_id)?;
         }
-        let lock = self.room_lock(room_id);
-        let _guard = lock.lock().await;
+        let lock = self.room_lock(room_id).lock_arc().await;
         if let Some(t) = &txn {
             if let Some(row) = query_opt(
                 self.db.as_ref(),
@@ -91,7 +90,7 @@ impl Homeserver {
             }
         }
         let version = self.room_version(room_id).await?;
-        let mut w = self.begin_write(room_id, &version).await?;
+        let mut w = self.begin_write(room_id, &version, lock).await?;
         if let Some(key) = &event.state_key {
             // Spec ("Sending state events"): state identical to the current one is not
             // sent again; the existing event answers.

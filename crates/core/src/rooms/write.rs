@@ -26,6 +26,7 @@ use super::{
     Pdu,
 };
 use crate::{
+    commit::Landed,
     homeserver::{Audience, Stream},
     ports::{Statement, Value},
     Error, Homeserver, Result,
@@ -55,6 +56,9 @@ fn new_group_id() -> i64 {
 /// [`Homeserver::begin_write`] until [`Homeserver::commit_write`].
 pub struct RoomWrite {
     room_id: OwnedRoomId,
+    /// The room's lock: it goes with the write until the write is published (see
+    /// `commit.rs`), so the next writer plans on the head this one leaves.
+    lock: async_lock::MutexGuardArc<()>,
     rules: RoomVersionRules,
     /// The head as the planned events leave it.
     head: Arc<RoomHead>,
@@ -137,17 +141,19 @@ impl RoomWrite {
 }
 
 impl Homeserver {
-    /// Starts a transaction on `room_id`. The caller holds the room's lock.
+    /// Starts a transaction on `room_id`, whose lock the caller took (`lock`).
     pub(crate) async fn begin_write(
         &self,
         room_id: &RoomId,
         version: &RoomVersionId,
+        lock: async_lock::MutexGuardArc<()>,
     ) -> Result<RoomWrite> {
         let rules = version
             .rules()
             .ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
         Ok(RoomWrite {
             room_id: room_id.to_owned(),
+            lock,
             rules,
             head: self.room_head_locked(room_id).await?,
             prelude: Vec::new(),
@@ -159,18 +165,19 @@ impl Homeserver {
     }
 
     /// Authorises and persists one PDU: [`Homeserver::plan_pdu`] then
-    /// [`Homeserver::commit_write`]. The caller holds the room lock.
+    /// [`Homeserver::commit_write`], under the room's lock (`lock`).
     pub async fn append_pdu(
         &self,
         room_id: &RoomId,
         version: &RoomVersionId,
         pdu: Pdu,
         txn: Option<Txn<'_>>,
+        lock: async_lock::MutexGuardArc<()>,
     ) -> Result<EventPlace> {
         if let Some(place) = self.event_place(&pdu.event_id).await? {
             return Ok(place);
         }
-        let mut w = self.begin_write(room_id, version).await?;
+        let mut w = self.begin_write(room_id, version, lock).await?;
         self.plan_pdu(&mut w, pdu, txn).await?;
         self.commit_write(w)
             .await?
@@ -375,10 +382,11 @@ impl Homeserver {
         }
         let RoomWrite {
             room_id,
+            lock,
             head,
             prelude,
             steps,
-            groups,
+            mut groups,
             ..
         } = w;
         let streams: &[Stream] = if steps.iter().all(|s| s.member_changes.is_empty()) {
@@ -387,36 +395,63 @@ impl Homeserver {
             &[Stream::Events, Stream::Memberships]
         };
         let positions = steps.len().max(1) as i64;
-        let room = room_id.as_str();
+        let places: Vec<(i64, i64)> = steps
+            .iter()
+            .map(|s| (s.state_before, s.state_after))
+            .collect();
+        let group_rows: Vec<Statement> = groups
+            .iter_mut()
+            .flat_map(|g| std::mem::take(&mut g.statements))
+            .collect();
+        let room = room_id.clone();
+        let steps = Arc::new(steps);
+        let planned = steps.clone();
         let build = |base: i64| {
             let mut b = prelude;
-            b.extend(groups.iter().flat_map(|g| g.statements.clone()));
-            for (step, pos) in steps.iter().zip(base..) {
-                b.extend(step_statements(room, step, pos));
+            b.extend(group_rows);
+            for (step, pos) in planned.iter().zip(base..) {
+                b.extend(step_statements(room.as_str(), step, pos));
             }
             b
         };
-        let committed = |base: i64| {
-            self.set_room_head(&room_id, head);
+        // Run by the writer once the rows landed, whether or not this request still
+        // waits; the room's lock goes when it is done.
+        let after = move |hs: &Homeserver, landed: Landed| {
+            let _lock = lock;
+            let base = match landed {
+                Landed::Committed(base) => base,
+                // Perhaps written: the database tells, so the head is reloaded from it,
+                // and no cached copy of a redaction's target may outlive it.
+                Landed::Unknown => {
+                    hs.forget_room_head(&room_id);
+                    for step in steps.iter() {
+                        for id in step.redaction.iter().flat_map(|(ids, _)| ids) {
+                            hs.forget_redacted(id);
+                        }
+                    }
+                    return;
+                }
+            };
+            hs.set_room_head(&room_id, head);
             for g in &groups {
-                self.cache_group(g);
+                hs.cache_group(g);
             }
             for (step, pos) in steps.iter().zip(base..) {
                 if let Some((rewritten, _)) = &step.redaction {
                     for id in rewritten {
-                        self.forget_redacted(id);
+                        hs.forget_redacted(id);
                     }
                 }
-                self.pdu_cache
+                hs.pdu_cache
                     .put(step.pdu.event_id.clone(), step.pdu.clone());
                 // Every full sync of the room's members sends it.
                 if step.pdu.state_key.is_some() {
                     if let Ok(json) = step.pdu.client_raw(None, None) {
-                        self.state_json
+                        hs.state_json
                             .put(step.pdu.event_id.clone(), Arc::from(json));
                     }
                 }
-                self.place_cache.put(
+                hs.place_cache.put(
                     step.pdu.event_id.clone(),
                     EventPlace {
                         pos,
@@ -426,30 +461,22 @@ impl Homeserver {
                 );
             }
         };
-        // If the commit fails, or its request is dropped while the database commits, the
-        // head in memory may be wrong: drop it, so the next writer reloads it.
-        let mut forget = ForgetHead {
-            hs: self,
-            room_id: &room_id,
-            armed: true,
-        };
         let base = self
             .commit_then(
                 streams,
-                Audience::Room(&room_id),
+                Audience::Room(&room),
                 positions,
                 build,
-                committed,
+                Some(Box::new(after)),
             )
             .await?;
-        forget.armed = false;
-        Ok(steps
-            .iter()
+        Ok(places
+            .into_iter()
             .zip(base..)
-            .map(|(s, pos)| EventPlace {
+            .map(|((state_before, state_after), pos)| EventPlace {
                 pos,
-                state_before: s.state_before,
-                state_after: s.state_after,
+                state_before,
+                state_after,
             })
             .collect())
     }
@@ -574,21 +601,6 @@ impl Homeserver {
             state_events.get(&(kind.clone(), key.to_owned()))
         })
         .map_err(|e| Error::forbidden(format!("event not authorised: {e}")))
-    }
-}
-
-/// Drops a room's head from memory when dropped armed.
-struct ForgetHead<'a> {
-    hs: &'a Homeserver,
-    room_id: &'a RoomId,
-    armed: bool,
-}
-
-impl Drop for ForgetHead<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.hs.forget_room_head(self.room_id);
-        }
     }
 }
 

@@ -29,21 +29,78 @@ const MAX_SCAN_FACTOR: usize = 20;
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
 /// Each room's JSON is serialized as soon as it is built: a sync of a thousand rooms never
-/// holds a thousand rooms' JSON trees at once.
-#[derive(Default, serde::Serialize)]
+/// holds a thousand rooms' JSON trees at once. Joined rooms (most of a big sync) are
+/// written straight into the response's buffer, which is never copied.
 pub struct RoomsSection {
-    join: BTreeMap<OwnedRoomId, Box<RawValue>>,
+    /// `{"rooms":{"join":{` then each joined room as `"id":{…}`, comma-separated.
+    body: Vec<u8>,
+    joined: usize,
     invite: BTreeMap<OwnedRoomId, Box<RawValue>>,
     knock: BTreeMap<OwnedRoomId, Box<RawValue>>,
     leave: BTreeMap<OwnedRoomId, Box<RawValue>>,
 }
 
+/// The response's start, which the joined rooms follow.
+const BODY_START: &[u8] = br#"{"rooms":{"join":{"#;
+
+impl Default for RoomsSection {
+    fn default() -> Self {
+        Self {
+            body: BODY_START.to_vec(),
+            joined: 0,
+            invite: BTreeMap::new(),
+            knock: BTreeMap::new(),
+            leave: BTreeMap::new(),
+        }
+    }
+}
+
 impl RoomsSection {
     pub fn is_empty(&self) -> bool {
-        self.join.is_empty()
-            && self.invite.is_empty()
-            && self.knock.is_empty()
-            && self.leave.is_empty()
+        self.joined == 0 && self.invite.is_empty() && self.knock.is_empty() && self.leave.is_empty()
+    }
+
+    fn add_joined<T: serde::Serialize>(&mut self, room: &RoomId, json: &T) -> Result<()> {
+        if self.joined > 0 {
+            self.body.push(b',');
+        }
+        serde_json::to_writer(&mut self.body, room.as_str())?;
+        self.body.push(b':');
+        serde_json::to_writer(&mut self.body, json)?;
+        self.joined += 1;
+        Ok(())
+    }
+
+    /// The whole response: these rooms, then the fields of `rest` (a JSON object).
+    pub fn into_body<T: serde::Serialize>(self, rest: &T) -> Result<String> {
+        let mut body = self.body;
+        for (name, rooms) in [
+            ("invite", &self.invite),
+            ("knock", &self.knock),
+            ("leave", &self.leave),
+        ] {
+            body.extend_from_slice(format!("}},\"{name}\":{{").as_bytes());
+            for (i, (id, json)) in rooms.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                serde_json::to_writer(&mut body, id.as_str())?;
+                body.push(b':');
+                body.extend_from_slice(json.get().as_bytes());
+            }
+        }
+        body.extend_from_slice(b"}}");
+        let rest = serde_json::to_vec(rest)?;
+        // `rest`'s fields after the rooms, and its closing brace closes the response.
+        match rest.as_slice() {
+            [b'{', b'}'] => body.push(b'}'),
+            [b'{', fields @ ..] => {
+                body.push(b',');
+                body.extend_from_slice(fields);
+            }
+            _ => return Err(Error::internal("the sync body is not an object")),
+        }
+        String::from_utf8(body).map_err(Error::internal)
     }
 }
 
@@ -182,7 +239,7 @@ impl Homeserver {
                         .joined_room((user, device), &m, req, since, now, pre.as_mut())
                         .await?;
                     if let Some(room) = room {
-                        out.join.insert(m.room_id, raw(&room)?);
+                        out.add_joined(&m.room_id, &room)?;
                     }
                 }
                 "invite" | "knock" if changed => {

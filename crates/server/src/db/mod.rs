@@ -36,6 +36,10 @@ pub async fn connect(
 fn map_err(e: sqlx::Error) -> DbError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => DbError::UniqueViolation,
+        // SQLSTATE class 23: integrity constraint violations (NOT NULL, CHECK, foreign key).
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("23")) => {
+            DbError::Constraint(e.to_string())
+        }
         _ => DbError::Other(e.to_string()),
     }
 }

@@ -178,6 +178,9 @@ fn map_err(e: rusqlite::Error) -> DbError {
         {
             DbError::UniqueViolation
         }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
+            DbError::Constraint(e.to_string())
+        }
         _ => DbError::Other(e.to_string()),
     }
 }
