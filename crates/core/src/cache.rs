@@ -7,9 +7,9 @@ use std::hash::Hash;
 use quick_cache::{sync::Cache, OptionsBuilder, Weighter};
 
 /// Shards of a byte-bounded cache. quick_cache splits the budget between shards and
-/// refuses an entry heavier than its shard's part, so large entries (a big room's state)
-/// need few shards.
-const BYTE_CACHE_SHARDS: usize = 2;
+/// refuses an entry heavier than 97% of its shard's part, so large entries (a 50,000-member
+/// room's state) need one; on a small box contention is no concern.
+const BYTE_CACHE_SHARDS: usize = 1;
 
 /// An entry's estimated size; `Count` weighs every entry 1.
 #[derive(Clone)]
@@ -40,7 +40,7 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
     }
 
     /// At most `bytes` by `weigh`'s estimate; `typical` sizes the table. One entry may
-    /// take up to about half the budget.
+    /// take up to 97% of the budget.
     pub fn by_bytes(bytes: u64, typical: u64, weigh: fn(&V) -> u64) -> Self {
         let items = (bytes / typical.max(1)).max(1) as usize;
         let options = OptionsBuilder::new()

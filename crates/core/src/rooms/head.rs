@@ -9,14 +9,14 @@ use ruma::{OwnedEventId, RoomId};
 use super::state::StateIds;
 use crate::{Error, Homeserver, Result};
 
-/// Memory for heads kept in memory (about 160 bytes per state entry); others are
-/// reloaded from `forward_extremities` and `current_state` when next used.
+/// Memory for heads kept in memory (weighed at about 160 bytes per state entry, though a
+/// head shares its state with the room's latest state group); others are reloaded from
+/// `forward_extremities` and `current_state` when next used. A 50,000-member room fits.
 pub(crate) const CACHED_HEADS_BYTES: u64 = 8 << 20;
-const BYTES_PER_ENTRY: u64 = 160;
 
 impl RoomHead {
     pub(crate) fn estimated_size(&self) -> u64 {
-        256 + BYTES_PER_ENTRY * (self.state.len() + self.extremities.len()) as u64
+        256 + super::state::estimated_bytes(&self.state) + 64 * self.extremities.len() as u64
     }
 }
 
@@ -30,7 +30,7 @@ pub struct RoomHead {
     pub state_group: Option<i64>,
     /// The room's local users with a member event (any membership), worked out once per
     /// state: every event wakes their syncs.
-    local_members: std::sync::OnceLock<Arc<std::collections::HashSet<String>>>,
+    local_members: std::sync::OnceLock<Arc<LocalMembers>>,
 }
 
 impl RoomHead {
@@ -58,25 +58,59 @@ impl RoomHead {
         }
     }
 
-    /// The local users with a member event in the room's current state.
-    pub(crate) fn local_members(
+    /// A head after one state event on this one (the linear case): the list of local
+    /// members, if worked out, goes along with `key` added when it is a local member's.
+    pub(crate) fn after_state_event(
         &self,
+        extremities: Vec<OwnedEventId>,
+        state: Arc<StateIds>,
+        state_group: Option<i64>,
+        key: &(ruma::events::StateEventType, String),
         server: &ruma::ServerName,
-    ) -> Arc<std::collections::HashSet<String>> {
+    ) -> Self {
+        let head = Self::new(extremities, state, state_group);
+        if let Some(members) = self.local_members.get() {
+            let members = match local_member(key, server) {
+                Some(user) if !members.contains(&user) => {
+                    let mut more = (**members).clone();
+                    more.insert(user);
+                    Arc::new(more)
+                }
+                _ => members.clone(),
+            };
+            let _ = head.local_members.set(members);
+        }
+        head
+    }
+
+    /// The local users with a member event in the room's current state.
+    pub(crate) fn local_members(&self, server: &ruma::ServerName) -> Arc<LocalMembers> {
         self.local_members
             .get_or_init(|| {
                 Arc::new(
                     self.state
                         .keys()
-                        .filter(|(kind, _)| *kind == ruma::events::StateEventType::RoomMember)
-                        .filter_map(|(_, key)| ruma::UserId::parse(key.as_str()).ok())
-                        .filter(|user| user.server_name() == server)
-                        .map(|user| user.to_string())
+                        .filter_map(|key| local_member(key, server))
                         .collect(),
                 )
             })
             .clone()
     }
+}
+
+/// Local users with a member event; persistent, so a join adds one in O(log n).
+pub(crate) type LocalMembers = imbl::HashSet<String>;
+
+/// The local user a state key names, for an `m.room.member` key.
+fn local_member(
+    (kind, key): &(ruma::events::StateEventType, String),
+    server: &ruma::ServerName,
+) -> Option<String> {
+    if *kind != ruma::events::StateEventType::RoomMember {
+        return None;
+    }
+    let user = ruma::UserId::parse(key.as_str()).ok()?;
+    (user.server_name() == server).then(|| user.to_string())
 }
 
 impl Homeserver {
@@ -140,5 +174,56 @@ impl Homeserver {
     /// Like [`Homeserver::current_state`], as an owned map.
     pub async fn current_state_ids(&self, room_id: &RoomId) -> Result<StateIds> {
         Ok((*self.current_state(room_id).await?).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{events::StateEventType, owned_event_id, server_name};
+
+    use super::*;
+
+    fn member(user: &str) -> (StateEventType, String) {
+        (StateEventType::RoomMember, user.to_owned())
+    }
+
+    #[test]
+    fn local_members_follow_a_linear_state_change() {
+        let here = server_name!("here.test");
+        let mut state = StateIds::new();
+        state.insert(member("@a:here.test"), owned_event_id!("$a"));
+        state.insert(member("@r:there.test"), owned_event_id!("$r"));
+        let head = RoomHead::new(
+            vec![owned_event_id!("$a")],
+            Arc::new(state.clone()),
+            Some(1),
+        );
+        assert_eq!(head.local_members(here).len(), 1);
+
+        // A local join adds its user; a remote join and other state leave the list as is.
+        for (key, local) in [
+            (member("@b:here.test"), Some("@b:here.test")),
+            (member("@s:there.test"), None),
+            ((StateEventType::RoomTopic, String::new()), None),
+        ] {
+            let mut after = state.clone();
+            after.insert(key.clone(), owned_event_id!("$new"));
+            let next = head.after_state_event(
+                vec![owned_event_id!("$new")],
+                Arc::new(after.clone()),
+                Some(2),
+                &key,
+                here,
+            );
+            let carried = next.local_members(here);
+            assert!(carried.contains("@a:here.test"));
+            assert_eq!(carried.len(), 1 + usize::from(local.is_some()));
+            if let Some(user) = local {
+                assert!(carried.contains(user));
+            }
+            // The same list as worked out from scratch.
+            let fresh = RoomHead::new(Vec::new(), Arc::new(after), None);
+            assert_eq!(*fresh.local_members(here), *carried);
+        }
     }
 }

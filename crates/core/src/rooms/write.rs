@@ -344,10 +344,15 @@ impl Homeserver {
         let group = (new_ext.len() == 1).then_some(after_id);
         // The state did not change: the head keeps its state (and what was worked out of it).
         let unchanged = (linear && pdu.state_key.is_none()) || Arc::ptr_eq(&current, &w.head.state);
-        w.head = Arc::new(if unchanged {
-            w.head.with_extremities(new_ext)
-        } else {
-            RoomHead::new(new_ext, current, group)
+        let server = self.server_name();
+        w.head = Arc::new(match (&pdu.state_key, unchanged, linear) {
+            (_, true, _) => w.head.with_extremities(new_ext),
+            (Some(key), false, true) => {
+                let key = (StateEventType::from(pdu.kind.to_string()), key.clone());
+                w.head
+                    .after_state_event(new_ext, current, group, &key, server)
+            }
+            _ => RoomHead::new(new_ext, current, group),
         });
         w.pdus.insert(pdu.event_id.clone(), pdu.clone());
         w.places.insert(pdu.event_id.clone(), (before_id, after_id));
@@ -490,7 +495,7 @@ impl Homeserver {
         let Some(first) = states.first() else {
             return Ok(StateIds::new());
         };
-        if states.iter().all(|s| s == first) {
+        if states.iter().all(|s| Arc::ptr_eq(s, first) || s == first) {
             return Ok((**first).clone());
         }
         let v2 = rules
@@ -509,11 +514,15 @@ impl Homeserver {
                     .collect()
             })
             .collect();
-        let maps: Vec<&StateMap<OwnedEventId>> = states.iter().map(|s| &**s).collect();
+        // ruma resolves std maps: copied only here, when the room's DAG forked.
+        let owned: Vec<StateMap<OwnedEventId>> = states
+            .iter()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .collect();
         state_res::resolve(
             &rules.authorization,
             v2,
-            maps,
+            owned.iter(),
             auth_chains,
             |id| events.get(id).cloned(),
             |conflicted| {
@@ -524,6 +533,7 @@ impl Homeserver {
                 )
             },
         )
+        .map(|resolved| resolved.into_iter().collect())
         .map_err(|e| Error::forbidden(format!("state resolution failed: {e}")))
     }
 
