@@ -137,3 +137,76 @@ async fn device_list_changes_keep_one_row_per_user() {
     assert_eq!(body["device_lists"]["changed"], json!([alice_id]), "{body}");
     server.stop().await;
 }
+
+/// A full sync reads the first page of its rooms' timelines many rooms per statement,
+/// and each room still gets exactly its newest events and its own `limited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_reads_timelines_many_rooms_at_once() {
+    const ROOMS: usize = 40;
+    let (server, statements) = harness::start_counted(Options::default()).await;
+    let (_, alice) = server.register("alice").await;
+    let mut ids = Vec::new();
+    for i in 0..ROOMS {
+        let room = server
+            .create_room(&alice, json!({ "preset": "private_chat" }))
+            .await;
+        // Rooms of different lengths: some fit in the timeline, some do not.
+        for n in 0..(i % 4) * 3 {
+            server
+                .send_text(&alice, &room, &format!("r{i}m{n}"), &format!("{i}/{n}"))
+                .await;
+        }
+        ids.push(room);
+    }
+    let filter = harness::urlencode(r#"{"room":{"timeline":{"limit":8}}}"#);
+    let (_, sql, body) = statements
+        .during(sync(&server, &alice, &format!("timeout=0&filter={filter}")))
+        .await;
+    assert_eq!(joined(&body).len(), ROOMS);
+    let per_room = sql
+        .iter()
+        .filter(|s| s.starts_with("SELECT event_id, json, stream_pos"))
+        .count();
+    let many = sql
+        .iter()
+        .filter(|s| s.starts_with("SELECT * FROM (SELECT room_id, event_id, json"))
+        .count();
+    assert_eq!(per_room, 0, "{sql:#?}");
+    assert!(
+        many <= 2,
+        "40 rooms in {many} timeline statements: {sql:#?}"
+    );
+    for room in &ids {
+        let timeline = &body["rooms"]["join"][room]["timeline"];
+        let got: Vec<&str> = timeline["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["event_id"].as_str().expect("event_id"))
+            .collect();
+        // The same newest events, oldest first, as paginating back from the end.
+        let page = server
+            .ok(
+                "GET",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=9",
+                    harness::urlencode(room)
+                ),
+                &alice,
+                None,
+            )
+            .await;
+        let mut newest: Vec<&str> = page["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .map(|e| e["event_id"].as_str().expect("event_id"))
+            .collect();
+        let limited = newest.len() > 8;
+        newest.truncate(8);
+        newest.reverse();
+        assert_eq!(got, newest, "{room}");
+        assert_eq!(timeline["limited"], limited, "{room}: {timeline}");
+    }
+    server.stop().await;
+}

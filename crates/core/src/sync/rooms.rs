@@ -222,7 +222,17 @@ impl Homeserver {
             _ => self.all_memberships(user).await?,
         };
         let mut pre = match since {
-            None => Some(self.prefetch(user, now.pos).await?),
+            None => {
+                let mut p = self.prefetch(user, now.pos).await?;
+                // Timelines are read a chunk of rooms at a time, in the order they are sent
+                // (on PostgreSQL a statement is a round trip).
+                p.timelines_pending = memberships
+                    .iter()
+                    .filter(|m| m.membership == "join" && req.filter.room_allowed(&m.room_id))
+                    .map(|m| m.room_id.clone())
+                    .collect();
+                Some(p)
+            }
             Some(_) => None,
         };
         for m in memberships {
@@ -438,13 +448,22 @@ impl Homeserver {
         } else {
             since.map(|s| s.pos)
         };
+        // A full sync's first page of each timeline comes from a query for many rooms.
+        let first_page = match (from, pre.as_deref_mut()) {
+            (None, Some(p)) => {
+                let limit = self.timeline_limit(&req.filter.timeline);
+                self.prefetched_timeline(p, room_id, now.pos, limit).await?
+            }
+            _ => None,
+        };
         let (timeline, limited) = self
-            .timeline(
+            .timeline_from(
                 room_id,
                 &req.filter.timeline,
                 from,
                 now.pos,
                 (user, "join", m.changed_pos),
+                first_page,
             )
             .await?;
         // The client has nothing of a room it joined since its last sync: as Synapse does,
@@ -588,6 +607,53 @@ impl Homeserver {
         })
     }
 
+    /// The number of timeline events a sync sends per room.
+    fn timeline_limit(&self, f: &EventFilter) -> usize {
+        f.limit
+            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+            .clamp(1, self.config.max_timeline_limit)
+    }
+
+    /// The first page of `room_id`'s timeline up to `upto` (`limit` + 1 newest events),
+    /// read with the next rooms of the full sync's list in one query.
+    async fn prefetched_timeline(
+        &self,
+        p: &mut Prefetched,
+        room_id: &RoomId,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<Row>>> {
+        if let Some(rows) = p.timelines.remove(room_id) {
+            return Ok(Some(rows));
+        }
+        let Some(at) = p.timelines_pending.iter().position(|r| r == room_id) else {
+            return Ok(None);
+        };
+        // This room, then the ones after it, in the largest chunk that fits.
+        let mut rooms: Vec<OwnedRoomId> = p.timelines_pending.drain(..=at).skip(at).collect();
+        let (n, sql) = timelines_query(p.timelines_pending.len() + 1);
+        rooms.extend(p.timelines_pending.drain(..n - 1));
+        let mut params = vec![Value::Int(upto), Value::Int(limit as i64 + 1)];
+        params.extend(rooms.iter().map(|r| Value::from(r.as_str())));
+        let rows = self.db.query(sql, params).await?;
+        for room in &rooms {
+            p.timelines.insert(room.clone(), Vec::new());
+        }
+        for r in rows {
+            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
+            if let Some(page) = p.timelines.get_mut(&room) {
+                let mut columns = r.0;
+                columns.remove(0);
+                page.push(Row(columns));
+            }
+        }
+        // Newest first, as the timeline reads them (UNION ALL keeps no order).
+        for page in p.timelines.values_mut() {
+            page.sort_by_key(|r| std::cmp::Reverse(r.int(2).unwrap_or_default()));
+        }
+        Ok(p.timelines.remove(room_id))
+    }
+
     /// Timeline events in `(from, upto]`, newest `limit` of them, oldest first.
     async fn timeline(
         &self,
@@ -597,30 +663,46 @@ impl Homeserver {
         upto: i64,
         viewer: (&UserId, &str, i64),
     ) -> Result<(Vec<TimelineEvent>, bool)> {
+        self.timeline_from(room_id, f, from, upto, viewer, None)
+            .await
+    }
+
+    /// [`Homeserver::timeline`], with the first page's rows (the newest `limit` + 1 up to
+    /// `upto`) when they were read already.
+    async fn timeline_from(
+        &self,
+        room_id: &RoomId,
+        f: &EventFilter,
+        from: Option<i64>,
+        upto: i64,
+        viewer: (&UserId, &str, i64),
+        mut first_page: Option<Vec<Row>>,
+    ) -> Result<(Vec<TimelineEvent>, bool)> {
         let (user, membership, member_pos) = viewer;
         let mut scanned = 0usize;
-        let limit = f
-            .limit
-            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-            .clamp(1, self.config.max_timeline_limit);
+        let limit = self.timeline_limit(f);
         let mut out = Vec::new();
         let mut cursor = upto + 1;
         let floor = from.unwrap_or(0);
         loop {
-            let rows = self
-                .db
-                .query(
-                    "SELECT event_id, json, stream_pos, txn_device, txn_id FROM events
-                     WHERE room_id = $1 AND stream_pos > $2 AND stream_pos < $3
-                     ORDER BY stream_pos DESC LIMIT $4",
-                    vec![
-                        room_id.as_str().into(),
-                        Value::Int(floor),
-                        Value::Int(cursor),
-                        Value::Int(limit as i64 + 1),
-                    ],
-                )
-                .await?;
+            let rows = match first_page.take() {
+                Some(rows) => rows,
+                None => {
+                    self.db
+                        .query(
+                            "SELECT event_id, json, stream_pos, txn_device, txn_id FROM events
+                             WHERE room_id = $1 AND stream_pos > $2 AND stream_pos < $3
+                             ORDER BY stream_pos DESC LIMIT $4",
+                            vec![
+                                room_id.as_str().into(),
+                                Value::Int(floor),
+                                Value::Int(cursor),
+                                Value::Int(limit as i64 + 1),
+                            ],
+                        )
+                        .await?
+                }
+            };
             if rows.is_empty() {
                 break;
             }
@@ -913,21 +995,24 @@ impl Homeserver {
             )
             .await?;
         // The first few members of each room in stream order, of each membership: for each
-        // room, the fifth one's position bounds an index range (no room is read whole).
+        // room and membership, the fifth one's position bounds an index range (no room is
+        // read whole). The bounds are worked out first, once each (MATERIALIZED): inlined,
+        // PostgreSQL ran the bound's subquery once per member.
         let heroes = self
             .db
             .query(
-                &hero_parts(
-                    "SELECT x.room_id, x.state_key, x.membership, x.stream_pos FROM memberships m
-                     JOIN current_state x ON x.room_id = m.room_id AND x.type = 'm.room.member'
-                       AND x.membership = '{m}' AND x.state_key <> $1
-                       AND x.stream_pos <= COALESCE((
-                         SELECT y.stream_pos FROM current_state y
-                         WHERE y.room_id = m.room_id AND y.type = 'm.room.member'
-                           AND y.membership = '{m}' AND y.state_key <> $1
-                         ORDER BY y.stream_pos LIMIT 1 OFFSET 4), 9223372036854775807)
-                     WHERE m.user_id = $1 AND m.membership = 'join'",
-                ),
+                "WITH b AS MATERIALIZED (
+                   SELECT m.room_id, p.membership, COALESCE((
+                     SELECT y.stream_pos FROM current_state y
+                     WHERE y.room_id = m.room_id AND y.type = 'm.room.member'
+                       AND y.membership = p.membership AND y.state_key <> $1
+                     ORDER BY y.stream_pos LIMIT 1 OFFSET 4), 9223372036854775807) AS bound
+                   FROM memberships m CROSS JOIN (SELECT 'join' AS membership UNION ALL
+                     SELECT 'invite' UNION ALL SELECT 'leave' UNION ALL SELECT 'ban') p
+                   WHERE m.user_id = $1 AND m.membership = 'join')
+                 SELECT x.room_id, x.state_key, x.membership, x.stream_pos FROM b
+                 JOIN current_state x ON x.room_id = b.room_id AND x.type = 'm.room.member'
+                   AND x.membership = b.membership AND x.state_key <> $1 AND x.stream_pos <= b.bound",
                 vec![u],
             )
             .await?;
@@ -1017,6 +1102,43 @@ struct Prefetched {
     receipts: HashMap<OwnedRoomId, Json>,
     account_data: HashMap<OwnedRoomId, Vec<Json>>,
     summaries: Summaries,
+    /// Joined rooms whose timeline's first page is not read yet, in the order sent.
+    timelines_pending: std::collections::VecDeque<OwnedRoomId>,
+    /// First pages read and not yet used: rows without the room, newest first.
+    timelines: HashMap<OwnedRoomId, Vec<Row>>,
+}
+
+/// Rooms per timeline query of a full sync, largest first; few distinct statements, and
+/// at most one chunk's events in memory at once.
+const TIMELINE_ROOMS: [usize; 6] = [32, 16, 8, 4, 2, 1];
+
+/// The largest timeline query for at most `n` (≥ 1) rooms: how many, and its SQL, with
+/// the position as `$1`, the rows per room as `$2` and the rooms after them. Rows: room,
+/// event ID, JSON, position, transaction device and ID.
+fn timelines_query(n: usize) -> (usize, &'static str) {
+    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        TIMELINE_ROOMS
+            .iter()
+            .map(|rooms| {
+                (0..*rooms)
+                    .map(|i| {
+                        format!(
+                            "SELECT * FROM (SELECT room_id, event_id, json, stream_pos, txn_device, txn_id
+                             FROM events WHERE room_id = ${} AND stream_pos > 0 AND stream_pos <= $1
+                             ORDER BY stream_pos DESC LIMIT $2) AS t{i}",
+                            i + 3
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            })
+            .collect()
+    });
+    let i = TIMELINE_ROOMS
+        .iter()
+        .position(|rooms| *rooms <= n)
+        .unwrap_or(TIMELINE_ROOMS.len() - 1);
+    (TIMELINE_ROOMS[i].min(n.max(1)), SQL[i].as_str())
 }
 
 /// Client format without `room_id` (spec: "ClientEventWithoutRoomID").

@@ -5,7 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::{
     postgres::{
-        PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow, PgValueFormat, PgValueRef,
+        PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgValueFormat,
+        PgValueRef,
     },
     Arguments, AssertSqlSafe, Decode, Executor, Postgres, Row as _, SqlSafeStr, Statement as _,
     TypeInfo, ValueRef,
@@ -18,12 +19,21 @@ pub struct PgDb {
     pool: PgPool,
 }
 
+/// Prepared statements kept per connection.
+const STATEMENTS_KEPT: usize = 1024;
+
 impl PgDb {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        // Every statement is prepared once per connection and kept: the server runs a few
+        // hundred distinct ones, more than sqlx's default cache of 100, and a re-prepare
+        // costs round trips (and a catalog query for the columns' origins).
+        let options = url
+            .parse::<PgConnectOptions>()?
+            .statement_cache_capacity(STATEMENTS_KEPT);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(url)
+            .connect_with(options)
             .await?;
         Ok(Self { pool })
     }
