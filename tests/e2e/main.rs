@@ -17,6 +17,7 @@ mod malformed;
 mod members;
 mod push;
 mod rooms;
+mod state_groups;
 mod state_res;
 mod storage;
 mod sync;

@@ -1,5 +1,11 @@
 //! State snapshots ("state groups"): each is a delta on an earlier group, with chains kept
-//! short by writing a full copy every `MAX_CHAIN` steps. Groups never change once written.
+//! short. Groups never change once written.
+//!
+//! Two levels of deltas: a chain of small deltas starts at a full copy (its root); after
+//! `MAX_CHAIN` steps the next group is a delta on the root itself (everything that differs
+//! from it), which starts a new chain of small ones. Only when that delta grows large is a
+//! new full copy written: a room of n members growing by joins writes O(√n) rows per join
+//! rather than n / `MAX_CHAIN`.
 
 use std::sync::Arc;
 
@@ -57,15 +63,56 @@ fn entry_insert(n: usize) -> (usize, &'static str) {
     (ENTRY_ROWS[i].min(n.max(1)), SQL[i].as_str())
 }
 
-/// Loaded state groups with their chain length.
-pub struct GroupCache(pub(crate) crate::cache::BoundedCache<i64, (Arc<StateIds>, i64)>);
+/// A loaded state group, with what planning a delta on it needs.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub state: Arc<StateIds>,
+    /// Steps back to the chain's root (0 for a full copy).
+    pub chain: i64,
+    /// The full group the chain starts from.
+    pub root: i64,
+    /// The entries in which `state` differs from the root's.
+    pub since_root: Arc<StateIds>,
+}
+
+impl Group {
+    fn full(id: i64, state: Arc<StateIds>) -> Self {
+        Self {
+            state,
+            chain: 0,
+            root: id,
+            since_root: Arc::new(StateIds::new()),
+        }
+    }
+
+    /// This group's view after a delta of `entries` on it.
+    fn after(
+        &self,
+        state: Arc<StateIds>,
+        entries: &[(&(StateEventType, String), &OwnedEventId)],
+    ) -> Self {
+        let mut since_root = (*self.since_root).clone();
+        for (k, v) in entries {
+            since_root.insert((*k).clone(), (*v).clone());
+        }
+        Self {
+            state,
+            chain: self.chain + 1,
+            root: self.root,
+            since_root: Arc::new(since_root),
+        }
+    }
+}
+
+/// Loaded state groups.
+pub struct GroupCache(pub(crate) crate::cache::BoundedCache<i64, Group>);
 
 impl Default for GroupCache {
     fn default() -> Self {
         Self(crate::cache::BoundedCache::by_bytes(
             CACHE_GROUPS_BYTES,
             ROOT_NODE_BYTES + 16 * BYTES_PER_ENTRY,
-            |(state, _)| estimated_bytes(state),
+            |g| estimated_bytes(&g.state) + g.since_root.len() as u64 * BYTES_PER_ENTRY,
         ))
     }
 }
@@ -74,24 +121,38 @@ impl Default for GroupCache {
 pub struct NewGroup {
     pub id: i64,
     pub statements: Vec<Statement>,
-    pub state: Arc<StateIds>,
-    pub chain: i64,
+    pub group: Group,
+}
+
+/// Whether a delta of `delta` entries on the root of a state of `n` entries is worth
+/// writing rather than a full copy: at most half the state, and at most 8·√n (the size
+/// at which the root-deltas written every `MAX_CHAIN` steps cost about what full copies
+/// every 8·√n steps would).
+fn root_delta_fits(delta: usize, n: usize) -> bool {
+    let (d, n) = (delta as u64, n as u64);
+    2 * d <= n && d * d <= 64 * n
 }
 
 impl Homeserver {
-    /// Loads a state group with its chain length: walks the deltas back to a cached or
-    /// full group (at most `MAX_CHAIN` steps), then applies them forwards.
+    /// Loads a state group with its chain length; see [`Homeserver::state_group_info`].
     pub async fn state_group(&self, id: i64) -> Result<(Arc<StateIds>, i64)> {
+        let g = self.state_group_info(id).await?;
+        Ok((g.state, g.chain))
+    }
+
+    /// Loads a state group: walks the deltas back to a cached or full group (at most
+    /// `MAX_CHAIN` steps), then applies them forwards.
+    pub async fn state_group_info(&self, id: i64) -> Result<Group> {
         if let Some(hit) = self.state_cache.0.get(&id) {
             return Ok(hit);
         }
-        // (group, chain length) from `id` back towards the base.
-        let mut deltas: Vec<(i64, i64)> = Vec::new();
+        // Groups from `id` back towards the root.
+        let mut deltas: Vec<i64> = Vec::new();
         let mut cursor = Some(id);
-        let mut state = StateIds::new();
+        let mut from: Option<Group> = None;
         while let Some(group) = cursor {
-            if let Some((cached, _)) = self.state_cache.0.get(&group) {
-                state = (*cached).clone();
+            if let Some(cached) = self.state_cache.0.get(&group) {
+                from = Some(cached);
                 break;
             }
             if deltas.len() as i64 > MAX_CHAIN {
@@ -104,11 +165,12 @@ impl Homeserver {
             )
             .await?
             .ok_or_else(|| Error::Internal(format!("state group {group} missing")))?;
-            deltas.push((group, row.int(1)?));
+            deltas.push(group);
             cursor = row.opt_int(0)?;
         }
-        let mut out = None;
-        for (group, chain) in deltas.into_iter().rev() {
+        let mut out = from;
+        for group in deltas.into_iter().rev() {
+            let mut entries = Vec::new();
             for r in self
                 .db
                 .query(
@@ -118,55 +180,89 @@ impl Homeserver {
                 .await?
             {
                 let event_id = OwnedEventId::try_from(r.text(2)?).map_err(Error::internal)?;
-                state.insert((StateEventType::from(r.text(0)?), r.text(1)?), event_id);
+                entries.push(((StateEventType::from(r.text(0)?), r.text(1)?), event_id));
             }
-            let shared = Arc::new(state.clone());
-            self.state_cache.0.put(group, (shared.clone(), chain));
-            out = Some((shared, chain));
+            let g = match &out {
+                // The walk ended on a full copy: this is it.
+                None => Group::full(group, Arc::new(entries.into_iter().collect())),
+                Some(base) => {
+                    let mut state = (*base.state).clone();
+                    for (k, v) in &entries {
+                        state.insert(k.clone(), v.clone());
+                    }
+                    let refs: Vec<_> = entries.iter().map(|(k, v)| (k, v)).collect();
+                    base.after(Arc::new(state), &refs)
+                }
+            };
+            self.state_cache.0.put(group, g.clone());
+            out = Some(g);
         }
         out.ok_or_else(|| Error::Internal(format!("state group {id} missing")))
     }
 
-    /// Plans a new group `id` equal to `state`, as a delta on `base` (id, state, chain
-    /// length) where that chain is short. The base may itself be planned in the same batch.
-    /// `only` says `state` is the base with just that key set (one state event), so the
-    /// states need not be compared.
+    /// Plans a new group `id` equal to `state`, as a delta on `base` (its id and group)
+    /// where that chain is short, else on the chain's root, else in full. The base may
+    /// itself be planned in the same batch. `only` says `state` is the base with just that
+    /// key set (one state event), so the states need not be compared.
     pub fn plan_group(
         &self,
         room_id: &RoomId,
         id: i64,
-        base: Option<(i64, Arc<StateIds>, i64)>,
+        base: Option<(i64, Group)>,
         state: StateIds,
         only: Option<&(StateEventType, String)>,
     ) -> NewGroup {
         // A delta records changed and added entries only: a state that lost a key (state
-        // resolution can drop one) is written in full.
-        let base = base.filter(|(_, base_state, chain)| {
-            *chain < MAX_CHAIN
-                && (only.is_some() || base_state.keys().all(|k| state.contains_key(k)))
-        });
-        let (prev, entries, chain): (Option<i64>, Vec<_>, i64) = match (&base, only) {
-            (Some((b, _, chain)), Some(key)) => (
-                Some(*b),
-                state.get_key_value(key).into_iter().collect(),
-                chain + 1,
-            ),
-            (Some((b, base_state, chain)), None) => {
-                // Delta: entries that differ from the base.
-                let delta = state
-                    .iter()
-                    .filter(|(k, v)| base_state.get(*k) != Some(*v))
-                    .collect();
-                (Some(*b), delta, chain + 1)
+        // resolution can drop one) is written in full. Deltas never remove, so the base's
+        // keys include its root's.
+        let base =
+            base.filter(|(_, b)| only.is_some() || b.state.keys().all(|k| state.contains_key(k)));
+        let state = Arc::new(state);
+        let (prev, entries, group): (Option<i64>, Vec<_>, Group) = match &base {
+            Some((b, base)) => {
+                let delta: Vec<_> = match only {
+                    Some(key) => state.get_key_value(key).into_iter().collect(),
+                    None => state
+                        .iter()
+                        .filter(|(k, v)| base.state.get(*k) != Some(*v))
+                        .collect(),
+                };
+                let after = base.after(state.clone(), &delta);
+                if base.chain < MAX_CHAIN {
+                    (Some(*b), delta, after)
+                } else if root_delta_fits(after.since_root.len(), state.len()) {
+                    // A new chain, on the root: everything that differs from it.
+                    let entries: Vec<_> = after.since_root.iter().collect();
+                    let group = Group {
+                        chain: 1,
+                        ..after.clone()
+                    };
+                    return self.group_statements(room_id, id, Some(base.root), &entries, group);
+                } else {
+                    (None, state.iter().collect(), Group::full(id, state.clone()))
+                }
             }
-            (None, _) => (None, state.iter().collect(), 0),
+            None => (None, state.iter().collect(), Group::full(id, state.clone())),
         };
+        self.group_statements(room_id, id, prev, &entries, group)
+    }
+
+    /// The rows of group `id`: its `state_groups` row and its entries.
+    fn group_statements(
+        &self,
+        room_id: &RoomId,
+        id: i64,
+        prev: Option<i64>,
+        entries: &[(&(StateEventType, String), &OwnedEventId)],
+        group: Group,
+    ) -> NewGroup {
+        let chain = group.chain;
         let mut statements = vec![Statement::new(
             "INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)",
             vec![Value::Int(id), room_id.as_str().into(), prev.into(), Value::Int(chain)],
         )];
         // Many rows per statement: a full copy of a big room's state is thousands of rows.
-        let mut rest = entries.as_slice();
+        let mut rest = entries;
         while !rest.is_empty() {
             let (rows, sql) = entry_insert(rest.len());
             let (now, later) = rest.split_at(rows);
@@ -183,15 +279,12 @@ impl Homeserver {
         NewGroup {
             id,
             statements,
-            state: Arc::new(state),
-            chain,
+            group,
         }
     }
 
     pub(crate) fn cache_group(&self, group: &NewGroup) {
-        self.state_cache
-            .0
-            .put(group.id, (group.state.clone(), group.chain));
+        self.state_cache.0.put(group.id, group.group.clone());
     }
 
     /// The `current_state` rows; [`Homeserver::current_state`] serves them from memory.

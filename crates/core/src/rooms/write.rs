@@ -22,7 +22,7 @@ use ruma::{
 use super::{
     auth_chain::{self, EventMap},
     head::RoomHead,
-    state::{NewGroup, StateIds},
+    state::{Group, NewGroup, StateIds},
     Pdu,
 };
 use crate::{
@@ -113,19 +113,15 @@ impl RoomWrite {
         }
     }
 
-    async fn group(&self, hs: &Homeserver, id: i64) -> Result<(Arc<StateIds>, i64)> {
+    async fn group(&self, hs: &Homeserver, id: i64) -> Result<Group> {
         match self.groups.iter().find(|g| g.id == id) {
-            Some(g) => Ok((g.state.clone(), g.chain)),
-            None => hs.state_group(id).await,
+            Some(g) => Ok(g.group.clone()),
+            None => hs.state_group_info(id).await,
         }
     }
 
-    /// The state after an event: (state, group id, chain length).
-    async fn state_after(
-        &self,
-        hs: &Homeserver,
-        id: &ruma::EventId,
-    ) -> Result<(Arc<StateIds>, i64, i64)> {
+    /// The state after an event: its group and the group's id.
+    async fn state_after(&self, hs: &Homeserver, id: &ruma::EventId) -> Result<(Group, i64)> {
         let after = match self.places.get(id) {
             Some((_, after)) => *after,
             None => {
@@ -135,8 +131,7 @@ impl RoomWrite {
                     .state_after
             }
         };
-        let (state, chain) = self.group(hs, after).await?;
-        Ok((state, after, chain))
+        Ok((self.group(hs, after).await?, after))
     }
 }
 
@@ -213,30 +208,31 @@ impl Homeserver {
             prev_states.push(w.state_after(self, prev).await?);
         }
         let mut groups = Vec::new();
-        let (before, before_id, before_chain) = match prev_states.as_slice() {
+        let (before_group, before_id) = match prev_states.as_slice() {
             [] => {
                 let g = self.plan_group(&room_id, new_group_id(), None, StateIds::new(), None);
-                let planned = (g.state.clone(), g.id, g.chain);
+                let planned = (g.group.clone(), g.id);
                 groups.push(g);
                 planned
             }
-            [(state, id, chain)] => (state.clone(), *id, *chain),
+            [(group, id)] => (group.clone(), *id),
             many => {
-                let states: Vec<_> = many.iter().map(|(s, _, _)| s.clone()).collect();
+                let states: Vec<_> = many.iter().map(|(g, _)| g.state.clone()).collect();
                 let resolved = self.resolve_states(&rules, &states).await?;
-                let (s0, id0, c0) = &many[0];
+                let (g0, id0) = &many[0];
                 let g = self.plan_group(
                     &room_id,
                     new_group_id(),
-                    Some((*id0, s0.clone(), *c0)),
+                    Some((*id0, g0.clone())),
                     resolved,
                     None,
                 );
-                let planned = (g.state.clone(), g.id, g.chain);
+                let planned = (g.group.clone(), g.id);
                 groups.push(g);
                 planned
             }
         };
+        let before = before_group.state.clone();
 
         self.authorize(w, &pdu, &before).await?;
         let redaction = self.apply_redaction(&pdu, &before, &rules).await?;
@@ -250,11 +246,11 @@ impl Homeserver {
                 let g = self.plan_group(
                     &room_id,
                     new_group_id(),
-                    Some((before_id, before.clone(), before_chain)),
+                    Some((before_id, before_group.clone())),
                     state,
                     Some(&key),
                 );
-                let planned = (g.state.clone(), g.id);
+                let planned = (g.group.state.clone(), g.id);
                 groups.push(g);
                 planned
             }
@@ -277,7 +273,7 @@ impl Homeserver {
         } else {
             let mut states = vec![after.clone()];
             for e in new_ext.iter().filter(|e| **e != pdu.event_id) {
-                states.push(w.state_after(self, e).await?.0);
+                states.push(w.state_after(self, e).await?.0.state);
             }
             Arc::new(self.resolve_states(&rules, &states).await?)
         };
