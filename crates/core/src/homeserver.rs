@@ -202,11 +202,7 @@ impl Homeserver {
             }),
             place_cache: crate::cache::BoundedCache::new(PLACE_CACHE_SIZE),
             version_cache: crate::cache::BoundedCache::new(VERSION_CACHE_SIZE),
-            heads: crate::cache::BoundedCache::by_bytes(
-                crate::rooms::head::CACHED_HEADS_BYTES,
-                4096,
-                |h| h.estimated_size(),
-            ),
+            heads: crate::rooms::head::heads_cache(),
             redactions: Mutex::new(0),
             offloaded: Default::default(),
             last_active: crate::cache::BoundedCache::new(LAST_ACTIVE_USERS),

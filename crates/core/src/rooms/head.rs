@@ -12,7 +12,12 @@ use crate::{Error, Homeserver, Result};
 /// Memory for heads kept in memory (weighed at about 160 bytes per state entry, though a
 /// head shares its state with the room's latest state group); others are reloaded from
 /// `forward_extremities` and `current_state` when next used. A 50,000-member room fits.
-pub(crate) const CACHED_HEADS_BYTES: u64 = 8 << 20;
+const CACHED_HEADS_BYTES: u64 = 8 << 20;
+
+/// The cache of room heads, bounded by their estimated size.
+pub(crate) fn heads_cache() -> crate::cache::BoundedCache<ruma::OwnedRoomId, Arc<RoomHead>> {
+    crate::cache::BoundedCache::by_bytes(CACHED_HEADS_BYTES, 4096, |h| h.estimated_size())
+}
 
 impl RoomHead {
     pub(crate) fn estimated_size(&self) -> u64 {
@@ -225,5 +230,22 @@ mod tests {
             let fresh = RoomHead::new(Vec::new(), Arc::new(after), None);
             assert_eq!(*fresh.local_members(here), *carried);
         }
+    }
+
+    /// A 50,000-member room's head stays in memory, so its writes do not reload it.
+    #[test]
+    fn a_50000_member_rooms_head_fits_in_the_cache() {
+        let state: StateIds = (0..50_000)
+            .map(|i| {
+                let key = (StateEventType::RoomMember, format!("@user{i}:example.org"));
+                let id = ruma::OwnedEventId::try_from(format!("$event{i:040}")).expect("id");
+                (key, id)
+            })
+            .collect();
+        let cache = heads_cache();
+        let room = ruma::owned_room_id!("!big:example.org");
+        let head = RoomHead::new(vec![owned_event_id!("$a")], Arc::new(state), Some(1));
+        cache.put(room.clone(), Arc::new(head));
+        assert!(cache.get(&room).is_some(), "the head was refused");
     }
 }
