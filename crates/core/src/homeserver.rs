@@ -156,7 +156,7 @@ const LAST_ACTIVE_USERS: usize = 100_000;
 const ROOM_LOCKS_PRUNE_AT: usize = 4096;
 
 /// Memory for events kept parsed, by [`crate::rooms::Pdu::estimated_size`].
-const PDU_CACHE_BYTES: u64 = 6 << 20;
+const PDU_CACHE_BYTES: u64 = 4 << 20;
 /// Memory for state events' client JSON: a 10,000-member room's members take about 4 MiB.
 const STATE_JSON_BYTES: u64 = 4 << 20;
 /// Event places and room versions kept in memory (small entries).

@@ -22,7 +22,7 @@ const MAX_CHAIN: i64 = 32;
 /// Memory for cached groups, each weighed as a full map (about 160 bytes per entry) though
 /// groups of one chain share most of it: a 50,000-member room's state (8 MB, and its
 /// difference from its root) fits.
-const CACHE_GROUPS_BYTES: u64 = 9 << 20;
+const CACHE_GROUPS_BYTES: u64 = 17 << 19;
 const BYTES_PER_ENTRY: u64 = 160;
 /// A map's root node: 32 slots, copied whole by an insert, however few entries it holds.
 const ROOT_NODE_BYTES: u64 = 2560;
@@ -64,6 +64,9 @@ fn entry_insert(n: usize) -> (usize, &'static str) {
     (ENTRY_ROWS[i].min(n.max(1)), SQL[i].as_str())
 }
 
+/// Entries by (type, state key), as a plain map.
+pub type RootDelta = std::collections::HashMap<(StateEventType, String), OwnedEventId>;
+
 /// A loaded state group, with what planning a delta on it needs.
 #[derive(Clone, Debug)]
 pub struct Group {
@@ -72,8 +75,10 @@ pub struct Group {
     pub chain: i64,
     /// The full group the chain starts from.
     pub root: i64,
-    /// The entries in which `state` differs from the root's.
-    pub since_root: Arc<StateIds>,
+    /// The entries in which `state` differs from the root's. A plain map: it is small
+    /// (at most 8·√n entries), and a persistent map's 32-slot root node would weigh more
+    /// than most of them.
+    pub since_root: Arc<RootDelta>,
 }
 
 impl Group {
@@ -82,7 +87,7 @@ impl Group {
             state,
             chain: 0,
             root: id,
-            since_root: Arc::new(StateIds::new()),
+            since_root: Arc::new(RootDelta::new()),
         }
     }
 
@@ -342,7 +347,7 @@ mod tests {
         let widest = (1..MEMBERS)
             .take_while(|d| root_delta_fits(*d, MEMBERS))
             .last();
-        let since_root = Arc::new(member_state(widest.unwrap_or(0)));
+        let since_root = Arc::new(member_state(widest.unwrap_or(0)).into_iter().collect());
         let cache = GroupCache::default();
         let group = Group {
             state,
