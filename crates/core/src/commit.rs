@@ -3,9 +3,10 @@
 //! A commit takes the next positions and builds its statements at once, then joins the
 //! queue. One writer task (started when the queue fills, gone when it empties) commits
 //! everything queued as one transaction, one disk sync for many requests; if that fails
-//! for a reason one batch can cause, it commits them one by one, so a refused batch fails
-//! alone. For each commit, in position order, the writer then runs its in-memory
-//! follow-up (room heads, caches), publishes it and wakes the syncs concerned. The
+//! for a reason one batch can cause, it halves the group until the refused batches are
+//! alone, so a refused batch fails alone and costs O(log n) transactions. For each
+//! commit, in position order, the writer then runs its in-memory follow-up (room heads,
+//! caches), publishes it and wakes the syncs concerned. The
 //! requests only wait: a request dropped midway changes nothing, and a room's lock
 //! travels with its write until that write is published.
 //!
@@ -144,10 +145,27 @@ impl Homeserver {
     /// request staying connected; inline if this homeserver is not shared (tests).
     async fn start_writer(&self) {
         match self.me.upgrade() {
-            Some(hs) => self
-                .offload
-                .spawn(Box::pin(async move { hs.write_queued().await })),
+            Some(hs) => {
+                let task = Box::pin(async move { hs.write_queued().await });
+                // No runtime to run it (shutting down): this request writes.
+                if let Some(task) = self.offload.spawn(task) {
+                    task.await;
+                }
+            }
             None => self.write_queued().await,
+        }
+    }
+
+    /// Fails every commit still queued and lets the next one start a writer: no task can
+    /// take over, and the requests must not wait forever.
+    fn fail_queued(&self) {
+        let unwritten: Vec<Queued> = {
+            let mut q = self.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.writing = false;
+            q.waiting.drain(..).collect()
+        };
+        for q in unwritten {
+            self.finish(q, Err(DbError::Other("the writer was interrupted".into())));
         }
     }
 
@@ -188,31 +206,40 @@ impl Homeserver {
         }
     }
 
-    /// One transaction for the group, or, if it was refused for a reason one batch can
-    /// cause, one each (to find the one at fault).
+    /// One transaction for the group; if it was refused for a reason one batch can cause,
+    /// the group is halved until the batches at fault are alone, so k refused batches
+    /// cost O(k log n) transactions, not one per batch of the group.
     async fn write_group(&self, batches: &[&[Statement]]) -> Vec<std::result::Result<(), DbError>> {
-        if let [one] = batches {
-            return vec![self.db.batch(one.to_vec()).await];
-        }
-        let all: Vec<Statement> = batches.iter().flat_map(|b| b.iter().cloned()).collect();
-        match self.db.batch(all).await {
-            Ok(()) => batches.iter().map(|_| Ok(())).collect(),
-            Err(
-                DbError::UniqueViolation
-                | DbError::Conflict
-                | DbError::Constraint(_)
-                | DbError::InvalidInput(_)
-                | DbError::Decode(_),
-            ) => {
-                let mut each = Vec::with_capacity(batches.len());
-                for b in batches {
-                    each.push(self.db.batch(b.to_vec()).await);
+        let mut results: Vec<Option<std::result::Result<(), DbError>>> = vec![None; batches.len()];
+        // Ranges still to write, the leftmost on top.
+        let mut todo = vec![(0, batches.len())];
+        while let Some((from, to)) = todo.pop() {
+            let Some(range) = batches.get(from..to) else {
+                continue;
+            };
+            let all: Vec<Statement> = range.iter().flat_map(|b| b.iter().cloned()).collect();
+            match self.db.batch(all).await {
+                Ok(()) => results[from..to].fill(Some(Ok(()))),
+                Err(
+                    DbError::UniqueViolation
+                    | DbError::Conflict
+                    | DbError::Constraint(_)
+                    | DbError::InvalidInput(_)
+                    | DbError::Decode(_),
+                ) if to - from > 1 => {
+                    let mid = from + (to - from) / 2;
+                    todo.push((mid, to));
+                    todo.push((from, mid));
                 }
-                each
+                // Refused alone, or nothing to do with any one batch (the database is
+                // unwell): the range fails alike.
+                Err(e) => results[from..to].fill(Some(Err(e))),
             }
-            // Nothing to do with any one batch (the database is unwell): all fail alike.
-            Err(e) => batches.iter().map(|_| Err(e.clone())).collect(),
         }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(DbError::Other("not written".into()))))
+            .collect()
     }
 
     /// A commit's end, in position order: its follow-up, its result for the request,
@@ -293,25 +320,22 @@ impl Drop for Writing<'_> {
             let e = DbError::CommitUnknown("the write was interrupted".into());
             hs.finish(q, Err(e));
         }
-        let shared = hs.me.upgrade();
-        let (restart, unwritten) = {
+        let Some(shared) = hs.me.upgrade() else {
+            // Not shared (tests): no task can take over.
+            hs.fail_queued();
+            return;
+        };
+        let restart = {
             let mut q = hs.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
             // Still this writer's queue (`writing` is only cleared by a writer).
-            q.writing = !q.waiting.is_empty() && shared.is_some();
-            let unwritten: Vec<Queued> = match shared {
-                Some(_) => Vec::new(),
-                None => q.waiting.drain(..).collect(),
-            };
-            (q.writing, unwritten)
+            q.writing = !q.waiting.is_empty();
+            q.writing
         };
-        // No task can take over (the homeserver is not shared): what was never written
-        // fails, so its requests do not wait forever.
-        for q in unwritten {
-            hs.finish(q, Err(DbError::Other("the writer was interrupted".into())));
-        }
-        if let (true, Some(shared)) = (restart, shared) {
-            hs.offload
-                .spawn(Box::pin(async move { shared.write_queued().await }));
+        if restart {
+            let task = Box::pin(async move { shared.write_queued().await });
+            if hs.offload.spawn(task).is_some() {
+                hs.fail_queued();
+            }
         }
     }
 }

@@ -173,9 +173,13 @@ pub trait Clock: Send + Sync {
 #[async_trait]
 pub trait Offload: Send + Sync {
     async fn run(&self, job: Box<dyn FnOnce() + Send>);
-    /// Runs `task` to completion in the background.
-    fn spawn(&self, task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+    /// Runs `task` to completion in the background; gives it back if it cannot (the host
+    /// is shutting down), so the caller can run it itself or give up.
+    fn spawn(&self, task: Task) -> Option<Task>;
 }
+
+/// A background task, for [`Offload::spawn`].
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Tells waiting `/sync` requests that some stream moved.
 #[async_trait]

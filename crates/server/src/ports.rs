@@ -49,10 +49,14 @@ impl Offload for BlockingOffload {
         }
     }
 
-    fn spawn(&self, task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+    fn spawn(&self, task: tessera_core::ports::Task) -> Option<tessera_core::ports::Task> {
         // Outside a runtime (shutting down) there is nothing to run it on.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(task);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(task);
+                None
+            }
+            Err(_) => Some(task),
         }
     }
 }

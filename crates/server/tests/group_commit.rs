@@ -144,10 +144,11 @@ async fn check(url: &str) {
             (_, Err(e)) => panic!("task {i}: {e}"),
         }
     }
-    // The 20 went as one transaction, which the refused one failed, then one by one.
+    // The 20 went as one transaction, which the refused one failed, then in halves until
+    // it was alone: two halves per level, five levels for 20 (one by one would be 20).
     let batches = db.batches.lock().unwrap().clone();
     assert_eq!(batches[..2], [1, 20], "{batches:?}");
-    assert_eq!(batches.len(), 2 + 20, "{batches:?}");
+    assert!(batches.len() <= 2 + 2 * 5, "{batches:?}");
     // The dropped one still committed (its batch was queued): 20 rows of 21 commits.
     assert_eq!(rows(&hs).await, 20);
     let mut unique = positions.clone();

@@ -648,8 +648,10 @@ impl Homeserver {
             }
         }
         // Newest first, as the timeline reads them (UNION ALL keeps no order).
-        for page in p.timelines.values_mut() {
-            page.sort_by_key(|r| std::cmp::Reverse(r.int(2).unwrap_or_default()));
+        for room in &rooms {
+            if let Some(page) = p.timelines.get_mut(room) {
+                page.sort_by_key(|r| std::cmp::Reverse(r.int(2).unwrap_or_default()));
+            }
         }
         Ok(p.timelines.remove(room_id))
     }
