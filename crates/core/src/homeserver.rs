@@ -50,6 +50,9 @@ pub enum Audience<'a> {
     Users(&'a [ruma::OwnedUserId]),
     /// The room's local members (any membership).
     Room(&'a ruma::RoomId),
+    /// These local members of a room, as its writer worked them out (so waking them reads
+    /// nothing, however big the room).
+    Members(&'a Arc<crate::rooms::head::LocalMembers>),
     /// These users and everyone sharing a joined room with them (presence, device lists).
     RoomMatesOf(&'a [ruma::OwnedUserId]),
 }
@@ -59,6 +62,7 @@ pub(crate) enum OwnedAudience {
     Everyone,
     Users(Vec<ruma::OwnedUserId>),
     Room(OwnedRoomId),
+    Members(Arc<crate::rooms::head::LocalMembers>),
     RoomMatesOf(Vec<ruma::OwnedUserId>),
 }
 
@@ -68,6 +72,7 @@ impl Audience<'_> {
             Audience::Everyone => OwnedAudience::Everyone,
             Audience::Users(u) => OwnedAudience::Users(u.to_vec()),
             Audience::Room(r) => OwnedAudience::Room(r.to_owned()),
+            Audience::Members(m) => OwnedAudience::Members(m.clone()),
             Audience::RoomMatesOf(u) => OwnedAudience::RoomMatesOf(u.to_vec()),
         }
     }
@@ -79,6 +84,7 @@ impl OwnedAudience {
             OwnedAudience::Everyone => Audience::Everyone,
             OwnedAudience::Users(u) => Audience::Users(u),
             OwnedAudience::Room(r) => Audience::Room(r),
+            OwnedAudience::Members(m) => Audience::Members(m),
             OwnedAudience::RoomMatesOf(u) => Audience::RoomMatesOf(u),
         }
     }
@@ -244,6 +250,26 @@ impl Homeserver {
         since.is_none_or(|since| self.stream_heads[stream as usize].load(Ordering::Acquire) > since)
     }
 
+    /// Marks the syncs under way of `members` at `tick`. Whichever of the two is smaller
+    /// is walked: a room of 10,000 members with a dozen syncs under way costs a dozen
+    /// look-ups.
+    fn mark_members(&self, members: &crate::rooms::head::LocalMembers, tick: u64) {
+        let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() <= members.len() {
+            for (user, entry) in map.iter_mut() {
+                if members.contains(user) {
+                    entry.1 = entry.1.max(tick);
+                }
+            }
+        } else {
+            for user in members.iter() {
+                if let Some(entry) = map.get_mut(user) {
+                    entry.1 = entry.1.max(tick);
+                }
+            }
+        }
+    }
+
     /// Marks a change for `audience` and wakes waiting syncs (they re-check only if it is
     /// theirs). Called after the change is visible, so a sync never misses it.
     pub(crate) async fn touch(&self, audience: Audience<'_>) {
@@ -265,29 +291,12 @@ impl Homeserver {
             // Every local user with a member event, whatever its membership. If we cannot
             // tell who is concerned, everyone re-checks.
             Audience::Room(room) => match self.room_head(room).await {
-                Ok(head) => {
-                    let members = head.local_members(self.server_name());
-                    let mut map = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-                    // Whichever of the two is smaller is walked: a room of 10,000 members
-                    // with a dozen syncs under way costs a dozen look-ups.
-                    if map.len() <= members.len() {
-                        for (user, entry) in map.iter_mut() {
-                            if members.contains(user) {
-                                entry.1 = entry.1.max(tick);
-                            }
-                        }
-                    } else {
-                        for user in members.iter() {
-                            if let Some(entry) = map.get_mut(user) {
-                                entry.1 = entry.1.max(tick);
-                            }
-                        }
-                    }
-                }
+                Ok(head) => self.mark_members(&head.local_members(self.server_name()), tick),
                 Err(_) => {
                     self.global_tick.fetch_max(tick, Ordering::AcqRel);
                 }
             },
+            Audience::Members(members) => self.mark_members(members, tick),
             Audience::RoomMatesOf(users) => {
                 // Usually few syncs are under way: ask only whether those users are
                 // room-mates, not for every room-mate.

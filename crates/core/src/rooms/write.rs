@@ -415,6 +415,9 @@ impl Homeserver {
             }
             b
         };
+        // Whom the commit wakes, from the head it leaves (worked out once per state and
+        // carried across joins), so the writer reads nothing to wake them.
+        let members = head.local_members(self.server_name());
         // Run by the writer once the rows landed, whether or not this request still
         // waits; the room's lock goes when it is done.
         let after = move |hs: &Homeserver, landed: Landed| {
@@ -465,7 +468,7 @@ impl Homeserver {
         let base = self
             .commit_then(
                 streams,
-                Audience::Room(&room),
+                Audience::Members(&members),
                 positions,
                 build,
                 Some(Box::new(after)),
