@@ -86,6 +86,9 @@ struct Step {
     /// A redaction that applies: the events it rewrites (the target, and state events
     /// whose `prev_content` held its content) and the statements that do it.
     redaction: Option<(Vec<OwnedEventId>, Vec<Statement>)>,
+    /// The one forward extremity the event replaces, when its only `prev_event` is one
+    /// (the usual, linear case): one row changes rather than one goes and one comes.
+    replaces: Option<OwnedEventId>,
 }
 
 impl RoomWrite {
@@ -259,6 +262,10 @@ impl Homeserver {
 
         // New forward extremities and the room's current state.
         let prevs: HashSet<_> = pdu.prev_events.iter().collect();
+        let replaces = match pdu.prev_events.as_slice() {
+            [prev] if w.head.extremities.contains(prev) => Some(prev.clone()),
+            _ => None,
+        };
         let mut new_ext: Vec<OwnedEventId> = w
             .head
             .extremities
@@ -370,6 +377,7 @@ impl Homeserver {
             state_removals,
             member_changes,
             redaction,
+            replaces,
         });
         Ok(())
     }
@@ -656,16 +664,29 @@ fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statement> {
             vec![user.into(), device.into(), scope.into(), txn.into(), event_id.into()],
         ));
     }
-    for prev in &pdu.prev_events {
-        b.push(Statement::new(
-            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2",
-            vec![room.into(), prev.as_str().into()],
-        ));
+    match &step.replaces {
+        // A statement less per event: on PostgreSQL each is a round trip in the commit.
+        // Guarded: were the row not there, the batch fails rather than lose the extremity.
+        Some(prev) => b.push(
+            Statement::new(
+                "UPDATE forward_extremities SET event_id = $3 WHERE room_id = $1 AND event_id = $2",
+                vec![room.into(), prev.as_str().into(), event_id.into()],
+            )
+            .expecting_change(),
+        ),
+        None => {
+            for prev in &pdu.prev_events {
+                b.push(Statement::new(
+                    "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2",
+                    vec![room.into(), prev.as_str().into()],
+                ));
+            }
+            b.push(Statement::new(
+                "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
+                vec![room.into(), event_id.into()],
+            ));
+        }
     }
-    b.push(Statement::new(
-        "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
-        vec![room.into(), event_id.into()],
-    ));
     for (kind, key, id, membership) in &step.state_changes {
         b.push(Statement::new(
             // The event is stored by now (this batch, or before it).
