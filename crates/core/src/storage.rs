@@ -108,3 +108,36 @@ pub async fn query_opt(
 ) -> Result<Option<crate::ports::Row>, DbError> {
     Ok(db.query(sql, params).await?.into_iter().next())
 }
+
+/// One statement per size, for work done in chunks (rows per insert, rooms per query):
+/// a variable amount of it reaches the engines' statement caches as a few statements.
+pub(crate) struct SizedStatements {
+    /// Largest first; the last is 1.
+    sizes: &'static [usize],
+    sql: Vec<String>,
+}
+
+impl SizedStatements {
+    /// `build(n)` writes the statement for `n` items, for each of `sizes` (largest first).
+    pub(crate) fn new(sizes: &'static [usize], build: impl Fn(usize) -> String) -> Self {
+        Self {
+            sizes,
+            sql: sizes.iter().map(|n| build(*n)).collect(),
+        }
+    }
+
+    /// The largest statement for at most `n` (≥ 1) items: how many it takes, and its SQL.
+    pub(crate) fn at_most(&self, n: usize) -> (usize, &str) {
+        let i = self
+            .sizes
+            .iter()
+            .position(|size| *size <= n)
+            .unwrap_or(self.sizes.len().saturating_sub(1));
+        match (self.sizes.get(i), self.sql.get(i)) {
+            (Some(size), Some(sql)) => ((*size).min(n.max(1)), sql.as_str()),
+            // No sizes at all (never so for the constants used): all at once, and an empty
+            // statement the engine refuses, so a caller's loop still ends.
+            _ => (n.max(1), ""),
+        }
+    }
+}

@@ -13,7 +13,7 @@ use ruma::{events::StateEventType, OwnedEventId, RoomId};
 
 use crate::{
     ports::{Statement, Value},
-    storage::query_opt,
+    storage::{query_opt, SizedStatements},
     Error, Homeserver, Result,
 };
 
@@ -43,25 +43,18 @@ const ENTRY_ROWS: [usize; 3] = [64, 8, 1];
 /// The largest insert of at most `n` (≥ 1) entry rows: how many, and its SQL, with the
 /// group as `$1` and each row's type, state key and event ID after it.
 fn entry_insert(n: usize) -> (usize, &'static str) {
-    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        ENTRY_ROWS
-            .iter()
-            .map(|rows| {
-                let values: Vec<String> = (0..*rows)
-                    .map(|r| format!("($1, ${}, ${}, ${})", 3 * r + 2, 3 * r + 3, 3 * r + 4))
-                    .collect();
-                format!(
-                    "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES {}",
-                    values.join(", ")
-                )
-            })
-            .collect()
+    static SQL: std::sync::LazyLock<SizedStatements> = std::sync::LazyLock::new(|| {
+        SizedStatements::new(&ENTRY_ROWS, |rows| {
+            let values: Vec<String> = (0..rows)
+                .map(|r| format!("($1, ${}, ${}, ${})", 3 * r + 2, 3 * r + 3, 3 * r + 4))
+                .collect();
+            format!(
+                "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES {}",
+                values.join(", ")
+            )
+        })
     });
-    let i = ENTRY_ROWS
-        .iter()
-        .position(|rows| *rows <= n)
-        .unwrap_or(ENTRY_ROWS.len() - 1);
-    (ENTRY_ROWS[i].min(n.max(1)), SQL[i].as_str())
+    SQL.at_most(n)
 }
 
 /// Entries by (type, state key), as a plain map.

@@ -13,20 +13,21 @@ use std::{
 use ruma::{events::StateEventType, OwnedEventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{json, value::RawValue, Value as Json};
 
-use super::{filter::EventFilter, token::position_token, SyncRequest, SyncToken};
+mod prefetch;
+mod summary;
+mod timeline;
+
+use self::{
+    prefetch::Prefetched,
+    timeline::{timeline_block, TimelineEvent},
+};
+use super::{SyncRequest, SyncToken};
 use crate::{
     homeserver::Stream,
     ports::{Row, Value},
     rooms::{state::StateIds, write::membership_of, Pdu},
     Error, Homeserver, Result,
 };
-
-/// How many events a timeline may look at per event it returns, before giving up on
-/// history the user may not see.
-const MAX_SCAN_FACTOR: usize = 20;
-
-/// Timeline length when the filter names none (spec leaves it to the server).
-const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
 /// Each room's JSON is serialized as soon as it is built: a sync of a thousand rooms never
 /// holds a thousand rooms' JSON trees at once. Joined rooms (most of a big sync) are
@@ -175,14 +176,6 @@ impl Membership {
             changed_pos: r.int(3)?,
         })
     }
-}
-
-/// An event of a timeline, with the client transaction that sent it, if any.
-struct TimelineEvent {
-    pos: i64,
-    pdu: Arc<Pdu>,
-    /// (device, transaction ID) of a local event sent with one.
-    txn: Option<(String, String)>,
 }
 
 /// Which state a room's `state` (or `state_after`) block holds.
@@ -457,7 +450,7 @@ impl Homeserver {
             _ => None,
         };
         let (timeline, limited) = self
-            .timeline_from(
+            .timeline(
                 room_id,
                 &req.filter.timeline,
                 from,
@@ -574,6 +567,7 @@ impl Homeserver {
                 from,
                 leave_pos,
                 (user, &m.membership, leave_pos),
+                None,
             )
             .await?;
         let limited = limited || (since.is_some() && !joined_at_since);
@@ -605,152 +599,6 @@ impl Homeserver {
             summary: None,
             unread_notifications: None,
         })
-    }
-
-    /// The number of timeline events a sync sends per room.
-    fn timeline_limit(&self, f: &EventFilter) -> usize {
-        f.limit
-            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-            .clamp(1, self.config.max_timeline_limit)
-    }
-
-    /// The first page of `room_id`'s timeline up to `upto` (`limit` + 1 newest events),
-    /// read with the next rooms of the full sync's list in one query.
-    async fn prefetched_timeline(
-        &self,
-        p: &mut Prefetched,
-        room_id: &RoomId,
-        upto: i64,
-        limit: usize,
-    ) -> Result<Option<Vec<Row>>> {
-        if let Some(rows) = p.timelines.remove(room_id) {
-            return Ok(Some(rows));
-        }
-        let Some(at) = p.timelines_pending.iter().position(|r| r == room_id) else {
-            return Ok(None);
-        };
-        // This room, then the ones after it, in the largest chunk that fits.
-        let mut rooms: Vec<OwnedRoomId> = p.timelines_pending.drain(..=at).skip(at).collect();
-        let (n, sql) = timelines_query(p.timelines_pending.len() + 1);
-        rooms.extend(p.timelines_pending.drain(..n - 1));
-        let mut params = vec![Value::Int(upto), Value::Int(limit as i64 + 1)];
-        params.extend(rooms.iter().map(|r| Value::from(r.as_str())));
-        let rows = self.db.query(sql, params).await?;
-        for room in &rooms {
-            p.timelines.insert(room.clone(), Vec::new());
-        }
-        for r in rows {
-            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
-            if let Some(page) = p.timelines.get_mut(&room) {
-                let mut columns = r.0;
-                columns.remove(0);
-                page.push(Row(columns));
-            }
-        }
-        // Newest first, as the timeline reads them (UNION ALL keeps no order).
-        for room in &rooms {
-            if let Some(page) = p.timelines.get_mut(room) {
-                page.sort_by_key(|r| std::cmp::Reverse(r.int(2).unwrap_or_default()));
-            }
-        }
-        Ok(p.timelines.remove(room_id))
-    }
-
-    /// Timeline events in `(from, upto]`, newest `limit` of them, oldest first.
-    async fn timeline(
-        &self,
-        room_id: &RoomId,
-        f: &EventFilter,
-        from: Option<i64>,
-        upto: i64,
-        viewer: (&UserId, &str, i64),
-    ) -> Result<(Vec<TimelineEvent>, bool)> {
-        self.timeline_from(room_id, f, from, upto, viewer, None)
-            .await
-    }
-
-    /// [`Homeserver::timeline`], with the first page's rows (the newest `limit` + 1 up to
-    /// `upto`) when they were read already.
-    async fn timeline_from(
-        &self,
-        room_id: &RoomId,
-        f: &EventFilter,
-        from: Option<i64>,
-        upto: i64,
-        viewer: (&UserId, &str, i64),
-        mut first_page: Option<Vec<Row>>,
-    ) -> Result<(Vec<TimelineEvent>, bool)> {
-        let (user, membership, member_pos) = viewer;
-        let mut scanned = 0usize;
-        let limit = self.timeline_limit(f);
-        let mut out = Vec::new();
-        let mut cursor = upto + 1;
-        let floor = from.unwrap_or(0);
-        loop {
-            let rows = match first_page.take() {
-                Some(rows) => rows,
-                None => {
-                    self.db
-                        .query(
-                            "SELECT event_id, json, stream_pos, txn_device, txn_id FROM events
-                             WHERE room_id = $1 AND stream_pos > $2 AND stream_pos < $3
-                             ORDER BY stream_pos DESC LIMIT $4",
-                            vec![
-                                room_id.as_str().into(),
-                                Value::Int(floor),
-                                Value::Int(cursor),
-                                Value::Int(limit as i64 + 1),
-                            ],
-                        )
-                        .await?
-                }
-            };
-            if rows.is_empty() {
-                break;
-            }
-            for r in &rows {
-                cursor = r.int(2)?;
-                scanned += 1;
-                // Hidden history could make us scan the whole room: stop and say limited.
-                if scanned > limit * MAX_SCAN_FACTOR {
-                    out.reverse();
-                    return Ok((out, true));
-                }
-                let id = r.text(0)?;
-                let pdu = match ruma::EventId::parse(&id)
-                    .ok()
-                    .and_then(|e| self.pdu_cache.get(&e))
-                {
-                    Some(p) => p,
-                    None => Arc::new(Pdu::from_stored(&id, &r.text(1)?)?),
-                };
-                // Events after the user joined are theirs to see; earlier ones depend on
-                // the room's history visibility.
-                let visible = (membership == "join" && cursor > member_pos)
-                    || self.can_see(user, &pdu, Some(membership)).await?;
-                if visible && f.allows(&pdu) {
-                    if out.len() == limit {
-                        out.reverse();
-                        return Ok((out, true));
-                    }
-                    let txn = match (r.opt_text(3)?, r.opt_text(4)?) {
-                        (Some(d), Some(t)) => Some((d, t)),
-                        _ => None,
-                    };
-                    out.push(TimelineEvent {
-                        pos: cursor,
-                        pdu,
-                        txn,
-                    });
-                }
-            }
-            // Fewer rows than asked for: the range holds no more.
-            if rows.len() <= limit {
-                break;
-            }
-        }
-        out.reverse();
-        Ok((out, false))
     }
 
     /// The `state` block (or `state_after`, with `use_state_after`; MSC4222): without a
@@ -911,237 +759,11 @@ impl Homeserver {
             .await?;
         Ok(!rows.is_empty())
     }
-
-    /// `m.heroes` and member counts (spec: "Room summary") of one room: two index reads,
-    /// whatever the room's size (member counts aside, which count index entries).
-    async fn summary(&self, room_id: &RoomId, user: &UserId) -> Result<Json> {
-        let counts = self
-            .db
-            .query(
-                "SELECT room_id, membership, COUNT(*) FROM current_state
-                 WHERE room_id = $1 AND type = 'm.room.member' AND membership IN ('join', 'invite')
-                 GROUP BY room_id, membership",
-                vec![room_id.as_str().into()],
-            )
-            .await?;
-        let heroes = self
-            .db
-            .query(
-                &hero_parts(
-                    "SELECT room_id, state_key, membership, stream_pos FROM current_state
-                     WHERE room_id = $1 AND type = 'm.room.member' AND membership = '{m}' AND state_key <> $2
-                     ORDER BY stream_pos LIMIT 5",
-                ),
-                vec![room_id.as_str().into(), user.as_str().into()],
-            )
-            .await?;
-        let mut all = Summaries::default();
-        all.add_counts(&counts)?;
-        all.add_heroes(&heroes)?;
-        Ok(all.take(room_id))
-    }
-
-    /// What a full sync reads for all of the user's rooms at once rather than room by
-    /// room: receipts, room account data, summaries (three queries, not three per room).
-    async fn prefetch(&self, user: &UserId, upto: i64) -> Result<Prefetched> {
-        let u = Value::from(user.as_str());
-        let mut out = Prefetched::default();
-        if self.stream_moved(Stream::Receipts, None) {
-            let rows = self
-                .db
-                .query(
-                    "SELECT r.room_id, r.user_id, r.receipt_type, r.thread_id, r.event_id, r.ts FROM receipts r
-                     JOIN memberships m ON m.room_id = r.room_id AND m.user_id = $1 AND m.membership = 'join'
-                     WHERE r.stream_pos <= $2",
-                    vec![u.clone(), Value::Int(upto)],
-                )
-                .await?;
-            let mut by_room: HashMap<OwnedRoomId, Vec<Row>> = HashMap::new();
-            for r in rows {
-                let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
-                by_room
-                    .entry(room)
-                    .or_default()
-                    .push(Row(r.0[1..].to_vec()));
-            }
-            for (room, rows) in by_room {
-                if let Some(json) = crate::rooms::receipts::receipts_event(&rows, user)? {
-                    out.receipts.insert(room, json);
-                }
-            }
-        }
-        let rows = self
-            .db
-            .query(
-                "SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND room_id <> '' AND stream_pos <= $2
-                 ORDER BY stream_pos",
-                vec![u.clone(), Value::Int(upto)],
-            )
-            .await?;
-        for r in rows {
-            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
-            let content: Json = serde_json::from_str(&r.text(2)?)?;
-            out.account_data
-                .entry(room)
-                .or_default()
-                .push(json!({ "type": r.text(1)?, "content": content }));
-        }
-        let counts = self
-            .db
-            .query(
-                "SELECT c.room_id, c.membership, COUNT(*) FROM memberships m
-                 JOIN current_state c ON c.room_id = m.room_id AND c.type = 'm.room.member'
-                   AND c.membership IN ('join', 'invite')
-                 WHERE m.user_id = $1 AND m.membership = 'join' GROUP BY c.room_id, c.membership",
-                vec![u.clone()],
-            )
-            .await?;
-        // The first few members of each room in stream order, of each membership: for each
-        // room and membership, the fifth one's position bounds an index range (no room is
-        // read whole). The bounds are worked out first, once each (MATERIALIZED): inlined,
-        // PostgreSQL ran the bound's subquery once per member.
-        let heroes = self
-            .db
-            .query(
-                "WITH b AS MATERIALIZED (
-                   SELECT m.room_id, p.membership, COALESCE((
-                     SELECT y.stream_pos FROM current_state y
-                     WHERE y.room_id = m.room_id AND y.type = 'm.room.member'
-                       AND y.membership = p.membership AND y.state_key <> $1
-                     ORDER BY y.stream_pos LIMIT 1 OFFSET 4), 9223372036854775807) AS bound
-                   FROM memberships m CROSS JOIN (SELECT 'join' AS membership UNION ALL
-                     SELECT 'invite' UNION ALL SELECT 'leave' UNION ALL SELECT 'ban') p
-                   WHERE m.user_id = $1 AND m.membership = 'join')
-                 SELECT x.room_id, x.state_key, x.membership, x.stream_pos FROM b
-                 JOIN current_state x ON x.room_id = b.room_id AND x.type = 'm.room.member'
-                   AND x.membership = b.membership AND x.state_key <> $1 AND x.stream_pos <= b.bound",
-                vec![u],
-            )
-            .await?;
-        out.summaries.add_counts(&counts)?;
-        out.summaries.add_heroes(&heroes)?;
-        Ok(out)
-    }
 }
 
 /// Positions since `since` up to which an incremental sync walks the rooms that moved
 /// rather than the user's rooms.
 const ACTIVITY_SCAN_MAX: i64 = 256;
-
-/// Spec ("Room summary"): up to five heroes.
-const HEROES: usize = 5;
-
-/// `part` (with `{m}` for a membership) once for each membership heroes come from,
-/// as one `UNION ALL` query. Rows: room, member, membership, stream position.
-fn hero_parts(part: &str) -> String {
-    ["join", "invite", "leave", "ban"]
-        .iter()
-        .map(|m| format!("SELECT * FROM ({}) AS {m}_part", part.replace("{m}", m)))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
-}
-
-/// Room summaries being put together from (room, membership, count) and (room, member,
-/// membership, stream position) rows.
-#[derive(Default)]
-struct Summaries(HashMap<OwnedRoomId, SummaryParts>);
-
-#[derive(Default)]
-struct SummaryParts {
-    joined: i64,
-    invited: i64,
-    /// (stream position, member) of members joined or invited, and of those gone.
-    present: Vec<(i64, String)>,
-    gone: Vec<(i64, String)>,
-}
-
-impl Summaries {
-    fn add_counts(&mut self, rows: &[Row]) -> Result<()> {
-        for r in rows {
-            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
-            let parts = self.0.entry(room).or_default();
-            match r.opt_text(1)?.as_deref() {
-                Some("join") => parts.joined += r.int(2)?,
-                Some("invite") => parts.invited += r.int(2)?,
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn add_heroes(&mut self, rows: &[Row]) -> Result<()> {
-        for r in rows {
-            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
-            let parts = self.0.entry(room).or_default();
-            let list = match r.opt_text(2)?.as_deref() {
-                Some("join" | "invite") => &mut parts.present,
-                Some("leave" | "ban") => &mut parts.gone,
-                _ => continue,
-            };
-            list.push((r.opt_int(3)?.unwrap_or(i64::MAX), r.text(1)?));
-        }
-        Ok(())
-    }
-
-    /// Heroes are the first members present in stream order, else (nobody else is) the
-    /// first of those who left.
-    fn take(&mut self, room: &RoomId) -> Json {
-        let p = self.0.remove(room).unwrap_or_default();
-        let mut heroes = if p.present.is_empty() {
-            p.gone
-        } else {
-            p.present
-        };
-        heroes.sort();
-        let heroes: Vec<String> = heroes.into_iter().take(HEROES).map(|(_, m)| m).collect();
-        json!({ "m.heroes": heroes, "m.joined_member_count": p.joined, "m.invited_member_count": p.invited })
-    }
-}
-
-/// Per-room data a full sync read in advance; see [`Homeserver::prefetch`].
-#[derive(Default)]
-struct Prefetched {
-    receipts: HashMap<OwnedRoomId, Json>,
-    account_data: HashMap<OwnedRoomId, Vec<Json>>,
-    summaries: Summaries,
-    /// Joined rooms whose timeline's first page is not read yet, in the order sent.
-    timelines_pending: std::collections::VecDeque<OwnedRoomId>,
-    /// First pages read and not yet used: rows without the room, newest first.
-    timelines: HashMap<OwnedRoomId, Vec<Row>>,
-}
-
-/// Rooms per timeline query of a full sync, largest first; few distinct statements, and
-/// at most one chunk's events in memory at once.
-const TIMELINE_ROOMS: [usize; 6] = [32, 16, 8, 4, 2, 1];
-
-/// The largest timeline query for at most `n` (≥ 1) rooms: how many, and its SQL, with
-/// the position as `$1`, the rows per room as `$2` and the rooms after them. Rows: room,
-/// event ID, JSON, position, transaction device and ID.
-fn timelines_query(n: usize) -> (usize, &'static str) {
-    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        TIMELINE_ROOMS
-            .iter()
-            .map(|rooms| {
-                (0..*rooms)
-                    .map(|i| {
-                        format!(
-                            "SELECT * FROM (SELECT room_id, event_id, json, stream_pos, txn_device, txn_id
-                             FROM events WHERE room_id = ${} AND stream_pos > 0 AND stream_pos <= $1
-                             ORDER BY stream_pos DESC LIMIT $2) AS t{i}",
-                            i + 3
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ")
-            })
-            .collect()
-    });
-    let i = TIMELINE_ROOMS
-        .iter()
-        .position(|rooms| *rooms <= n)
-        .unwrap_or(TIMELINE_ROOMS.len() - 1);
-    (TIMELINE_ROOMS[i].min(n.max(1)), SQL[i].as_str())
-}
 
 /// Client format without `room_id` (spec: "ClientEventWithoutRoomID").
 pub fn sync_event(p: &Pdu) -> Json {
@@ -1154,31 +776,6 @@ fn stripped(p: &Pdu) -> Json {
         "state_key": p.state_key,
         "sender": p.sender,
         "content": serde_json::from_str::<Json>(p.content.get()).unwrap_or_default(),
-    })
-}
-
-/// A timeline block: events (with `unsigned.transaction_id` for the device that sent them),
-/// `limited`, and `prev_batch`, the place just before the first event (or, for an empty
-/// timeline, the sync's own place).
-fn timeline_block(
-    timeline: &[TimelineEvent],
-    (user, device): (&UserId, &ruma::DeviceId),
-    limited: bool,
-    end: i64,
-) -> Result<TimelineBlock> {
-    let mut events = Vec::with_capacity(timeline.len());
-    for t in timeline {
-        let txn = match &t.txn {
-            Some((d, txn)) if t.pdu.sender == user && d == device.as_str() => Some(txn.as_str()),
-            _ => None,
-        };
-        events.push(t.pdu.client_raw(None, txn)?);
-    }
-    let prev_batch = timeline.first().map_or(end, |t| t.pos - 1);
-    Ok(TimelineBlock {
-        events,
-        limited,
-        prev_batch: position_token(prev_batch),
     })
 }
 
