@@ -413,3 +413,20 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// `GET /sync?{query}` as `token`, which must succeed.
+pub async fn sync(server: &TestServer, token: &str, query: &str) -> Value {
+    server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/sync?{query}"),
+            token,
+            None,
+        )
+        .await
+}
+
+/// A sync response's `next_batch`.
+pub fn next_batch(body: &Value) -> String {
+    body["next_batch"].as_str().expect("next_batch").to_owned()
+}

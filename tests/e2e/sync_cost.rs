@@ -5,22 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{self, Options, TestServer};
-
-async fn sync(server: &TestServer, token: &str, query: &str) -> Value {
-    server
-        .ok(
-            "GET",
-            &format!("/_matrix/client/v3/sync?{query}"),
-            token,
-            None,
-        )
-        .await
-}
-
-fn next_batch(body: &Value) -> String {
-    body["next_batch"].as_str().expect("next_batch").to_owned()
-}
+use crate::harness::{self, next_batch, sync, Options};
 
 fn joined(body: &Value) -> Vec<String> {
     body["rooms"]["join"]

@@ -3,25 +3,10 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{self, urlencode, TestServer};
+use crate::harness::{self, next_batch, sync, urlencode, TestServer};
 
 fn code(body: &Value) -> Option<&str> {
     body["errcode"].as_str()
-}
-
-async fn sync(server: &TestServer, token: &str, query: &str) -> Value {
-    server
-        .ok(
-            "GET",
-            &format!("/_matrix/client/v3/sync?{query}"),
-            token,
-            None,
-        )
-        .await
-}
-
-fn since(body: &Value) -> String {
-    body["next_batch"].as_str().expect("next_batch").to_owned()
 }
 
 /// The `(type, state_key) → content` of a state block.
@@ -86,7 +71,7 @@ async fn left_rooms_carry_the_state_at_the_leave() {
         )
         .await;
     server.membership(&bob, &room, "join").await;
-    let s = since(&sync(&server, &bob, "").await);
+    let s = next_batch(&sync(&server, &bob, "").await);
     server.membership(&bob, &room, "leave").await;
     // Set after bob left: he must never see it.
     set_topic(&server, &alice, &room, "after").await;
@@ -135,7 +120,7 @@ async fn a_sync_reads_memberships_as_of_its_own_position() {
         .create_room(&alice, json!({ "preset": "public_chat" }))
         .await;
     server.membership(&bob, &room, "join").await;
-    let s = since(&sync(&server, &bob, "").await);
+    let s = next_batch(&sync(&server, &bob, "").await);
     server
         .send_text(&alice, &room, "m", "while bob was in")
         .await;
@@ -161,7 +146,7 @@ async fn a_sync_reads_memberships_as_of_its_own_position() {
         "the room as it was at the sync's position: {first}"
     );
     assert!(first["rooms"]["leave"].get(&room).is_none(), "{first}");
-    let second = sync(&server, &bob, &format!("since={}", since(&first))).await;
+    let second = sync(&server, &bob, &format!("since={}", next_batch(&first))).await;
     assert!(second["rooms"]["leave"][&room].is_object(), "{second}");
     server.stop().await;
 }
@@ -180,8 +165,8 @@ async fn a_profile_change_is_not_a_new_join() {
             .send_text(&alice, &room, &format!("m{i}"), "chatter")
             .await;
     }
-    let bob_since = since(&sync(&server, &bob, "").await);
-    let alice_since = since(&sync(&server, &alice, "").await);
+    let bob_since = next_batch(&sync(&server, &bob, "").await);
+    let alice_since = next_batch(&sync(&server, &alice, "").await);
     server
         .ok(
             "PUT",
@@ -279,7 +264,7 @@ async fn pagination_tokens_are_positions_between_events() {
     for b in ["e1", "e2", "e3"] {
         server.send_text(&alice, &room, b, b).await;
     }
-    let next = since(&sync(&server, &alice, "").await);
+    let next = next_batch(&sync(&server, &alice, "").await);
     let page = |from: String, dir: &'static str| {
         let server = &server;
         let alice = alice.clone();
@@ -377,7 +362,7 @@ async fn presence_is_for_room_mates_and_arrives_in_sync() {
         .create_room(&alice, json!({ "preset": "public_chat" }))
         .await;
     server.membership(&bob, &room, "join").await;
-    let s = since(&sync(&server, &bob, "").await);
+    let s = next_batch(&sync(&server, &bob, "").await);
     server
         .ok(
             "PUT",
@@ -406,7 +391,7 @@ async fn presence_is_for_room_mates_and_arrives_in_sync() {
     let body = sync(&server, &carol, "").await;
     assert!(!body["presence"].to_string().contains(&alice_id), "{body}");
     // `set_presence` on /sync sets it.
-    let s = since(&sync(&server, &bob, "").await);
+    let s = next_batch(&sync(&server, &bob, "").await);
     sync(&server, &alice, "set_presence=unavailable").await;
     let body = sync(&server, &bob, &format!("since={s}")).await;
     assert!(
@@ -486,7 +471,7 @@ async fn a_room_joined_and_left_within_one_window_comes_with_its_state() {
     let room = server
         .create_room(&alice, json!({ "preset": "public_chat", "topic": "t" }))
         .await;
-    let s = since(&sync(&server, &bob, "").await);
+    let s = next_batch(&sync(&server, &bob, "").await);
     server.membership(&bob, &room, "join").await;
     server.membership(&bob, &room, "leave").await;
     let body = sync(&server, &bob, &format!("since={s}")).await;
@@ -514,7 +499,7 @@ async fn gapped_and_filtered_syncs_keep_state_and_lazy_members() {
         &json!({ "room": { "timeline": { "limit": 2 }, "state": { "lazy_load_members": true } } })
             .to_string(),
     );
-    let s = since(&sync(&server, &alice, &format!("filter={lazy}")).await);
+    let s = next_batch(&sync(&server, &alice, &format!("filter={lazy}")).await);
     set_topic(&server, &alice, &room, "gapped").await;
     for i in 0..5 {
         server
@@ -536,7 +521,7 @@ async fn gapped_and_filtered_syncs_keep_state_and_lazy_members() {
     // A timeline filtered to messages still hands over the state set among them.
     let only_messages =
         urlencode(&json!({ "room": { "timeline": { "types": ["m.room.message"] } } }).to_string());
-    let s = since(&sync(&server, &alice, &format!("filter={only_messages}")).await);
+    let s = next_batch(&sync(&server, &alice, &format!("filter={only_messages}")).await);
     server.send_text(&bob, &room, "x1", "one").await;
     set_topic(&server, &alice, &room, "filtered").await;
     server.send_text(&bob, &room, "x2", "two").await;
@@ -644,7 +629,7 @@ async fn a_room_joined_since_the_last_sync_is_limited_and_whole() {
         .create_room(&alice, json!({ "preset": "public_chat", "name": "N" }))
         .await;
     let filter = urlencode(&json!({ "room": { "timeline": { "limit": 2 } } }).to_string());
-    let s = since(&sync(&server, &bob, &format!("filter={filter}")).await);
+    let s = next_batch(&sync(&server, &bob, &format!("filter={filter}")).await);
     server.membership(&bob, &room, "join").await;
     let body = sync(&server, &bob, &format!("since={s}&filter={filter}")).await;
     let joined = &body["rooms"]["join"][&room];
@@ -661,7 +646,7 @@ async fn a_room_joined_since_the_last_sync_is_limited_and_whole() {
     let small = server
         .create_room(&alice, json!({ "preset": "public_chat" }))
         .await;
-    let s = since(&sync(&server, &bob, "").await);
+    let s = next_batch(&sync(&server, &bob, "").await);
     server.membership(&bob, &small, "join").await;
     let body = sync(&server, &bob, &format!("since={s}")).await;
     assert_eq!(
