@@ -3,6 +3,8 @@
 //! request is dropped while queued neither blocks nor loses the others; positions are
 //! published in order. SQLite, and PostgreSQL with TESSERA_TEST_POSTGRES_URL.
 
+mod common;
+
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -12,7 +14,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use sqlx::Connection;
 use tessera_core::{
     homeserver::{Audience, Stream},
     ports::{Database, DbError, Engine, Row, Statement, Value},
@@ -185,24 +186,5 @@ async fn check(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_commits_share_a_transaction_and_fail_alone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    check(&format!("sqlite://{}", dir.path().join("t.db").display())).await;
-    if let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") {
-        let name = format!("tessera_group_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(&base).await.expect("postgres");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let url = format!(
-            "{}/{name}",
-            base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
-        );
-        check(&url).await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
+    common::on_both_engines("group", |url| async move { check(&url).await }).await;
 }

@@ -3,13 +3,14 @@
 //! stream table), and positions go on without a repeat. Only a commit whose
 //! outcome is unknown may cost that. SQLite, and PostgreSQL with TESSERA_TEST_POSTGRES_URL.
 
+mod common;
+
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
     Arc,
 };
 
 use async_trait::async_trait;
-use sqlx::Connection;
 use tessera_core::{
     homeserver::{Audience, Stream},
     ports::{Database, DbError, Engine, Row, Statement, Value},
@@ -127,24 +128,5 @@ async fn check(url: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_statements_cost_later_commits_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    check(&format!("sqlite://{}", dir.path().join("t.db").display())).await;
-    if let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") {
-        let name = format!("tessera_refused_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(&base).await.expect("postgres");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let url = format!(
-            "{}/{name}",
-            base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
-        );
-        check(&url).await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
+    common::on_both_engines("refused", |url| async move { check(&url).await }).await;
 }
