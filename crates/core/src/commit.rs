@@ -7,8 +7,9 @@
 //! alone, so a refused batch fails alone and costs O(log n) transactions. For each
 //! commit, in position order, the writer then runs its in-memory follow-up (room heads,
 //! caches), publishes it and wakes the syncs concerned. The
-//! requests only wait: a request dropped midway changes nothing, and a room's lock
-//! travels with its write until that write is published.
+//! requests only wait: a request dropped midway changes nothing. A room's writes are
+//! ordered by its planning lock (`rooms/tip.rs`), so they queue in the order they were
+//! planned and land in that order.
 //!
 //! Only successful commits move `current_pos`, so a position that holds no rows is never
 //! handed to a client, and so never handed out again after a restart (when the next
@@ -33,12 +34,14 @@ pub(crate) enum Landed {
     /// Committed, at these positions from the first.
     Committed(i64),
     /// Perhaps committed (the database failed during the commit): in-memory state built
-    /// on the assumption must be dropped.
-    Unknown,
+    /// on the assumption must be dropped. With the first position, as all variants.
+    Unknown(i64),
+    /// Rolled back, for sure.
+    Refused(i64),
 }
 
-/// A commit's in-memory follow-up, run by the writer once the batch landed (or may
-/// have), before its positions are published. Not run for a batch rolled back.
+/// A commit's in-memory follow-up, run by the writer once the batch landed, may have or
+/// was refused, before its positions are published.
 pub(crate) type AfterCommit = Box<dyn FnOnce(&Homeserver, Landed) + Send>;
 
 /// Commits waiting for the writer, in position order, and the next position to hand out.
@@ -57,6 +60,14 @@ impl CommitQueue {
             writing: false,
         }
     }
+}
+
+/// A queued batch, for [`Homeserver::landed`].
+pub(crate) struct Ticket {
+    pub(crate) first: i64,
+    pub(crate) last: i64,
+    start: bool,
+    result: Arc<Mutex<Option<std::result::Result<(), DbError>>>>,
 }
 
 struct Queued {
@@ -99,34 +110,64 @@ impl Homeserver {
     where
         F: FnOnce(i64) -> Vec<Statement>,
     {
+        let ticket = self.enqueue(streams, audience, positions, build, after);
+        self.landed(ticket).await
+    }
+
+    /// The first half of [`Homeserver::commit_then`]: takes the positions and queues the
+    /// batch. The caller must go on to [`Homeserver::landed`] without awaiting anything
+    /// else first: that starts the writer if none runs.
+    pub(crate) fn enqueue<F>(
+        &self,
+        streams: &[Stream],
+        audience: Audience<'_>,
+        positions: i64,
+        build: F,
+        after: Option<AfterCommit>,
+    ) -> Ticket
+    where
+        F: FnOnce(i64) -> Vec<Statement>,
+    {
         let result = Arc::new(Mutex::new(None));
-        let (first, last, start) = {
-            let mut q = self.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
-            let first = q.next;
-            let last = first + positions.max(1) - 1;
-            // Built before the positions are taken: if it panics, none are lost.
-            let statements = build(first);
-            q.next = last + 1;
-            q.waiting.push_back(Queued {
-                first,
-                last,
-                statements,
-                streams: streams.to_vec(),
-                audience: audience.to_owned(),
-                after,
-                result: result.clone(),
-            });
-            let start = !q.writing;
-            q.writing = true;
-            (first, last, start)
-        };
-        if start {
+        let mut q = self.commit_queue.lock().unwrap_or_else(|e| e.into_inner());
+        let first = q.next;
+        let last = first + positions.max(1) - 1;
+        // Built before the positions are taken: if it panics, none are lost.
+        let statements = build(first);
+        q.next = last + 1;
+        q.waiting.push_back(Queued {
+            first,
+            last,
+            statements,
+            streams: streams.to_vec(),
+            audience: audience.to_owned(),
+            after,
+            result: result.clone(),
+        });
+        let start = !q.writing;
+        q.writing = true;
+        Ticket {
+            first,
+            last,
+            start,
+            result,
+        }
+    }
+
+    /// The second half of [`Homeserver::commit_then`]: waits until the queued batch is
+    /// published, and tells how it ended.
+    pub(crate) async fn landed(&self, ticket: Ticket) -> Result<i64> {
+        if ticket.start {
             self.start_writer().await;
         }
-        self.published(last).await;
-        let outcome = result.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.published(ticket.last).await;
+        let outcome = ticket
+            .result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match outcome {
-            Some(Ok(())) => Ok(first),
+            Some(Ok(())) => Ok(ticket.first),
             Some(Err(e)) => Err(e.into()),
             None => Err(DbError::CommitUnknown("the writer left no outcome".into()).into()),
         }
@@ -246,12 +287,12 @@ impl Homeserver {
     /// then publication. Returns whom to wake.
     fn finish(&self, q: Queued, r: std::result::Result<(), DbError>) -> Option<OwnedAudience> {
         let landed = match &r {
-            Ok(()) => Some(Landed::Committed(q.first)),
-            Err(DbError::CommitUnknown(_)) => Some(Landed::Unknown),
-            Err(_) => None,
+            Ok(()) => Landed::Committed(q.first),
+            Err(DbError::CommitUnknown(_)) => Landed::Unknown(q.first),
+            Err(_) => Landed::Refused(q.first),
         };
         let committed = r.is_ok();
-        if let (Some(landed), Some(after)) = (landed, q.after) {
+        if let Some(after) = q.after {
             // A follow-up that panics must not stop the writer.
             let run = std::panic::AssertUnwindSafe(|| after(self, landed));
             if std::panic::catch_unwind(run).is_err() {
@@ -286,7 +327,7 @@ impl Homeserver {
     }
 
     /// Waits until everything up to `last` is settled.
-    async fn published(&self, last: i64) {
+    pub(crate) async fn published(&self, last: i64) {
         loop {
             if self.settled_upto.load(Ordering::Acquire) >= last {
                 return;

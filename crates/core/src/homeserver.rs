@@ -116,7 +116,7 @@ pub struct Homeserver {
     /// This homeserver, once shared ([`Homeserver::into_shared`]): background tasks
     /// (the commit writer) hold it.
     pub(crate) me: std::sync::Weak<Homeserver>,
-    room_locks: Mutex<HashMap<OwnedRoomId, Arc<async_lock::Mutex<()>>>>,
+    room_locks: Mutex<HashMap<OwnedRoomId, Arc<crate::rooms::tip::RoomGate>>>,
     /// Change ticks: a counter, the last tick meant for everyone, and for each user with
     /// a sync under way, how many and the last tick meant for them.
     ticks: std::sync::atomic::AtomicU64,
@@ -409,15 +409,19 @@ impl Homeserver {
         value.ok_or_else(|| Error::Internal("offloaded job did not finish".into()))
     }
 
-    /// The write lock of one room: one writer per room (design brief, "Write path").
-    pub(crate) fn room_lock(&self, room_id: &ruma::RoomId) -> Arc<async_lock::Mutex<()>> {
-        let mut locks = self.room_locks.lock().unwrap_or_else(|e| e.into_inner());
-        // Locks nobody holds or waits for go, so the map grows with the rooms being
-        // written to, not with every room ever written.
-        if locks.len() >= ROOM_LOCKS_PRUNE_AT {
-            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        locks.entry(room_id.to_owned()).or_default().clone()
+    /// Takes the planning lock of one room: one planner per room (design brief, "Write
+    /// path"); see `rooms/tip.rs`.
+    pub(crate) async fn lock_room(&self, room_id: &ruma::RoomId) -> crate::rooms::tip::RoomLock {
+        let gate = {
+            let mut locks = self.room_locks.lock().unwrap_or_else(|e| e.into_inner());
+            // Gates nobody holds, waits for or has a write queued at go, so the map grows
+            // with the rooms being written to, not with every room ever written.
+            if locks.len() >= ROOM_LOCKS_PRUNE_AT {
+                locks.retain(|_, gate| !gate.idle());
+            }
+            locks.entry(room_id.to_owned()).or_default().clone()
+        };
+        gate.lock().await
     }
 
     pub fn public_key_base64(&self) -> String {

@@ -14,6 +14,7 @@ pub mod receive;
 pub mod redact;
 pub mod send;
 pub mod state;
+pub(crate) mod tip;
 pub mod visibility;
 pub mod write;
 

@@ -127,7 +127,7 @@ impl Homeserver {
                     None,
                 )
             };
-            let guard = self.room_lock(&room_id).lock_arc().await;
+            let guard = self.lock_room(&room_id).await;
             if !self.room_exists(&room_id).await? {
                 break (room_id, pdu, guard);
             }

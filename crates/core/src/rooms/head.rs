@@ -1,6 +1,6 @@
 //! Each room's head: its forward extremities and current state, kept in memory so that
 //! building and appending an event reads neither from the database. Only the write path
-//! changes a head, under the room's lock, in step with the rows it commits.
+//! changes a head, in the follow-up of the commit whose rows it reflects.
 
 use std::sync::Arc;
 
@@ -134,8 +134,8 @@ impl Homeserver {
         if let Some(head) = self.heads.get(&room_id.to_owned()) {
             return Ok(head);
         }
-        // No write to the room is in flight: its lock travels with a write until the write
-        // is published (see `commit.rs`), so the database is up to date for this room.
+        // No write to the room that will land is queued (the tip would be the head
+        // otherwise, see `tip.rs`), so the database is up to date for this room.
         let head = self.room_head_from_db(room_id).await?;
         self.heads.put(room_id.to_owned(), head.clone());
         Ok(head)

@@ -80,7 +80,7 @@ impl Homeserver {
             Err(e) => return Err(Error::forbidden(format!("signature check failed: {e}"))),
         }
         let pdu = Pdu::from_json(event_id.clone(), json)?;
-        let lock = self.room_lock(room_id).lock_arc().await;
+        let lock = self.lock_room(room_id).await;
         self.append_pdu(room_id, &version, pdu, None, lock).await?;
         Ok(event_id)
     }

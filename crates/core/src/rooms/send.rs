@@ -14,7 +14,11 @@ use super::{
     write::{RoomWrite, Txn},
     Pdu,
 };
-use crate::{ports::Value, storage::query_opt, Error, Homeserver, Result};
+use crate::{
+    ports::{DbError, Value},
+    storage::query_opt,
+    Error, Homeserver, Result,
+};
 
 /// Spec ("Size limits"): a PDU, signatures included, is at most 64 KiB in canonical JSON;
 /// ruma's hashing and format checks allow 65,535 bytes, so do we.
@@ -61,6 +65,16 @@ fn too_large() -> Error {
     )
 }
 
+/// Times a local event is planned again after being planned behind a write that failed.
+const MAX_SEND_ATTEMPTS: usize = 4;
+
+/// What one attempt at sending came to.
+enum Sent {
+    Event(OwnedEventId),
+    /// The same client transaction is queued, to be published at this position.
+    Queued(i64),
+}
+
 impl Homeserver {
     /// Sends a local event through the write path; idempotent per client transaction.
     pub async fn send_event(
@@ -77,8 +91,48 @@ impl Homeserver {
         if let Some(t) = &txn {
             crate::input::txn_id(t.txn_id)?;
         }
-        let lock = self.room_lock(room_id).lock_arc().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let txn = txn.as_ref().map(|t| Txn {
+                user_id: t.user_id,
+                device_id: t.device_id,
+                scope: t.scope.clone(),
+                txn_id: t.txn_id,
+            });
+            match self.send_event_once(room_id, sender, &event, txn).await {
+                // Planned behind a write that failed (`tip.rs`): nothing of it was stored,
+                // so it is planned again on what the room holds now.
+                Err(Error::Db(DbError::Conflict)) if attempt < MAX_SEND_ATTEMPTS => continue,
+                Err(Error::Db(DbError::Conflict)) => {
+                    return Err(Error::internal("the room kept changing under the event"))
+                }
+                Ok(Sent::Queued(last)) if attempt < MAX_SEND_ATTEMPTS => {
+                    // The same transaction is queued: its outcome answers this one too.
+                    self.published(last).await;
+                }
+                Ok(Sent::Queued(_)) => {
+                    return Err(Error::internal("the transaction did not settle"))
+                }
+                Ok(Sent::Event(id)) => return Ok(id),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn send_event_once(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: &NewEvent,
+        txn: Option<Txn<'_>>,
+    ) -> Result<Sent> {
+        let lock = self.lock_room(room_id).await;
         if let Some(t) = &txn {
+            let key = [t.user_id, t.device_id, t.scope.as_str(), t.txn_id];
+            if let Some(last) = lock.gate.queued_txn(&key) {
+                return Ok(Sent::Queued(last));
+            }
             if let Some(row) = query_opt(
                 self.db.as_ref(),
                 "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
@@ -86,7 +140,9 @@ impl Homeserver {
             )
             .await?
             {
-                return OwnedEventId::try_from(row.text(0)?).map_err(Error::internal);
+                return OwnedEventId::try_from(row.text(0)?)
+                    .map(Sent::Event)
+                    .map_err(Error::internal);
             }
         }
         let version = self.room_version(room_id).await?;
@@ -96,12 +152,12 @@ impl Homeserver {
             // sent again; the existing event answers.
             let k = (StateEventType::from(event.kind.to_string()), key.clone());
             if let Some(id) = w.head().state.get(&k) {
-                if let Some(current) = self.get_pdu(id).await? {
+                if let Some(current) = w.pdu(self, id).await? {
                     let same = current.sender == sender
                         && serde_json::from_str::<Json>(current.content.get()).ok()
                             == Some(event.content.clone());
                     if same {
-                        return Ok(id.clone());
+                        return Ok(Sent::Event(id.clone()));
                     }
                 }
             }
@@ -109,11 +165,13 @@ impl Homeserver {
                 self.check_canonical_alias(room_id, &event.content).await?;
             }
         }
-        let pdu = self.build_pdu(Some(&w), &version, sender, event).await?;
+        let pdu = self
+            .build_pdu(Some(&w), &version, sender, event.clone())
+            .await?;
         let id = pdu.event_id.clone();
         self.plan_pdu(&mut w, pdu, txn).await?;
         self.commit_write(w).await?;
-        Ok(id)
+        Ok(Sent::Event(id))
     }
 
     /// Builds and signs a PDU on top of the forward extremities `w` has planned so far.

@@ -1,6 +1,6 @@
 //! The write path (design brief, "Write path and streams"): every event that enters a room,
 //! local or remote, is planned by [`Homeserver::plan_pdu`] and committed by
-//! [`Homeserver::commit_write`], under the room's lock.
+//! [`Homeserver::commit_write`], under the room's planning lock (`tip.rs`).
 //!
 //! A [`RoomWrite`] is one transaction on one room. It may hold several events (a new room's
 //! initial events), each planned against the head the previous one left; all of them
@@ -23,6 +23,7 @@ use super::{
     auth_chain::{self, EventMap},
     head::RoomHead,
     state::{Group, NewGroup, StateIds},
+    tip::{Doomed, Queued, RoomLock, TipView},
     Pdu,
 };
 use crate::{
@@ -56,9 +57,11 @@ fn new_group_id() -> i64 {
 /// [`Homeserver::begin_write`] until [`Homeserver::commit_write`].
 pub struct RoomWrite {
     room_id: OwnedRoomId,
-    /// The room's lock: it goes with the write until the write is published (see
-    /// `commit.rs`), so the next writer plans on the head this one leaves.
-    lock: async_lock::MutexGuardArc<()>,
+    /// The room's planning lock (`tip.rs`): the next write plans on the head this one
+    /// leaves, behind it in the queue or after it was published.
+    lock: RoomLock,
+    /// The writes queued ahead of this one when it began, and their epoch.
+    tip: TipView,
     rules: RoomVersionRules,
     /// The head as the planned events leave it.
     head: Arc<RoomHead>,
@@ -104,13 +107,13 @@ impl RoomWrite {
         self.prelude.push(statement);
     }
 
-    /// An event planned here, else a stored one.
+    /// An event planned here or by a write queued ahead, else a stored one.
     pub(crate) async fn pdu(
         &self,
         hs: &Homeserver,
         id: &ruma::EventId,
     ) -> Result<Option<Arc<Pdu>>> {
-        match self.pdus.get(id) {
+        match self.pdus.get(id).or_else(|| self.tip.pdu(id)) {
             Some(p) => Ok(Some(p.clone())),
             None => hs.get_pdu(id).await,
         }
@@ -119,14 +122,24 @@ impl RoomWrite {
     async fn group(&self, hs: &Homeserver, id: i64) -> Result<Group> {
         match self.groups.iter().find(|g| g.id == id) {
             Some(g) => Ok(g.group.clone()),
-            None => hs.state_group_info(id).await,
+            None => match self.tip.group(id) {
+                Some(g) => Ok(g.clone()),
+                None => hs.state_group_info(id).await,
+            },
         }
+    }
+
+    /// Whether an event is planned here, queued ahead or stored.
+    async fn known(&self, hs: &Homeserver, id: &ruma::EventId) -> Result<bool> {
+        Ok(self.places.contains_key(id)
+            || self.tip.place(id).is_some()
+            || hs.event_place(id).await?.is_some())
     }
 
     /// The state after an event: its group and the group's id.
     async fn state_after(&self, hs: &Homeserver, id: &ruma::EventId) -> Result<(Group, i64)> {
-        let after = match self.places.get(id) {
-            Some((_, after)) => *after,
+        let after = match self.places.get(id).copied().or_else(|| self.tip.place(id)) {
+            Some((_, after)) => after,
             None => {
                 hs.event_place(id)
                     .await?
@@ -139,21 +152,28 @@ impl RoomWrite {
 }
 
 impl Homeserver {
-    /// Starts a transaction on `room_id`, whose lock the caller took (`lock`).
+    /// Starts a transaction on `room_id`, whose lock the caller took (`lock`), on the
+    /// head the writes queued ahead leave, else the committed one.
     pub(crate) async fn begin_write(
         &self,
         room_id: &RoomId,
         version: &RoomVersionId,
-        lock: async_lock::MutexGuardArc<()>,
+        lock: RoomLock,
     ) -> Result<RoomWrite> {
         let rules = version
             .rules()
             .ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
+        let tip = lock.gate.view();
+        let head = match &tip.head {
+            Some(head) => head.clone(),
+            None => self.room_head_locked(room_id).await?,
+        };
         Ok(RoomWrite {
             room_id: room_id.to_owned(),
             lock,
+            tip,
             rules,
-            head: self.room_head_locked(room_id).await?,
+            head,
             prelude: Vec::new(),
             steps: Vec::new(),
             pdus: HashMap::new(),
@@ -164,13 +184,13 @@ impl Homeserver {
 
     /// Authorises and persists one PDU: [`Homeserver::plan_pdu`] then
     /// [`Homeserver::commit_write`], under the room's lock (`lock`).
-    pub async fn append_pdu(
+    pub(crate) async fn append_pdu(
         &self,
         room_id: &RoomId,
         version: &RoomVersionId,
         pdu: Pdu,
         txn: Option<Txn<'_>>,
-        lock: async_lock::MutexGuardArc<()>,
+        lock: RoomLock,
     ) -> Result<EventPlace> {
         if let Some(place) = self.event_place(&pdu.event_id).await? {
             return Ok(place);
@@ -193,8 +213,7 @@ impl Homeserver {
         pdu: Pdu,
         txn: Option<Txn<'_>>,
     ) -> Result<()> {
-        if w.places.contains_key(&pdu.event_id) || self.event_place(&pdu.event_id).await?.is_some()
-        {
+        if w.known(self, &pdu.event_id).await? {
             return Ok(());
         }
         let rules = w.rules.clone();
@@ -238,6 +257,10 @@ impl Homeserver {
         let before = before_group.state.clone();
 
         self.authorize(w, &pdu, &before).await?;
+        // The target must be stored for its rows to be rewritten.
+        if pdu.redacts.as_ref().is_some_and(|t| w.tip.pdu(t).is_some()) {
+            self.settle_queued(&w.lock, &w.tip).await?;
+        }
         let redaction = self.apply_redaction(&pdu, &before, &rules).await?;
 
         // State after the event.
@@ -384,20 +407,27 @@ impl Homeserver {
 
     /// Commits every planned event in one batch, the `n`-th at the `n`-th new stream
     /// position; then the room's head and the caches move, before the positions are
-    /// published. Returns the events' places, in order.
+    /// published. Returns the events' places, in order. A write of one linear event is
+    /// queued behind the room's other queued writes and lets the room's lock go at once;
+    /// any other waits for them first and keeps the lock until published (`tip.rs`).
     pub(crate) async fn commit_write(&self, w: RoomWrite) -> Result<Vec<EventPlace>> {
         if w.steps.is_empty() && w.prelude.is_empty() {
             return Ok(vec![]);
         }
         let RoomWrite {
             room_id,
-            lock,
+            mut lock,
+            tip,
             head,
             prelude,
             steps,
             mut groups,
             ..
         } = w;
+        let linear = prelude.is_empty() && matches!(steps.as_slice(), [s] if s.replaces.is_some());
+        if !linear {
+            self.settle_queued(&lock, &tip).await?;
+        }
         let streams: &[Stream] = if steps.iter().all(|s| s.member_changes.is_empty()) {
             &[Stream::Events]
         } else {
@@ -426,20 +456,39 @@ impl Homeserver {
         // Whom the commit wakes, from the head it leaves (worked out once per state and
         // carried across joins), so the writer reads nothing to wake them.
         let members = head.local_members(self.server_name());
-        // Run by the writer once the rows landed, whether or not this request still
-        // waits; the room's lock goes when it is done.
+        let queued = linear.then(|| {
+            Queued::new(
+                steps
+                    .iter()
+                    .map(|s| (s.pdu.clone(), (s.state_before, s.state_after)))
+                    .collect(),
+                groups.iter().map(|g| (g.id, g.group.clone())).collect(),
+                steps.iter().filter_map(|s| s.txn.clone()).collect(),
+            )
+        });
+        let gate = lock.gate.clone();
+        // A linear write lets the lock go once queued; any other holds it until published.
+        let held = if linear { None } else { lock.guard.take() };
+        let tip_head = head.clone();
+        // Run by the writer once the rows landed (or did not), whether or not this request
+        // still waits.
         let after = move |hs: &Homeserver, landed: Landed| {
-            let _lock = lock;
+            let _held = held;
             let base = match landed {
                 Landed::Committed(base) => base,
                 // Perhaps written: the database tells, so the head is reloaded from it,
                 // and no cached copy of a redaction's target may outlive it.
-                Landed::Unknown => {
-                    hs.forget_room_head(&room_id);
-                    for step in steps.iter() {
-                        for id in step.redaction.iter().flat_map(|(ids, _)| ids) {
-                            hs.forget_redacted(id);
+                Landed::Unknown(first) | Landed::Refused(first) => {
+                    if matches!(landed, Landed::Unknown(_)) {
+                        hs.forget_room_head(&room_id);
+                        for step in steps.iter() {
+                            for id in step.redaction.iter().flat_map(|(ids, _)| ids) {
+                                hs.forget_redacted(id);
+                            }
                         }
+                    }
+                    if linear {
+                        gate.failed(first);
                     }
                     return;
                 }
@@ -472,16 +521,26 @@ impl Homeserver {
                     },
                 );
             }
+            if linear {
+                gate.landed(base);
+            }
         };
-        let base = self
-            .commit_then(
+        let enqueue = || {
+            let ticket = self.enqueue(
                 streams,
                 Audience::Members(&members),
                 positions,
                 build,
                 Some(Box::new(after)),
-            )
-            .await?;
+            );
+            (ticket.first, ticket.last, ticket)
+        };
+        let ticket = match queued {
+            Some(queued) => lock.gate.queue(tip.epoch, tip_head, queued, enqueue)?,
+            None => enqueue().2,
+        };
+        drop(lock);
+        let base = self.landed(ticket).await?;
         Ok(places
             .into_iter()
             .zip(base..)
@@ -491,6 +550,18 @@ impl Homeserver {
                 state_after,
             })
             .collect())
+    }
+
+    /// Waits until the writes queued ahead of one that began on `tip` are published; fails
+    /// if one of them failed, for the write was planned on it.
+    async fn settle_queued(&self, lock: &RoomLock, tip: &TipView) -> Result<()> {
+        if let Some(last) = lock.gate.last_queued() {
+            self.published(last).await;
+        }
+        if lock.gate.epoch() != tip.epoch {
+            return Err(Doomed.into());
+        }
+        Ok(())
     }
 
     /// Resolves several state maps with state resolution v2 (v2.1 from room v12 on).
