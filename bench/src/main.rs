@@ -346,6 +346,9 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
     let load_wall = load_start.elapsed();
 
     // Initial sync after the load, for a user in every room: a cold one, then repeats.
+    if server::analyze(args.database_url.as_deref()).await? {
+        progress("PostgreSQL statistics refreshed (ANALYZE)");
+    }
     progress("initial /sync");
     // From a fresh device, as a client signing in (the figure).
     let fresh = scenarios::login(&ctx, &names[0]).await?;

@@ -302,6 +302,9 @@ pub async fn rooms(args: RoomsArgs) -> Result<std::process::ExitCode, String> {
         tokio::time::sleep(Duration::from_secs_f64(args.pause)).await;
     }
 
+    if server::analyze(args.common.database_url.as_deref()).await? {
+        eprintln!("PostgreSQL statistics refreshed (ANALYZE)");
+    }
     // Initial syncs, each on a fresh device (nothing cached for it).
     let filter = enc(CLIENT_FILTER);
     let mut initial = Vec::new();

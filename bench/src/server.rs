@@ -277,3 +277,22 @@ pub fn loadavg() -> Option<f64> {
         .parse()
         .ok()
 }
+
+/// On PostgreSQL, refreshes the planner's statistics before reads are measured, as
+/// autovacuum does within a minute of a bulk load on a default installation (this
+/// machine's PostgreSQL runs with `autovacuum = off`, so tables just loaded would be
+/// planned as if empty). Returns whether it ran.
+pub async fn analyze(database_url: Option<&str>) -> Result<bool, String> {
+    use sqlx::Connection;
+    let Some(url) = database_url.filter(|u| u.starts_with("postgres")) else {
+        return Ok(false);
+    };
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("analyze: {e}"))?;
+    sqlx::raw_sql("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("analyze: {e}"))?;
+    Ok(true)
+}

@@ -88,24 +88,39 @@ impl Homeserver {
         now: SyncToken,
     ) -> Result<(String, bool)> {
         let since = req.since.map(|s| s.clamp_to(now));
-        let rooms = self.sync_rooms(user, device, req, since, now).await?;
-        let account_data = self
-            .account_data_since(user, None, since.map(|s| s.pos), now.pos)
-            .await?;
-        let mut account_data = account_data;
-        // Clients expect their push rules in the first sync, defaults included.
-        if since.is_none() && !account_data.iter().any(|e| e["type"] == "m.push_rules") {
-            account_data.push(
-                json!({ "type": "m.push_rules", "content": self.push_rules_content(user).await? }),
-            );
-        }
+        // The sections read independently; on PostgreSQL each read is a round trip, so
+        // they go at once.
+        let account_data = async {
+            let mut account_data = self
+                .account_data_since(user, None, since.map(|s| s.pos), now.pos)
+                .await?;
+            // Clients expect their push rules in the first sync, defaults included.
+            if since.is_none() && !account_data.iter().any(|e| e["type"] == "m.push_rules") {
+                account_data.push(
+                    json!({ "type": "m.push_rules", "content": self.push_rules_content(user).await? }),
+                );
+            }
+            Ok::<_, crate::Error>(account_data)
+        };
+        let device_lists = async {
+            match since {
+                Some(s) => self.device_list_updates(user, s.pos, now.pos).await,
+                None => Ok((vec![], vec![])),
+            }
+        };
+        let (rooms, account_data, mut presence, to_device, (changed, left), key_counts) = futures_util::try_join!(
+            self.sync_rooms(user, device, req, since, now),
+            account_data,
+            self.presence_since(user, since.map(|s| s.pos), now.pos),
+            self.to_device_since(user, device, since.map_or(0, |s| s.pos), now.pos),
+            device_lists,
+            self.sync_key_counts(user, device),
+        )?;
+        let (otk_counts, fallback_types) = key_counts;
         let account_data: Vec<Json> = account_data
             .into_iter()
             .filter(|e| req.filter.account_data.allows_json(e))
             .collect();
-        let mut presence = self
-            .presence_since(user, since.map(|s| s.pos), now.pos)
-            .await?;
         let f = &req.filter.presence;
         presence.retain(|e| {
             f.allows_json(e)
@@ -114,14 +129,6 @@ impl Homeserver {
                     .and_then(|s| UserId::parse(s).ok())
                     .is_some_and(|s| f.allows_sender(&s))
         });
-        let to_device = self
-            .to_device_since(user, device, since.map_or(0, |s| s.pos), now.pos)
-            .await?;
-        let (changed, left) = match since {
-            Some(s) => self.device_list_updates(user, s.pos, now.pos).await?,
-            None => (vec![], vec![]),
-        };
-        let (otk_counts, fallback_types) = self.sync_key_counts(user, device).await?;
         let empty = rooms.is_empty()
             && changed.is_empty()
             && left.is_empty()

@@ -16,11 +16,14 @@ use std::{
 };
 
 use async_trait::async_trait;
-use ruma::{events::TimelineEventType, user_id, OwnedEventId, RoomId};
+use ruma::{
+    events::{StateEventType, TimelineEventType},
+    user_id, OwnedEventId, RoomId,
+};
 use serde_json::json;
 use tessera_core::{
     ports::{Database, DbError, Engine, Row, Statement, Value},
-    rooms::{create::CreateRoom, send::NewEvent},
+    rooms::{create::CreateRoom, send::NewEvent, write::Txn},
     Config, Homeserver,
 };
 use tessera_server::{BlockingOffload, SystemClock, WatchWakeups};
@@ -34,6 +37,8 @@ struct Faulty {
     armed: AtomicBool,
     gate: tokio::sync::Semaphore,
     batches: Mutex<Vec<usize>>,
+    /// The next batch commits, then reports its outcome as unknown.
+    unknown: AtomicBool,
 }
 
 #[async_trait]
@@ -61,7 +66,11 @@ impl Database for Faulty {
         if poisoned {
             return Err(DbError::Constraint("poisoned".into()));
         }
-        self.inner.batch(statements).await
+        self.inner.batch(statements).await?;
+        if self.unknown.swap(false, Ordering::SeqCst) {
+            return Err(DbError::CommitUnknown("the connection went".into()));
+        }
+        Ok(())
     }
     async fn execute_script(&self, sql: &str) -> Result<(), DbError> {
         self.inner.execute_script(sql).await
@@ -83,15 +92,31 @@ fn send(
     room: &RoomId,
     body: String,
 ) -> tokio::task::JoinHandle<tessera_core::Result<OwnedEventId>> {
+    send_txn(hs, room, body, None)
+}
+
+/// Sends as alice's device `D`, in client transaction `txn` if given.
+fn send_txn(
+    hs: &Arc<Homeserver>,
+    room: &RoomId,
+    body: String,
+    txn: Option<&'static str>,
+) -> tokio::task::JoinHandle<tessera_core::Result<OwnedEventId>> {
     let hs = hs.clone();
     let room = room.to_owned();
     tokio::spawn(async move {
         let content = json!({ "msgtype": "m.text", "body": body });
+        let txn = txn.map(|txn_id| Txn {
+            user_id: "@alice:localhost",
+            device_id: "D",
+            scope: format!("send:{room}"),
+            txn_id,
+        });
         hs.send_event(
             &room,
             user_id!("@alice:localhost"),
             NewEvent::message(TimelineEventType::RoomMessage, content),
-            None,
+            txn,
         )
         .await
     })
@@ -134,6 +159,7 @@ async fn check(url: &str) {
         armed: AtomicBool::new(false),
         gate: tokio::sync::Semaphore::new(0),
         batches: Mutex::new(Vec::new()),
+        unknown: AtomicBool::new(false),
     });
     let hs = Homeserver::new(
         Config::new(ruma::server_name!("localhost").to_owned()),
@@ -163,10 +189,31 @@ async fn check(url: &str) {
         } else {
             format!("m{i}")
         };
-        queued.push(send(&hs, &room, body));
+        // m1 in a client transaction, which its retry below repeats.
+        let txn = (i == 1).then_some("t1");
+        queued.push(send_txn(&hs, &room, body, txn));
         // Queued one after another while the room's first write has not landed.
         until("the message queues", || hs.queued_commits() == i + 1).await;
     }
+    // The client retries m1's transaction while m1 is queued: no second event.
+    let retry = send_txn(&hs, &room, "m1".into(), Some("t1"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A state event is not queued behind others: it waits for them to land.
+    let topic = {
+        let (hs, room) = (hs.clone(), room.clone());
+        tokio::spawn(async move {
+            let content = json!({ "topic": "after the queue" });
+            hs.send_event(
+                &room,
+                user_id!("@alice:localhost"),
+                NewEvent::state(StateEventType::RoomTopic, "", content),
+                None,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(hs.queued_commits(), 10, "the retry or the topic was queued");
     db.gate.add_permits(1);
     leader.await.expect("task").expect("the leader lands");
     let mut landed = Vec::new();
@@ -178,8 +225,21 @@ async fn check(url: &str) {
             landed.push(r.unwrap_or_else(|e| panic!("m{i} lands: {e}")));
         }
     }
+    let retried = retry.await.expect("task").expect("the retry is answered");
+    let topic = topic.await.expect("task").expect("the topic lands");
+    let current = hs
+        .db
+        .query(
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND type = 'm.room.topic'",
+            vec![room.as_str().into()],
+        )
+        .await
+        .expect("current state");
+    assert_eq!(current[0].text(0).expect("id"), topic.as_str());
+    assert_eq!(retried, landed[1], "the retry answers m1's event");
     let batches = db.batches.lock().unwrap().clone();
-    assert_eq!(batches.get(1), Some(&(10 * batches[0])), "{batches:?}");
+    // The ten queued went as one transaction (m1's transaction ID is one row more).
+    assert_eq!(batches.get(1), Some(&(10 * batches[0] + 1)), "{batches:?}");
 
     // One chain: every event's prev events are stored and come before it, each event
     // follows the one before, and one forward extremity is left.
@@ -200,7 +260,7 @@ async fn check(url: &str) {
     let mut sent: Vec<&str> = bodies
         .iter()
         .copied()
-        .filter(|b| b.starts_with('m'))
+        .filter(|b| b.starts_with('m') && b.len() == 2)
         .collect();
     // Those queued ahead of the refused one land in order; those behind it after them.
     assert_eq!(sent[..4], ["m0", "m1", "m2", "m3"], "{bodies:?}");
@@ -225,6 +285,27 @@ async fn check(url: &str) {
         fe[0].text(0).expect("id"),
         events.last().expect("events").0.as_str()
     );
+
+    // A transaction that committed but whose outcome the engine could not tell: the
+    // writes in it fail to their clients, and the room goes on from what the database holds.
+    db.armed.store(true, Ordering::SeqCst);
+    let leader = send(&hs, &room, "leader 2".into());
+    until("the leader writes", || !db.armed.load(Ordering::SeqCst)).await;
+    let mut queued = Vec::new();
+    for i in 0..5 {
+        queued.push(send(&hs, &room, format!("u{i}")));
+        until("the message queues", || hs.queued_commits() == i + 1).await;
+    }
+    db.unknown.store(true, Ordering::SeqCst);
+    db.gate.add_permits(1);
+    let _ = leader.await.expect("task");
+    for task in queued {
+        let _ = task.await.expect("task");
+    }
+    let events = chain(&hs, &room).await;
+    for (i, (id, prev, _)) in events.iter().enumerate().skip(1) {
+        assert_eq!(prev, &vec![events[i - 1].0.clone()], "{id} forks");
+    }
 
     // The room goes on from there.
     let next = send(&hs, &room, "after".into())

@@ -80,8 +80,18 @@ impl Homeserver {
             Err(e) => return Err(Error::forbidden(format!("signature check failed: {e}"))),
         }
         let pdu = Pdu::from_json(event_id.clone(), json)?;
-        let lock = self.lock_room(room_id).await;
-        self.append_pdu(room_id, &version, pdu, None, lock).await?;
-        Ok(event_id)
+        let mut replans = 0;
+        loop {
+            let lock = self.lock_room(room_id).await;
+            match self
+                .append_pdu(room_id, &version, pdu.clone(), None, lock)
+                .await
+            {
+                // Planned behind a write that failed (`tip.rs`): planned again.
+                Err(Error::Db(crate::ports::DbError::Conflict)) if replans < 4 => replans += 1,
+                Err(e) => return Err(e),
+                Ok(_) => return Ok(event_id),
+            }
+        }
     }
 }

@@ -65,8 +65,9 @@ fn too_large() -> Error {
     )
 }
 
-/// Times a local event is planned again after being planned behind a write that failed.
-const MAX_SEND_ATTEMPTS: usize = 4;
+/// Times a local event is planned again after being planned behind a write that failed
+/// (and times it waits for a queued copy of its transaction).
+const MAX_REPLANS: usize = 4;
 
 /// What one attempt at sending came to.
 enum Sent {
@@ -91,9 +92,8 @@ impl Homeserver {
         if let Some(t) = &txn {
             crate::input::txn_id(t.txn_id)?;
         }
-        let mut attempt = 0;
+        let (mut replans, mut waits) = (0, 0);
         loop {
-            attempt += 1;
             let txn = txn.as_ref().map(|t| Txn {
                 user_id: t.user_id,
                 device_id: t.device_id,
@@ -103,12 +103,13 @@ impl Homeserver {
             match self.send_event_once(room_id, sender, &event, txn).await {
                 // Planned behind a write that failed (`tip.rs`): nothing of it was stored,
                 // so it is planned again on what the room holds now.
-                Err(Error::Db(DbError::Conflict)) if attempt < MAX_SEND_ATTEMPTS => continue,
+                Err(Error::Db(DbError::Conflict)) if replans < MAX_REPLANS => replans += 1,
                 Err(Error::Db(DbError::Conflict)) => {
                     return Err(Error::internal("the room kept changing under the event"))
                 }
-                Ok(Sent::Queued(last)) if attempt < MAX_SEND_ATTEMPTS => {
-                    // The same transaction is queued: its outcome answers this one too.
+                // The same transaction is queued: its outcome answers this one too.
+                Ok(Sent::Queued(last)) if waits < MAX_REPLANS => {
+                    waits += 1;
                     self.published(last).await;
                 }
                 Ok(Sent::Queued(_)) => {

@@ -115,6 +115,44 @@ impl TipView {
     }
 }
 
+/// A queued write's way out of the tip, taken by its follow-up; if the follow-up panics
+/// first, the write counts as failed, so nothing stays queued (or planned on) forever.
+pub(crate) struct TipRelease {
+    gate: Arc<RoomGate>,
+    first: Option<i64>,
+}
+
+impl TipRelease {
+    pub(crate) fn new(gate: Arc<RoomGate>) -> Self {
+        Self { gate, first: None }
+    }
+
+    /// Names the write, by its first position, as its follow-up starts.
+    pub(crate) fn start(&mut self, first: i64) {
+        self.first = Some(first);
+    }
+
+    pub(crate) fn landed(mut self) {
+        if let Some(first) = self.first.take() {
+            self.gate.landed(first);
+        }
+    }
+
+    pub(crate) fn failed(mut self) {
+        if let Some(first) = self.first.take() {
+            self.gate.failed(first);
+        }
+    }
+}
+
+impl Drop for TipRelease {
+    fn drop(&mut self) {
+        if let Some(first) = self.first {
+            self.gate.failed(first);
+        }
+    }
+}
+
 /// Why a write could not be queued: a write it was planned behind failed, so it must be
 /// planned again. The same as the database's refusal of a write planned on a stale head.
 #[derive(Debug)]

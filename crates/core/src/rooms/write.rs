@@ -23,7 +23,7 @@ use super::{
     auth_chain::{self, EventMap},
     head::RoomHead,
     state::{Group, NewGroup, StateIds},
-    tip::{Doomed, Queued, RoomLock, TipView},
+    tip::{Doomed, Queued, RoomLock, TipRelease, TipView},
     Pdu,
 };
 use crate::{
@@ -92,6 +92,10 @@ struct Step {
     /// The one forward extremity the event replaces, when its only `prev_event` is one
     /// (the usual, linear case): one row changes rather than one goes and one comes.
     replaces: Option<OwnedEventId>,
+    /// May be queued behind the room's queued writes (`tip.rs`): a message or other
+    /// non-state event, no redaction, following the room's one forward extremity. It
+    /// changes no state, and its extremity row moves under a guard.
+    queueable: bool,
 }
 
 impl RoomWrite {
@@ -163,7 +167,16 @@ impl Homeserver {
         let rules = version
             .rules()
             .ok_or_else(|| Error::Internal(format!("unknown room version {version}")))?;
-        let tip = lock.gate.view();
+        let mut tip = lock.gate.view();
+        // No tip, yet writes queued: ones planned behind a write that failed, or, after an
+        // outcome unknown, ones that may land. The database is up to date once they are out.
+        while tip.head.is_none() {
+            match lock.gate.last_queued() {
+                Some(last) => self.published(last).await,
+                None => break,
+            }
+            tip = lock.gate.view();
+        }
         let head = match &tip.head {
             Some(head) => head.clone(),
             None => self.room_head_locked(room_id).await?,
@@ -196,6 +209,14 @@ impl Homeserver {
             return Ok(place);
         }
         let mut w = self.begin_write(room_id, version, lock).await?;
+        if w.tip.place(&pdu.event_id).is_some() {
+            // Queued already (a copy received twice): its place once it is published.
+            self.settle_queued(&w.lock, &w.tip).await?;
+            return self
+                .event_place(&pdu.event_id)
+                .await?
+                .ok_or_else(|| Error::internal("a queued event did not land"));
+        }
         self.plan_pdu(&mut w, pdu, txn).await?;
         self.commit_write(w)
             .await?
@@ -215,6 +236,11 @@ impl Homeserver {
     ) -> Result<()> {
         if w.known(self, &pdu.event_id).await? {
             return Ok(());
+        }
+        // Not queued behind others (see `Step::queueable`): a redaction's target must be
+        // stored for its rows to be rewritten, and a state event is planned on what landed.
+        if pdu.kind == TimelineEventType::RoomRedaction || pdu.state_key.is_some() {
+            self.settle_queued(&w.lock, &w.tip).await?;
         }
         let rules = w.rules.clone();
         let room_id = w.room_id.clone();
@@ -257,10 +283,6 @@ impl Homeserver {
         let before = before_group.state.clone();
 
         self.authorize(w, &pdu, &before).await?;
-        // The target must be stored for its rows to be rewritten.
-        if pdu.redacts.as_ref().is_some_and(|t| w.tip.pdu(t).is_some()) {
-            self.settle_queued(&w.lock, &w.tip).await?;
-        }
         let redaction = self.apply_redaction(&pdu, &before, &rules).await?;
 
         // State after the event.
@@ -289,6 +311,10 @@ impl Homeserver {
             [prev] if w.head.extremities.contains(prev) => Some(prev.clone()),
             _ => None,
         };
+        let queueable = replaces.is_some()
+            && w.head.extremities.len() == 1
+            && pdu.state_key.is_none()
+            && pdu.kind != TimelineEventType::RoomRedaction;
         let mut new_ext: Vec<OwnedEventId> = w
             .head
             .extremities
@@ -401,6 +427,7 @@ impl Homeserver {
             member_changes,
             redaction,
             replaces,
+            queueable,
         });
         Ok(())
     }
@@ -424,7 +451,7 @@ impl Homeserver {
             mut groups,
             ..
         } = w;
-        let linear = prelude.is_empty() && matches!(steps.as_slice(), [s] if s.replaces.is_some());
+        let linear = prelude.is_empty() && matches!(steps.as_slice(), [s] if s.queueable);
         if !linear {
             self.settle_queued(&lock, &tip).await?;
         }
@@ -466,7 +493,9 @@ impl Homeserver {
                 steps.iter().filter_map(|s| s.txn.clone()).collect(),
             )
         });
-        let gate = lock.gate.clone();
+        // The write leaves the tip when its follow-up is done, or fails it if the
+        // follow-up panics.
+        let mut release = linear.then(|| TipRelease::new(lock.gate.clone()));
         // A linear write lets the lock go once queued; any other holds it until published.
         let held = if linear { None } else { lock.guard.take() };
         let tip_head = head.clone();
@@ -474,11 +503,18 @@ impl Homeserver {
         // still waits.
         let after = move |hs: &Homeserver, landed: Landed| {
             let _held = held;
+            if let (
+                Some(r),
+                Landed::Committed(first) | Landed::Unknown(first) | Landed::Refused(first),
+            ) = (release.as_mut(), &landed)
+            {
+                r.start(*first);
+            }
             let base = match landed {
                 Landed::Committed(base) => base,
                 // Perhaps written: the database tells, so the head is reloaded from it,
                 // and no cached copy of a redaction's target may outlive it.
-                Landed::Unknown(first) | Landed::Refused(first) => {
+                Landed::Unknown(_) | Landed::Refused(_) => {
                     if matches!(landed, Landed::Unknown(_)) {
                         hs.forget_room_head(&room_id);
                         for step in steps.iter() {
@@ -487,8 +523,8 @@ impl Homeserver {
                             }
                         }
                     }
-                    if linear {
-                        gate.failed(first);
+                    if let Some(r) = release.take() {
+                        r.failed();
                     }
                     return;
                 }
@@ -521,8 +557,8 @@ impl Homeserver {
                     },
                 );
             }
-            if linear {
-                gate.landed(base);
+            if let Some(r) = release.take() {
+                r.landed();
             }
         };
         let enqueue = || {

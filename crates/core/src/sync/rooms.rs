@@ -210,23 +210,23 @@ impl Homeserver {
         now: SyncToken,
     ) -> Result<RoomsSection> {
         let mut out = RoomsSection::default();
-        let memberships = match since {
-            Some(s) if !req.full_state => self.rooms_changed(user, s, now).await?,
-            _ => self.all_memberships(user).await?,
-        };
-        let mut pre = match since {
+        let (memberships, mut pre) = match since {
+            Some(s) if !req.full_state => (self.rooms_changed(user, s, now).await?, None),
+            Some(_) => (self.all_memberships(user).await?, None),
             None => {
-                let mut p = self.prefetch(user, now.pos).await?;
-                // Timelines are read a chunk of rooms at a time, in the order they are sent
-                // (on PostgreSQL a statement is a round trip).
+                // At once: on PostgreSQL each read is a round trip.
+                let (memberships, mut p) = futures_util::try_join!(
+                    self.all_memberships(user),
+                    self.prefetch(user, now.pos)
+                )?;
+                // Timelines are read a chunk of rooms at a time, in the order they are sent.
                 p.timelines_pending = memberships
                     .iter()
                     .filter(|m| m.membership == "join" && req.filter.room_allowed(&m.room_id))
                     .map(|m| m.room_id.clone())
                     .collect();
-                Some(p)
+                (memberships, Some(p))
             }
-            Some(_) => None,
         };
         for m in memberships {
             if !req.filter.room_allowed(&m.room_id) {

@@ -1,6 +1,6 @@
 //! PostgreSQL: the shared engine for many nodes.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -17,6 +17,7 @@ use super::{decode_err, map_err, whole};
 
 pub struct PgDb {
     pool: PgPool,
+    types: ParamTypes,
 }
 
 /// Prepared statements kept per connection.
@@ -35,7 +36,10 @@ impl PgDb {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            types: ParamTypes::default(),
+        })
     }
 }
 
@@ -68,22 +72,60 @@ fn add(args: &mut PgArguments, n: usize, ty: &str, v: Value) -> Result<(), DbErr
     r.map_err(|e| DbError::Other(format!("bind ${n}: {e}")))
 }
 
-/// Runs `sql` on `conn`: prepares it (a cache hit after the first time on a connection),
-/// then binds every parameter as the type PostgreSQL expects.
+/// Distinct statements whose parameter types are kept (the server runs a few hundred).
+const TYPES_KEPT: usize = 4096;
+
+/// The parameter types PostgreSQL inferred for each statement, learnt when it is first
+/// prepared on any connection. On the other connections it is then prepared with them
+/// declared: describing it again would cost a round trip and, in sqlx, a catalog query
+/// for the columns' origins, on every connection of the pool in turn.
+#[derive(Default)]
+struct ParamTypes(std::sync::Mutex<std::collections::HashMap<String, Arc<[String]>>>);
+
+impl ParamTypes {
+    fn get(&self, sql: &str) -> Option<Arc<[String]>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned()
+    }
+
+    fn put(&self, sql: &str, types: Arc<[String]>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= TYPES_KEPT {
+            map.clear();
+        }
+        map.insert(sql.to_owned(), types);
+    }
+}
+
+/// Runs `sql` on `conn` (prepared once per connection and cached by its text), binding
+/// every parameter as the type PostgreSQL expects.
 async fn run(
     conn: &mut PgConnection,
+    known: &ParamTypes,
     sql: &str,
     params: Vec<Value>,
     fetch: bool,
 ) -> Result<(Vec<PgRow>, u64), DbError> {
     check_storable(&params)?;
-    let stmt = (&mut *conn)
-        .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
-        .await
-        .map_err(map_err)?;
-    let types: Vec<String> = match stmt.parameters() {
-        Some(sqlx::Either::Left(types)) => types.iter().map(|t| t.name().to_owned()).collect(),
-        _ => Vec::new(),
+    let types = match known.get(sql) {
+        Some(types) => types,
+        None => {
+            let stmt = (&mut *conn)
+                .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
+                .await
+                .map_err(map_err)?;
+            let types: Arc<[String]> = match stmt.parameters() {
+                Some(sqlx::Either::Left(types)) => {
+                    types.iter().map(|t| t.name().to_owned()).collect()
+                }
+                _ => Arc::from([]),
+            };
+            known.put(sql, types.clone());
+            types
+        }
     };
     if types.len() != params.len() {
         return Err(DbError::Other(format!(
@@ -96,7 +138,8 @@ async fn run(
     for (i, (ty, v)) in types.iter().zip(params).enumerate() {
         add(&mut args, i + 1, ty, v)?;
     }
-    let query = stmt.query_with(args);
+    // Cached by its text: a statement this connection prepared is not prepared again.
+    let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), args);
     if fetch {
         Ok((query.fetch_all(conn).await.map_err(map_err)?, 0))
     } else {
@@ -188,19 +231,19 @@ impl Database for PgDb {
 
     async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, DbError> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        let (rows, _) = run(&mut conn, sql, params, true).await?;
+        let (rows, _) = run(&mut conn, &self.types, sql, params, true).await?;
         rows.iter().map(decode_row).collect()
     }
 
     async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        Ok(run(&mut conn, sql, params, false).await?.1)
+        Ok(run(&mut conn, &self.types, sql, params, false).await?.1)
     }
 
     async fn batch(&self, statements: Vec<Statement>) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         for st in statements {
-            let (_, changed) = run(&mut tx, st.sql, st.params, false).await?;
+            let (_, changed) = run(&mut tx, &self.types, st.sql, st.params, false).await?;
             if st.expect_change && changed == 0 {
                 tx.rollback().await.map_err(map_err)?;
                 return Err(DbError::Conflict);

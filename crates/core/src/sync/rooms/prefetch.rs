@@ -19,40 +19,48 @@ impl Homeserver {
     /// room: receipts, room account data, summaries (three queries, not three per room).
     pub(super) async fn prefetch(&self, user: &UserId, upto: i64) -> Result<Prefetched> {
         let u = Value::from(user.as_str());
-        let mut out = Prefetched::default();
-        if self.stream_moved(Stream::Receipts, None) {
-            let rows = self
-                .db
+        let receipts = async {
+            if !self.stream_moved(Stream::Receipts, None) {
+                return Ok(Vec::new());
+            }
+            self.db
                 .query(
                     "SELECT r.room_id, r.user_id, r.receipt_type, r.thread_id, r.event_id, r.ts FROM receipts r
                      JOIN memberships m ON m.room_id = r.room_id AND m.user_id = $1 AND m.membership = 'join'
                      WHERE r.stream_pos <= $2",
                     vec![u.clone(), Value::Int(upto)],
                 )
-                .await?;
-            let mut by_room: HashMap<OwnedRoomId, Vec<Row>> = HashMap::new();
-            for r in rows {
-                let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
-                by_room
-                    .entry(room)
-                    .or_default()
-                    .push(Row(r.0[1..].to_vec()));
-            }
-            for (room, rows) in by_room {
-                if let Some(json) = crate::rooms::receipts::receipts_event(&rows, user)? {
-                    out.receipts.insert(room, json);
-                }
+                .await
+        };
+        let account_data = self.db.query(
+            "SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND room_id <> '' AND stream_pos <= $2
+             ORDER BY stream_pos",
+            vec![u.clone(), Value::Int(upto)],
+        );
+        // Independent reads, at once (on PostgreSQL each is a round trip).
+        let (receipts, account_data, summaries) = futures_util::try_join!(
+            async { receipts.await.map_err(Error::from) },
+            async { account_data.await.map_err(Error::from) },
+            self.joined_summaries(user),
+        )?;
+        let mut out = Prefetched {
+            summaries,
+            ..Default::default()
+        };
+        let mut by_room: HashMap<OwnedRoomId, Vec<Row>> = HashMap::new();
+        for r in receipts {
+            let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
+            by_room
+                .entry(room)
+                .or_default()
+                .push(Row(r.0[1..].to_vec()));
+        }
+        for (room, rows) in by_room {
+            if let Some(json) = crate::rooms::receipts::receipts_event(&rows, user)? {
+                out.receipts.insert(room, json);
             }
         }
-        let rows = self
-            .db
-            .query(
-                "SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND room_id <> '' AND stream_pos <= $2
-                 ORDER BY stream_pos",
-                vec![u.clone(), Value::Int(upto)],
-            )
-            .await?;
-        for r in rows {
+        for r in account_data {
             let room = OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?;
             let content: Json = serde_json::from_str(&r.text(2)?)?;
             out.account_data
@@ -60,7 +68,6 @@ impl Homeserver {
                 .or_default()
                 .push(json!({ "type": r.text(1)?, "content": content }));
         }
-        out.summaries = self.joined_summaries(user).await?;
         Ok(out)
     }
 

@@ -44,23 +44,18 @@ impl Homeserver {
     /// The summaries of every room `user` is joined to, in two queries.
     pub(super) async fn joined_summaries(&self, user: &UserId) -> Result<Summaries> {
         let u = Value::from(user.as_str());
-        let counts = self
-            .db
-            .query(
-                "SELECT c.room_id, c.membership, COUNT(*) FROM memberships m
-                 JOIN current_state c ON c.room_id = m.room_id AND c.type = 'm.room.member'
-                   AND c.membership IN ('join', 'invite')
-                 WHERE m.user_id = $1 AND m.membership = 'join' GROUP BY c.room_id, c.membership",
-                vec![u.clone()],
-            )
-            .await?;
+        let counts = self.db.query(
+            "SELECT c.room_id, c.membership, COUNT(*) FROM memberships m
+             JOIN current_state c ON c.room_id = m.room_id AND c.type = 'm.room.member'
+               AND c.membership IN ('join', 'invite')
+             WHERE m.user_id = $1 AND m.membership = 'join' GROUP BY c.room_id, c.membership",
+            vec![u.clone()],
+        );
         // The first few members of each room in stream order, of each membership: for each
         // room and membership, the fifth one's position bounds an index range (no room is
         // read whole). The bounds are worked out first, once each (MATERIALIZED): inlined,
         // PostgreSQL ran the bound's subquery once per member.
-        let heroes = self
-            .db
-            .query(
+        let heroes = self.db.query(
                 "WITH b AS MATERIALIZED (
                    SELECT m.room_id, p.membership, COALESCE((
                      SELECT y.stream_pos FROM current_state y
@@ -73,9 +68,10 @@ impl Homeserver {
                  SELECT x.room_id, x.state_key, x.membership, x.stream_pos FROM b
                  JOIN current_state x ON x.room_id = b.room_id AND x.type = 'm.room.member'
                    AND x.membership = b.membership AND x.state_key <> $1 AND x.stream_pos <= b.bound",
-                vec![u],
-            )
-            .await?;
+                vec![u.clone()],
+            );
+        // Both at once (on PostgreSQL each is a round trip).
+        let (counts, heroes) = futures_util::try_join!(counts, heroes)?;
         let mut all = Summaries::default();
         all.add_counts(&counts)?;
         all.add_heroes(&heroes)?;
