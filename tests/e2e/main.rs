@@ -14,6 +14,7 @@ mod errors;
 mod hostile;
 mod limits;
 mod malformed;
+mod media;
 mod members;
 mod push;
 mod rooms;

@@ -7,6 +7,7 @@ mod backup;
 mod devices;
 mod discovery;
 mod keys;
+mod media;
 mod membership;
 mod presence;
 mod profile;
@@ -34,5 +35,6 @@ pub fn routes(r: Routes) -> Routes {
     let r = backup::routes(r);
     let r = push::routes(r);
     let r = to_device::routes(r);
+    let r = media::routes(r);
     sync::routes(r)
 }

@@ -33,6 +33,8 @@ pub fn status_for(kind: &ErrorKind) -> StatusCode {
         LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         WrongRoomKeysVersion(_) => StatusCode::FORBIDDEN,
         TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        CannotOverwriteMedia => StatusCode::CONFLICT,
+        NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_REQUEST,
     }
 }

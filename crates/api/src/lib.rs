@@ -23,7 +23,7 @@ pub use ruma_wrapper::{Ruma, RumaResponse};
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     pub rate_limits: RateLimits,
-    /// Largest request body accepted.
+    /// Largest request body accepted (media uploads, streamed, have their own limit).
     pub max_body_bytes: usize,
 }
 

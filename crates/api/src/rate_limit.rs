@@ -45,9 +45,11 @@ pub enum Class {
     Ephemeral,
     /// Display name and avatar changes: each sends a member event to every joined room.
     Profile,
+    /// Media uploads and reservations.
+    Media,
 }
 
-const CLASSES: usize = 11;
+const CLASSES: usize = 12;
 
 impl Class {
     fn index(self) -> usize {
@@ -105,6 +107,7 @@ pub struct RateLimits {
     pub to_device: Budget,
     pub ephemeral: Budget,
     pub profile: Budget,
+    pub media: Budget,
 }
 
 impl Default for RateLimits {
@@ -127,6 +130,7 @@ impl Default for RateLimits {
             to_device: Budget::new(200.0, 2000),
             ephemeral: Budget::new(5.0, 50),
             profile: Budget::new(0.02, 10),
+            media: Budget::new(1.0, 30),
         }
     }
 }
@@ -145,6 +149,7 @@ impl RateLimits {
             Class::ToDevice => self.to_device,
             Class::Ephemeral => self.ephemeral,
             Class::Profile => self.profile,
+            Class::Media => self.media,
         }
     }
 }
@@ -174,6 +179,7 @@ impl RateLimiter {
             Class::ToDevice,
             Class::Ephemeral,
             Class::Profile,
+            Class::Media,
         ];
         debug_assert_eq!(all.len(), CLASSES);
         debug_assert!(all.iter().enumerate().all(|(i, c)| c.index() == i));

@@ -20,6 +20,38 @@ pub struct Config {
     /// Hash new passwords at argon2's minimum cost. Benchmarks only: it makes stolen
     /// hashes cheap to crack.
     pub fast_password_hashing: bool,
+    pub media: MediaConfig,
+}
+
+/// The content repository's limits (README, `media.*`).
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Largest upload, in bytes (advertised as `m.upload.size`).
+    pub max_upload_bytes: u64,
+    /// Bytes a user may have uploaded in all; `None`: no quota.
+    pub quota_bytes: Option<u64>,
+    /// IDs reserved by `/create` and not yet uploaded, per user.
+    pub max_pending_uploads: usize,
+    /// How long a reserved ID waits for its upload, in ms (spec suggests 24 hours).
+    pub pending_expiry_ms: u64,
+    /// Largest file thumbnailed; larger ones answer 413.
+    pub max_thumbnail_source_bytes: u64,
+    /// The unauthenticated `/_matrix/media/v3` downloads serve only media uploaded before
+    /// this time (ms since the epoch); `None`: none (spec: the freeze, v1.11).
+    pub unauthenticated_before_ms: Option<u64>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 50 * 1024 * 1024,
+            quota_bytes: None,
+            max_pending_uploads: 32,
+            pending_expiry_ms: 24 * 3600 * 1000,
+            max_thumbnail_source_bytes: 32 * 1024 * 1024,
+            unauthenticated_before_ms: None,
+        }
+    }
 }
 
 impl Config {
@@ -33,6 +65,7 @@ impl Config {
             max_timeline_limit: 100,
             public_base_url: None,
             fast_password_hashing: false,
+            media: MediaConfig::default(),
         }
     }
 }

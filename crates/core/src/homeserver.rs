@@ -117,6 +117,12 @@ pub struct Homeserver {
     /// (the commit writer) hold it.
     pub(crate) me: std::sync::Weak<Homeserver>,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<crate::rooms::tip::RoomGate>>>,
+    /// Media files ([`Homeserver::with_blobs`]); the content repository needs it.
+    pub(crate) blobs: Option<Arc<dyn crate::ports::Blobs>>,
+    /// Signalled when an upload to a reserved media ID lands (downloads wait for it).
+    pub(crate) media_landed: event_listener::Event,
+    /// Per content or thumbnail: stored, recorded or generated once at a time.
+    pub(crate) media_locks: Mutex<HashMap<String, Arc<async_lock::Mutex<()>>>>,
     /// Change ticks: a counter, the last tick meant for everyone, and for each user with
     /// a sync under way, how many and the last tick meant for them.
     ticks: std::sync::atomic::AtomicU64,
@@ -194,6 +200,9 @@ impl Homeserver {
             settled_event: event_listener::Event::new(),
             me: std::sync::Weak::new(),
             room_locks: Mutex::new(HashMap::new()),
+            blobs: None,
+            media_landed: event_listener::Event::new(),
+            media_locks: Mutex::new(HashMap::new()),
             ticks: Default::default(),
             global_tick: Default::default(),
             syncing: Mutex::new(HashMap::new()),
@@ -216,6 +225,12 @@ impl Homeserver {
             token_cache: Default::default(),
             to_device_pending: crate::cache::BoundedCache::new(TO_DEVICE_DEVICES),
         })
+    }
+
+    /// Gives the homeserver its media store (the content repository).
+    pub fn with_blobs(mut self, blobs: Arc<dyn crate::ports::Blobs>) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// Shares the homeserver, so it can run background tasks (see `commit.rs`); the

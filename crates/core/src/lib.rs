@@ -8,6 +8,7 @@ pub mod e2ee;
 pub mod error;
 pub mod homeserver;
 pub mod input;
+pub mod media;
 pub mod ports;
 pub mod presence;
 pub mod push_rules;
@@ -16,6 +17,6 @@ pub mod storage;
 pub mod sync;
 pub mod to_device;
 
-pub use config::Config;
+pub use config::{Config, MediaConfig};
 pub use error::{Error, Result};
 pub use homeserver::Homeserver;

@@ -190,3 +190,40 @@ pub trait Wakeups: Send + Sync {
     /// Returns when a notification came after `ticket`, or after `timeout`.
     async fn wait(&self, ticket: u64, timeout: Duration);
 }
+
+/// A failure of the blob store.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("no such blob")]
+    NotFound,
+    #[error("blob store: {0}")]
+    Other(String),
+}
+
+/// Bytes read from the blob store, a chunk at a time.
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, BlobError>> + Send>>;
+
+/// Where media files live (design brief, "Ports"): a folder, or an S3-compatible bucket.
+/// Keys are `/`-separated names the core chooses; a blob, once kept, never changes.
+#[async_trait]
+pub trait Blobs: Send + Sync {
+    /// Starts a blob whose bytes go to a temporary place until [`BlobWriter::keep`].
+    async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError>;
+    /// Reads a blob, whole or the byte range `range` (end exclusive, within its size).
+    async fn read(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<ByteStream, BlobError>;
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+}
+
+/// A blob being written. Dropped without [`BlobWriter::keep`], it leaves nothing behind.
+#[async_trait]
+pub trait BlobWriter: Send {
+    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), BlobError>;
+    /// Stores what was written under `key`, replacing a blob there (the same content:
+    /// keys name contents).
+    async fn keep(self: Box<Self>, key: &str) -> Result<(), BlobError>;
+}

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0009_member_summary.sqlite.sql"),
         include_str!("storage/migrations/0009_member_summary.postgres.sql"),
     ),
+    (
+        include_str!("storage/migrations/0010_media.sql"),
+        include_str!("storage/migrations/0010_media.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -21,6 +21,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub limits: Limits,
     pub sync: Sync,
+    pub media: Media,
     pub public_base_url: Option<String>,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub log: String,
@@ -82,6 +83,7 @@ pub struct RateLimits {
     pub to_device: Budget,
     pub ephemeral: Budget,
     pub profile: Budget,
+    pub media: Budget,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]
@@ -127,6 +129,39 @@ pub struct Limits {
     pub header_timeout_ms: u64,
 }
 
+/// README, `media.*`: the content repository.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Media {
+    /// Folder of the media files; unset means `{data_dir}/media`.
+    pub dir: Option<PathBuf>,
+    pub max_upload_bytes: u64,
+    /// Bytes one user may upload in all; unset means no quota.
+    pub quota_bytes: Option<u64>,
+    /// Media IDs a user may hold reserved (`/create`) and not uploaded.
+    pub max_pending_uploads: usize,
+    /// Largest file thumbnailed.
+    pub max_thumbnail_source_bytes: u64,
+    /// The deprecated unauthenticated downloads (`/_matrix/media/v3/download`, `/thumbnail`)
+    /// serve media uploaded before this time, in ms since the Unix epoch; unset means none
+    /// (spec v1.11, the freeze).
+    pub unauthenticated_before_ms: Option<u64>,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        let d = tessera_core::MediaConfig::default();
+        Self {
+            dir: None,
+            max_upload_bytes: d.max_upload_bytes,
+            quota_bytes: d.quota_bytes,
+            max_pending_uploads: d.max_pending_uploads,
+            max_thumbnail_source_bytes: d.max_thumbnail_source_bytes,
+            unauthenticated_before_ms: d.unauthenticated_before_ms,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Sync {
@@ -144,6 +179,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             limits: Limits::default(),
             sync: Sync::default(),
+            media: Media::default(),
             public_base_url: None,
             // ruma logs every auth check at info; that would be two lines per event.
             log: "info,ruma_state_res=warn".into(),
@@ -189,12 +225,13 @@ impl Default for RateLimits {
             to_device: d.to_device.into(),
             ephemeral: d.ephemeral.into(),
             profile: d.profile.into(),
+            media: d.media.into(),
         }
     }
 }
 
 impl RateLimits {
-    fn budgets(&self) -> [(&'static str, Budget); 11] {
+    fn budgets(&self) -> [(&'static str, Budget); 12] {
         [
             (
                 "",
@@ -213,6 +250,7 @@ impl RateLimits {
             ("to_device.", self.to_device),
             ("ephemeral.", self.ephemeral),
             ("profile.", self.profile),
+            ("media.", self.media),
         ]
     }
 }
@@ -281,6 +319,13 @@ impl Config {
         Ok(())
     }
 
+    pub fn media_dir(&self) -> PathBuf {
+        self.media
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("media"))
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database.url {
             Some(url) => url.clone(),
@@ -302,6 +347,12 @@ impl Config {
         core.max_sync_timeout_ms = self.sync.max_timeout_ms;
         core.public_base_url = self.public_base_url.clone();
         core.fast_password_hashing = self.bench.insecure_fast_password_hashing;
+        let m = &self.media;
+        core.media.max_upload_bytes = m.max_upload_bytes;
+        core.media.quota_bytes = m.quota_bytes;
+        core.media.max_pending_uploads = m.max_pending_uploads;
+        core.media.max_thumbnail_source_bytes = m.max_thumbnail_source_bytes;
+        core.media.unauthenticated_before_ms = m.unauthenticated_before_ms;
         Ok(core)
     }
 
@@ -333,6 +384,7 @@ impl Config {
                 to_device: r.to_device.into(),
                 ephemeral: r.ephemeral.into(),
                 profile: r.profile.into(),
+                media: r.media.into(),
             },
             max_body_bytes: self.limits.max_body_bytes,
         }

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+pub mod blobs;
 pub mod config;
 pub mod db;
 mod listen;
@@ -43,7 +44,11 @@ async fn homeserver_on(
     )
     .await
     .context("starting the homeserver")?;
-    Ok(hs.into_shared())
+    let media_dir = config.media_dir();
+    let blobs = blobs::ObjectBlobs::folder(&media_dir)
+        .await
+        .with_context(|| format!("opening the media folder {}", media_dir.display()))?;
+    Ok(hs.with_blobs(Arc::new(blobs)).into_shared())
 }
 
 pub struct RunningServer {

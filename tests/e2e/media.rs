@@ -1,0 +1,638 @@
+//! The content repository: matrix-sdk uploads, downloads and thumbnails, avatars and
+//! `m.image` messages; raw HTTP for headers, ranges, limits, reserved IDs, the freeze and
+//! refusals. Both engines (the harness picks).
+
+use std::{io::Cursor, path::Path};
+
+use matrix_sdk::{
+    media::{MediaFormat, MediaRequestParameters, MediaThumbnailSettings},
+    ruma::{
+        api::client::media::get_content_thumbnail::v3::Method, events::room::MediaSource,
+        OwnedMxcUri,
+    },
+};
+use serde_json::{json, Value};
+
+use crate::harness::{self, urlencode, Options, TestServer};
+
+/// A `w`×`h` PNG (opaque, so its thumbnails are JPEG).
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
+    let mut out = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
+/// Files under `dir` (recursively).
+fn files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                files(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+async fn upload(
+    s: &TestServer,
+    token: &str,
+    content_type: &str,
+    query: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let res = s
+        .http
+        .post(format!("{}/_matrix/media/v3/upload{query}", s.url))
+        .bearer_auth(token)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("upload");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `mxc://server/id` → `server/id`.
+fn mxc_path(uri: &str) -> String {
+    uri.trim_start_matches("mxc://").to_owned()
+}
+
+async fn get(
+    s: &TestServer,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = s.http.get(format!("{}{path}", s.url));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_uploads_downloads_thumbnails_and_avatars() {
+    let s = harness::start().await;
+    let (_, alice_token) = s.register("alice").await;
+    let (_, bob_token) = s.register("bob").await;
+    let alice = s.sdk_client("alice").await;
+    let bob = s.sdk_client("bob").await;
+
+    let original = png(400, 300);
+    let uri = alice
+        .media()
+        .upload(&"image/png".parse().expect("mime"), original.clone(), None)
+        .await
+        .expect("upload")
+        .content_uri;
+
+    // Bob downloads it (authenticated media), whole and as thumbnails of the asked size.
+    let source = MediaSource::Plain(uri.clone());
+    let file = bob
+        .media()
+        .get_media_content(
+            &MediaRequestParameters {
+                source: source.clone(),
+                format: MediaFormat::File,
+            },
+            false,
+        )
+        .await
+        .expect("download");
+    assert_eq!(file, original);
+    for (method, (w, h), want) in [
+        // (method, asked, served)
+        (Method::Crop, (96u32, 96u32), (96u32, 96u32)),
+        (Method::Crop, (32, 32), (32, 32)),
+        (Method::Scale, (320, 240), (320, 240)),
+        // Nearest larger: 100×100 is served by 320×240 (scaled into it: the whole image).
+        (Method::Scale, (100, 100), (320, 240)),
+    ] {
+        let thumb = bob
+            .media()
+            .get_media_content(
+                &MediaRequestParameters {
+                    source: source.clone(),
+                    format: MediaFormat::Thumbnail(MediaThumbnailSettings::with_method(
+                        method.clone(),
+                        u32::into(w),
+                        u32::into(h),
+                    )),
+                },
+                false,
+            )
+            .await
+            .expect("thumbnail");
+        let img = image::load_from_memory(&thumb).expect("a thumbnail decodes");
+        assert_eq!((img.width(), img.height()), want, "{method:?} {w}x{h}");
+        assert_eq!(
+            image::guess_format(&thumb).expect("format"),
+            image::ImageFormat::Jpeg
+        );
+    }
+    // Asked larger than the original: the original itself (never upscaled).
+    let big = get(
+        &s,
+        &format!(
+            "/_matrix/client/v1/media/thumbnail/{}?width=800&height=600&method=scale",
+            mxc_path(uri.as_str())
+        ),
+        Some(&bob_token),
+        &[],
+    )
+    .await;
+    assert_eq!(big.status(), 200);
+    assert_eq!(big.headers()["content-type"], "image/png");
+    assert_eq!(big.bytes().await.expect("body").to_vec(), original);
+
+    // As alice's avatar: bob sees it in her member event and profile.
+    alice
+        .account()
+        .set_avatar_url(Some(&uri))
+        .await
+        .expect("avatar");
+    let room = s
+        .create_room(&alice_token, json!({ "preset": "public_chat" }))
+        .await;
+    s.membership(&bob_token, &room, "join").await;
+    let (status, member) = s
+        .req(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                urlencode(&room),
+                urlencode("@alice:localhost")
+            ),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["avatar_url"], uri.as_str());
+
+    // An `m.image` message: bob downloads the file it names.
+    let photo = png(64, 48);
+    let photo_uri = alice
+        .media()
+        .upload(&"image/png".parse().expect("mime"), photo.clone(), None)
+        .await
+        .expect("upload")
+        .content_uri;
+    let body = json!({ "msgtype": "m.image", "body": "photo.png", "url": photo_uri,
+        "info": { "mimetype": "image/png", "w": 64, "h": 48, "size": photo.len() } });
+    s.ok(
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/img1",
+            urlencode(&room)
+        ),
+        &alice_token,
+        Some(body),
+    )
+    .await;
+    let (_, messages) = s
+        .req(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5",
+                urlencode(&room)
+            ),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    let url = messages["chunk"]
+        .as_array()
+        .and_then(|c| c.iter().find(|e| e["content"]["msgtype"] == "m.image"))
+        .and_then(|e| e["content"]["url"].as_str())
+        .expect("the image message")
+        .to_owned();
+    let got = bob
+        .media()
+        .get_media_content(
+            &MediaRequestParameters {
+                source: MediaSource::Plain(OwnedMxcUri::from(url)),
+                format: MediaFormat::File,
+            },
+            false,
+        )
+        .await
+        .expect("download the image");
+    assert_eq!(got, photo);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_headers_ranges_limits_and_refusals() {
+    let s = harness::start_with(Options {
+        configure: |c| c.media.max_upload_bytes = 1 << 20,
+        ..Default::default()
+    })
+    .await;
+    let (_, alice) = s.register("alice").await;
+    let (_, bob) = s.register("bob").await;
+    let media_dir = s.config.media_dir();
+
+    let (status, config) = s
+        .req("GET", "/_matrix/client/v1/media/config", Some(&alice), None)
+        .await;
+    assert_eq!(
+        (status, config["m.upload.size"].clone()),
+        (200, json!(1 << 20))
+    );
+    let (status, _) = upload(&s, "", "text/plain", "", b"x".to_vec()).await;
+    assert_eq!(status, 401);
+
+    // Headers: HTML is an attachment, with its name encoded; images are inline.
+    let html = b"<html><script>alert(1)</script></html>".to_vec();
+    let (status, up) = upload(
+        &s,
+        &alice,
+        "text/html",
+        "?filename=caf%C3%A9%20%22x%22.html",
+        html.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{up}");
+    let html_path = mxc_path(up["content_uri"].as_str().expect("uri"));
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{html_path}"),
+        Some(&bob),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let h = res.headers().clone();
+    assert_eq!(h["content-type"], "text/html");
+    let cd = h["content-disposition"].to_str().expect("ascii");
+    assert!(cd.starts_with("attachment;"), "{cd}");
+    assert!(cd.contains("filename*=utf-8''caf%C3%A9"), "{cd}");
+    assert!(h["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .starts_with("sandbox;"));
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["cross-origin-resource-policy"], "cross-origin");
+    assert_eq!(res.bytes().await.expect("body").to_vec(), html);
+
+    let image = png(40, 30);
+    let (_, up) = upload(&s, &alice, "image/png", "?filename=dot.png", image.clone()).await;
+    let img_path = mxc_path(up["content_uri"].as_str().expect("uri"));
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{img_path}/renamed.png"),
+        Some(&bob),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        res.headers()["content-disposition"],
+        "inline; filename=renamed.png"
+    );
+    let etag = res.headers()["etag"].to_str().expect("etag").to_owned();
+
+    // Ranges (audio and video seek with them), and caching.
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{img_path}"),
+        Some(&bob),
+        &[("Range", "bytes=0-9")],
+    )
+    .await;
+    assert_eq!(res.status(), 206);
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes 0-9/{}", image.len()).as_str()
+    );
+    assert_eq!(
+        res.bytes().await.expect("body").to_vec(),
+        image[..10].to_vec()
+    );
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{img_path}"),
+        Some(&bob),
+        &[("Range", "bytes=10-")],
+    )
+    .await;
+    assert_eq!(
+        res.bytes().await.expect("body").to_vec(),
+        image[10..].to_vec()
+    );
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{img_path}"),
+        Some(&bob),
+        &[("Range", "bytes=999999-")],
+    )
+    .await;
+    assert_eq!(res.status(), 416);
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{img_path}"),
+        Some(&bob),
+        &[("If-None-Match", &etag)],
+    )
+    .await;
+    assert_eq!(res.status(), 304);
+
+    // Identical files are stored once.
+    let blobs_before = files(&media_dir.join("content"));
+    let (_, again) = upload(&s, &alice, "image/png", "", image.clone()).await;
+    assert_ne!(
+        mxc_path(again["content_uri"].as_str().expect("uri")),
+        img_path
+    );
+    assert_eq!(files(&media_dir.join("content")), blobs_before);
+
+    // Too large: refused as it streams (no length given) or at once (length given), and
+    // nothing is left behind.
+    let big = vec![7u8; (1 << 20) + 1];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let res = s
+        .http
+        .post(format!("{}/_matrix/media/v3/upload", s.url))
+        .bearer_auth(&alice)
+        .header("Content-Type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), 413);
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["errcode"], "M_TOO_LARGE");
+    let (status, body) = upload(&s, &alice, "application/octet-stream", "", big).await;
+    assert_eq!(
+        (status, body["errcode"].clone()),
+        (413, json!("M_TOO_LARGE"))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(files(&media_dir.join("content")), blobs_before);
+    assert_eq!(
+        files(&media_dir.join("tmp")),
+        0,
+        "a refused upload left a file"
+    );
+
+    // Reserved IDs: not yet uploaded (504), waited for, uploaded once, by their owner only.
+    let (status, created) = s
+        .req(
+            "POST",
+            "/_matrix/media/v1/create",
+            Some(&alice),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert!(created["unused_expires_at"].as_i64().expect("expiry") > 0);
+    let reserved = mxc_path(created["content_uri"].as_str().expect("uri"));
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{reserved}?timeout_ms=100"),
+        Some(&bob),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 504);
+    assert_eq!(
+        res.json::<Value>().await.expect("json")["errcode"],
+        "M_NOT_YET_UPLOADED"
+    );
+    let (status, _, body) = s
+        .req_raw(
+            "PUT",
+            &format!("/_matrix/media/v3/upload/{reserved}"),
+            Some(&bob),
+            Some(b"x".to_vec()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errcode"].clone()),
+        (403, json!("M_FORBIDDEN"))
+    );
+    let waiting = {
+        let (http, url, bob) = (s.http.clone(), s.url.clone(), bob.clone());
+        let path = format!("/_matrix/client/v1/media/download/{reserved}?timeout_ms=10000");
+        tokio::spawn(async move {
+            let res = http
+                .get(format!("{url}{path}"))
+                .bearer_auth(bob)
+                .send()
+                .await
+                .expect("get");
+            (
+                res.status().as_u16(),
+                res.bytes().await.expect("body").to_vec(),
+            )
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let res = s
+        .http
+        .put(format!(
+            "{}/_matrix/media/v3/upload/{reserved}?filename=late.txt",
+            s.url
+        ))
+        .bearer_auth(&alice)
+        .header("Content-Type", "text/plain")
+        .body("arrived late")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        waiting.await.expect("task"),
+        (200, b"arrived late".to_vec())
+    );
+    let res = s
+        .http
+        .put(format!("{}/_matrix/media/v3/upload/{reserved}", s.url))
+        .bearer_auth(&alice)
+        .body("again")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 409);
+    assert_eq!(
+        res.json::<Value>().await.expect("json")["errcode"],
+        "M_CANNOT_OVERWRITE_MEDIA"
+    );
+    for path in ["localhost/neverCreated", "elsewhere.example/abc"] {
+        let res = s
+            .http
+            .put(format!("{}/_matrix/media/v3/upload/{path}", s.url))
+            .bearer_auth(&alice)
+            .body("x")
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(res.status(), 404, "{path}");
+    }
+
+    // Other servers' media: not fetched over federation (yet); a clear 404.
+    let res = get(
+        &s,
+        "/_matrix/client/v1/media/download/elsewhere.example/abc",
+        Some(&bob),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["errcode"], "M_NOT_FOUND");
+    assert!(body["error"]
+        .as_str()
+        .expect("error")
+        .contains("federation"));
+    // Bad media IDs never reach storage.
+    let res = get(
+        &s,
+        "/_matrix/client/v1/media/download/localhost/..%2F..%2Fetc",
+        Some(&bob),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+
+    // The deprecated unauthenticated download is frozen: nothing uploaded here is on it.
+    let res = get(
+        &s,
+        &format!("/_matrix/media/v3/download/{img_path}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    let res = get(
+        &s,
+        &format!("/_matrix/media/v3/thumbnail/{img_path}?width=32&height=32"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{img_path}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+
+    // Thumbnails: only of images, sensible sizes; a truncated image is refused cleanly.
+    for (path, query, want) in [
+        (&html_path, "width=32&height=32", 400),
+        (&img_path, "width=0&height=32", 400),
+        (&img_path, "width=32&height=32&method=zoom", 400),
+        (&img_path, "height=32", 400),
+    ] {
+        let res = get(
+            &s,
+            &format!("/_matrix/client/v1/media/thumbnail/{path}?{query}"),
+            Some(&bob),
+            &[],
+        )
+        .await;
+        assert_eq!(res.status(), want, "{path} {query}");
+    }
+    let big = png(300, 200);
+    let (_, up) = upload(&s, &alice, "image/png", "", big[..big.len() / 2].to_vec()).await;
+    let truncated = mxc_path(up["content_uri"].as_str().expect("uri"));
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/thumbnail/{truncated}?width=32&height=32&method=crop"),
+        Some(&bob),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+
+    // Quarantined media is gone for everyone.
+    let id = img_path.rsplit('/').next().expect("id").to_owned();
+    s.hs()
+        .db
+        .execute(
+            "UPDATE media SET quarantined = 1 WHERE media_id = $1",
+            vec![id.into()],
+        )
+        .await
+        .expect("quarantine");
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{img_path}"),
+        Some(&bob),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/thumbnail/{img_path}?width=32&height=32"),
+        Some(&bob),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    s.stop().await;
+}
+
+/// Concurrent first requests for one thumbnail make it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thumbnail_is_made_once_under_concurrent_requests() {
+    let s = harness::start().await;
+    let (_, alice) = s.register("alice").await;
+    let (_, up) = upload(&s, &alice, "image/png", "", png(500, 500)).await;
+    let path = mxc_path(up["content_uri"].as_str().expect("uri"));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, url, token, path) = (s.http.clone(), s.url.clone(), alice.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = http
+                .get(format!(
+                    "{url}/_matrix/client/v1/media/thumbnail/{path}?width=96&height=96&method=crop"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(res.status(), 200);
+            res.bytes().await.expect("body").to_vec()
+        }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        bodies.push(t.await.expect("task"));
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    let thumbs = files(&s.config.media_dir().join("thumbnails"));
+    assert_eq!(thumbs, 1, "one thumbnail file");
+    let rows = s
+        .hs()
+        .db
+        .query("SELECT COUNT(*) FROM media_thumbnails", vec![])
+        .await
+        .expect("rows");
+    assert_eq!(rows[0].int(0).expect("count"), 1);
+    s.stop().await;
+}
