@@ -64,7 +64,17 @@ async fn drop_pg(pg_db: Option<(String, String)>) {
 }
 
 pub async fn start_with(opts: Options) -> TestServer {
-    let TestDb { config, pg_db, dir } = test_db(opts).await;
+    start_configured(opts, |_| {}).await
+}
+
+/// [`start_with`], with a last change to the configuration that may capture values.
+pub async fn start_configured(opts: Options, f: impl FnOnce(&mut Config)) -> TestServer {
+    let TestDb {
+        mut config,
+        pg_db,
+        dir,
+    } = test_db(opts).await;
+    f(&mut config);
     let server = tessera_server::start(config.clone())
         .await
         .expect("server starts");

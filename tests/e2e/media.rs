@@ -381,11 +381,28 @@ async fn media_headers_ranges_limits_and_refusals() {
     assert_eq!(res.status(), 413);
     let body: Value = res.json().await.unwrap_or(Value::Null);
     assert_eq!(body["errcode"], "M_TOO_LARGE");
-    let (status, body) = upload(&s, &alice, "application/octet-stream", "", big).await;
-    assert_eq!(
-        (status, body["errcode"].clone()),
-        (413, json!("M_TOO_LARGE"))
+    // A declared length over the limit is answered before any of the body is sent.
+    let mut conn = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        big.len()
     );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, head.as_bytes())
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut conn, &mut answer),
+    )
+    .await
+    .expect("answered without the body")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("M_TOO_LARGE"), "{answer}");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(files(&media_dir.join("content")), blobs_before);
     assert_eq!(
@@ -627,6 +644,11 @@ async fn a_thumbnail_is_made_once_under_concurrent_requests() {
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
     let thumbs = files(&s.config.media_dir().join("thumbnails"));
     assert_eq!(thumbs, 1, "one thumbnail file");
+    let made = s
+        .hs()
+        .thumbnails_made
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(made, 1, "the thumbnail was made more than once");
     let rows = s
         .hs()
         .db
@@ -634,5 +656,344 @@ async fn a_thumbnail_is_made_once_under_concurrent_requests() {
         .await
         .expect("rows");
     assert_eq!(rows[0].int(0).expect("count"), 1);
+    s.stop().await;
+}
+
+/// A real S3-compatible server (`s3s-fs`, installed by `.ci/run`) on a free port, over a
+/// folder; killed when dropped.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl S3Server {
+    async fn start(bucket: &str) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        // s3s-fs keeps a bucket as a folder of its root.
+        std::fs::create_dir_all(root.path().join(bucket)).expect("bucket");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let bin = tokio::task::spawn_blocking(s3s_fs).await.expect("s3s-fs");
+        let child = std::process::Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "tessera", "--secret-key", "tessera-secret"])
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin}: {e}"));
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        Self { child, port, root }
+    }
+}
+
+/// The `s3s-fs` binary: `$S3S_FS`, on the `PATH`, in `~/.cargo/bin`, or installed there
+/// now (once per machine; the README's test command needs nothing else).
+fn s3s_fs() -> String {
+    if let Ok(bin) = std::env::var("S3S_FS") {
+        return bin;
+    }
+    let on_path = std::process::Command::new("s3s-fs")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if on_path {
+        return "s3s-fs".into();
+    }
+    let home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let installed = format!("{home}/bin/s3s-fs");
+    if !Path::new(&installed).exists() {
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args([
+                "install",
+                "s3s-fs",
+                "--version",
+                "0.14.1",
+                "--locked",
+                "--features",
+                "binary",
+            ])
+            .status()
+            .expect("cargo install s3s-fs");
+        assert!(status.success(), "cargo install s3s-fs failed");
+    }
+    installed
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With `media.s3`, files live in the bucket (not the folder): uploads, ranges, thumbnails
+/// and reserved IDs work the same, and survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_in_an_s3_bucket() {
+    let s3 = S3Server::start("media").await;
+    let port = s3.port;
+    let mut s = harness::start_configured(Options::default(), |c| {
+        c.media.s3 = Some(tessera_server::config::S3 {
+            bucket: "media".into(),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            access_key_id: Some("tessera".into()),
+            secret_access_key: Some("tessera-secret".into()),
+            prefix: Some("tessera".into()),
+            allow_http: true,
+            ..Default::default()
+        });
+    })
+    .await;
+    let (_, alice) = s.register("alice").await;
+    let image = png(200, 100);
+    let (status, up) = upload(&s, &alice, "image/png", "?filename=a.png", image.clone()).await;
+    assert_eq!(status, 200, "{up}");
+    let path = mxc_path(up["content_uri"].as_str().expect("uri"));
+    assert_eq!(files(&s.config.media_dir()), 0, "nothing in the folder");
+    assert!(
+        files(&s3.root.path().join("media")) >= 1,
+        "the file is in the bucket"
+    );
+
+    s.restart().await;
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{path}"),
+        Some(&alice),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.expect("body").to_vec(), image);
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{path}"),
+        Some(&alice),
+        &[("Range", "bytes=5-14")],
+    )
+    .await;
+    assert_eq!(res.status(), 206);
+    assert_eq!(
+        res.bytes().await.expect("body").to_vec(),
+        image[5..15].to_vec()
+    );
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/thumbnail/{path}?width=32&height=32&method=crop"),
+        Some(&alice),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let thumb = image::load_from_memory(&res.bytes().await.expect("body")).expect("decodes");
+    assert_eq!((thumb.width(), thumb.height()), (32, 32));
+    s.stop().await;
+}
+
+/// Quota, reservations, the freeze's other side, and odd inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_quota_reservations_and_odd_inputs() {
+    let s = harness::start_with(Options {
+        configure: |c| {
+            c.media.quota_bytes = Some(100_000);
+            c.media.max_pending_uploads = 2;
+            // Uploads stream: the limit on other request bodies does not apply to them.
+            c.limits.max_body_bytes = 4096;
+            // Everything counts as uploaded before the freeze.
+            c.media.unauthenticated_before_ms = Some(u64::MAX / 2);
+        },
+        ..Default::default()
+    })
+    .await;
+    let (_, alice) = s.register("alice").await;
+    let (_, bob) = s.register("bob").await;
+
+    // Larger than other bodies may be, within the media limit.
+    let (status, up) = upload(
+        &s,
+        &alice,
+        "application/octet-stream",
+        "",
+        vec![1u8; 16_384],
+    )
+    .await;
+    assert_eq!(status, 200, "{up}");
+    // Before the freeze: served unauthenticated too.
+    let path = mxc_path(up["content_uri"].as_str().expect("uri"));
+    let res = get(&s, &format!("/_matrix/media/v3/download/{path}"), None, &[]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.expect("body").len(), 16_384);
+
+    // The quota: 100,000 bytes; three concurrent uploads of 40,000 cannot all pass it.
+    let mut tasks = Vec::new();
+    for i in 0..3u8 {
+        let (http, url, token) = (s.http.clone(), s.url.clone(), alice.clone());
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{url}/_matrix/media/v3/upload"))
+                .bearer_auth(token)
+                .header("Content-Type", "application/octet-stream")
+                .body(vec![i; 40_000])
+                .send()
+                .await
+                .expect("upload")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 200, 403],
+        "16,384 + 2 × 40,000 fit, a third does not"
+    );
+    let (status, body) = upload(&s, &alice, "text/plain", "", vec![b'x'; 1000]).await;
+    assert_eq!(
+        (status, body["errcode"].clone()),
+        (200, Value::Null),
+        "{body}"
+    );
+    let (status, body) = upload(&s, &alice, "text/plain", "", vec![b'x'; 20_000]).await;
+    assert_eq!(
+        (status, body["errcode"].clone()),
+        (403, json!("M_FORBIDDEN"))
+    );
+    // Others have their own quota.
+    let (status, _) = upload(&s, &bob, "text/plain", "", vec![b'x'; 20_000]).await;
+    assert_eq!(status, 200);
+
+    // Reservations: two at a time.
+    for _ in 0..2 {
+        let (status, _) = s
+            .req(
+                "POST",
+                "/_matrix/media/v1/create",
+                Some(&bob),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, body) = s
+        .req(
+            "POST",
+            "/_matrix/media/v1/create",
+            Some(&bob),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errcode"].clone()),
+        (429, json!("M_LIMIT_EXCEEDED"))
+    );
+    // The frozen endpoint does not wait for a reserved ID.
+    let (_, created) = s
+        .req(
+            "POST",
+            "/_matrix/media/v1/create",
+            Some(&alice),
+            Some(json!({})),
+        )
+        .await;
+    let reserved = mxc_path(created["content_uri"].as_str().expect("uri"));
+    let t = std::time::Instant::now();
+    let res = get(
+        &s,
+        &format!("/_matrix/media/v3/download/{reserved}?timeout_ms=5000"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+
+    // An empty file: served, but no byte of it can be asked for.
+    let (_, up) = upload(&s, &bob, "text/plain", "", Vec::new()).await;
+    let empty = mxc_path(up["content_uri"].as_str().expect("uri"));
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{empty}"),
+        Some(&alice),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.bytes().await.expect("body").is_empty());
+    for range in ["bytes=0-0", "bytes=0-", "bytes=-1"] {
+        let res = get(
+            &s,
+            &format!("/_matrix/client/v1/media/download/{empty}"),
+            Some(&alice),
+            &[("Range", range)],
+        )
+        .await;
+        assert_eq!(res.status(), 416, "{range}");
+    }
+
+    // A list of types smuggles nothing inline: stored as an octet stream.
+    let (_, up) = upload(&s, &bob, "text/plain, text/html", "", b"<b>hi</b>".to_vec()).await;
+    let listed = mxc_path(up["content_uri"].as_str().expect("uri"));
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{listed}"),
+        Some(&alice),
+        &[],
+    )
+    .await;
+    assert_eq!(res.headers()["content-type"], "application/octet-stream");
+    assert!(res.headers()["content-disposition"]
+        .to_str()
+        .expect("cd")
+        .starts_with("attachment"));
+    // Parameters are kept, the inline rule reads the essence.
+    let (_, up) = upload(&s, &bob, "Text/Plain; charset=utf-8", "", b"hello".to_vec()).await;
+    let text = mxc_path(up["content_uri"].as_str().expect("uri"));
+    let res = get(
+        &s,
+        &format!("/_matrix/client/v1/media/download/{text}"),
+        Some(&alice),
+        &[],
+    )
+    .await;
+    assert!(res.headers()["content-disposition"]
+        .to_str()
+        .expect("cd")
+        .starts_with("inline"));
+
+    // A picture that cannot be read is refused, and not decoded again.
+    let bad = png(120, 90);
+    let (_, up) = upload(&s, &bob, "image/png", "", bad[..bad.len() / 3].to_vec()).await;
+    let broken = mxc_path(up["content_uri"].as_str().expect("uri"));
+    for _ in 0..2 {
+        let res = get(
+            &s,
+            &format!("/_matrix/client/v1/media/thumbnail/{broken}?width=32&height=32&method=crop"),
+            Some(&alice),
+            &[],
+        )
+        .await;
+        assert_eq!(res.status(), 400);
+    }
+    let made = s
+        .hs()
+        .thumbnails_made
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(made, 1);
     s.stop().await;
 }

@@ -161,6 +161,8 @@ pub async fn matrix_body(res: Response) -> Response {
         StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => ErrorKind::Unrecognized,
         StatusCode::UNAUTHORIZED => ErrorKind::MissingToken,
         StatusCode::FORBIDDEN => ErrorKind::Forbidden,
+        // A media download's range outside the file: no request body was at fault.
+        StatusCode::RANGE_NOT_SATISFIABLE => ErrorKind::Unknown,
         StatusCode::TOO_MANY_REQUESTS => {
             ErrorKind::LimitExceeded(ruma::api::error::LimitExceededErrorData::new())
         }

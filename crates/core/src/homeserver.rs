@@ -119,6 +119,14 @@ pub struct Homeserver {
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<crate::rooms::tip::RoomGate>>>,
     /// Media files ([`Homeserver::with_blobs`]); the content repository needs it.
     pub(crate) blobs: Option<Arc<dyn crate::ports::Blobs>>,
+    /// Where thumbnails are made: apart from password hashing, so neither starves the other.
+    pub(crate) media_offload: Option<Arc<dyn Offload>>,
+    /// One thumbnail made at a time: the original is read into memory only with it held.
+    pub(crate) thumbnailing: async_lock::Semaphore,
+    /// Thumbnails made since start (tests: made once under concurrent requests).
+    pub thumbnails_made: std::sync::atomic::AtomicU64,
+    /// Uploads streaming now, per user (bounded: each holds a buffer).
+    pub(crate) uploading: Arc<Mutex<HashMap<String, usize>>>,
     /// Signalled when an upload to a reserved media ID lands (downloads wait for it).
     pub(crate) media_landed: event_listener::Event,
     /// Per content or thumbnail: stored, recorded or generated once at a time.
@@ -201,6 +209,10 @@ impl Homeserver {
             me: std::sync::Weak::new(),
             room_locks: Mutex::new(HashMap::new()),
             blobs: None,
+            media_offload: None,
+            thumbnailing: async_lock::Semaphore::new(1),
+            thumbnails_made: Default::default(),
+            uploading: Default::default(),
             media_landed: event_listener::Event::new(),
             media_locks: Mutex::new(HashMap::new()),
             ticks: Default::default(),
@@ -227,9 +239,15 @@ impl Homeserver {
         })
     }
 
-    /// Gives the homeserver its media store (the content repository).
-    pub fn with_blobs(mut self, blobs: Arc<dyn crate::ports::Blobs>) -> Self {
+    /// Gives the homeserver its media store (the content repository), and where its
+    /// thumbnails are made.
+    pub fn with_blobs(
+        mut self,
+        blobs: Arc<dyn crate::ports::Blobs>,
+        offload: Arc<dyn Offload>,
+    ) -> Self {
         self.blobs = Some(blobs);
+        self.media_offload = Some(offload);
         self
     }
 

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::{
-    local::LocalFileSystem, path::Path, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
-    WriteMultipart,
+    aws::AmazonS3Builder, local::LocalFileSystem, path::Path, prefix::PrefixStore, GetOptions,
+    GetRange, ObjectStore, ObjectStoreExt, WriteMultipart,
 };
 use tessera_core::ports::{BlobError, BlobWriter, Blobs, ByteStream};
 
@@ -18,15 +18,52 @@ const PARTS_IN_FLIGHT: usize = 2;
 
 pub struct ObjectBlobs {
     store: Arc<dyn ObjectStore>,
+    /// Bytes buffered before a part is stored: small for a folder, S3's minimum part
+    /// otherwise.
+    part_bytes: usize,
 }
 
 impl ObjectBlobs {
     /// Blobs in a folder (created if missing); temporary files of a previous run that
     /// stopped mid-upload are removed.
     pub async fn folder(dir: &FsPath) -> anyhow::Result<Self> {
+        // Uploads a previous run left midway (the store's own listing hides its staging
+        // files, so the folder goes whole).
+        let _ = std::fs::remove_dir_all(dir.join("tmp"));
         std::fs::create_dir_all(dir)?;
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir)?);
-        let blobs = Self { store };
+        Ok(Self {
+            store,
+            part_bytes: 256 * 1024,
+        })
+    }
+
+    /// Blobs in an S3-compatible bucket (`media.s3`).
+    pub async fn s3(c: &crate::config::S3) -> anyhow::Result<Self> {
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&c.bucket)
+            .with_region(c.region.as_deref().unwrap_or("us-east-1"))
+            .with_allow_http(c.allow_http);
+        if let Some(endpoint) = &c.endpoint {
+            b = b
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(k) = &c.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = &c.secret_access_key {
+            b = b.with_secret_access_key(k);
+        }
+        let s3: Arc<dyn ObjectStore> = Arc::new(b.build()?);
+        let store = match c.prefix.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => Arc::new(PrefixStore::new(s3, p)) as Arc<dyn ObjectStore>,
+            None => s3,
+        };
+        let blobs = Self {
+            store,
+            part_bytes: 5 * 1024 * 1024,
+        };
         blobs.remove_temporary().await;
         Ok(blobs)
     }
@@ -68,7 +105,7 @@ impl Blobs for ObjectBlobs {
         Ok(Box::new(ObjectWriter {
             store: self.store.clone(),
             tmp,
-            upload: Some(WriteMultipart::new(upload)),
+            upload: Some(WriteMultipart::new_with_chunk_size(upload, self.part_bytes)),
             written: false,
         }))
     }

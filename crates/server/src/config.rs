@@ -135,6 +135,8 @@ pub struct Limits {
 pub struct Media {
     /// Folder of the media files; unset means `{data_dir}/media`.
     pub dir: Option<PathBuf>,
+    /// An S3-compatible bucket instead of the folder (AWS S3, Cloudflare R2, MinIO).
+    pub s3: Option<S3>,
     pub max_upload_bytes: u64,
     /// Bytes one user may upload in all; unset means no quota.
     pub quota_bytes: Option<u64>,
@@ -148,11 +150,29 @@ pub struct Media {
     pub unauthenticated_before_ms: Option<u64>,
 }
 
+/// README, `media.s3.*`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct S3 {
+    pub bucket: String,
+    /// `auto` for R2.
+    pub region: Option<String>,
+    /// The service's URL, for anything but AWS (R2, MinIO); path-style requests then.
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Keys are put under this prefix.
+    pub prefix: Option<String>,
+    /// Plain `http://` endpoints (local testing only).
+    pub allow_http: bool,
+}
+
 impl Default for Media {
     fn default() -> Self {
         let d = tessera_core::MediaConfig::default();
         Self {
             dir: None,
+            s3: None,
             max_upload_bytes: d.max_upload_bytes,
             quota_bytes: d.quota_bytes,
             max_pending_uploads: d.max_pending_uploads,

@@ -44,11 +44,20 @@ async fn homeserver_on(
     )
     .await
     .context("starting the homeserver")?;
-    let media_dir = config.media_dir();
-    let blobs = blobs::ObjectBlobs::folder(&media_dir)
-        .await
-        .with_context(|| format!("opening the media folder {}", media_dir.display()))?;
-    Ok(hs.with_blobs(Arc::new(blobs)).into_shared())
+    let blobs = match &config.media.s3 {
+        Some(s3) => blobs::ObjectBlobs::s3(s3)
+            .await
+            .with_context(|| format!("opening the media bucket {}", s3.bucket))?,
+        None => {
+            let dir = config.media_dir();
+            blobs::ObjectBlobs::folder(&dir)
+                .await
+                .with_context(|| format!("opening the media folder {}", dir.display()))?
+        }
+    };
+    // Thumbnails are made one at a time, apart from password hashing.
+    let thumbnails = Arc::new(BlockingOffload::new(1));
+    Ok(hs.with_blobs(Arc::new(blobs), thumbnails).into_shared())
 }
 
 pub struct RunningServer {

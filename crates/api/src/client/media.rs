@@ -278,7 +278,12 @@ async fn serve(
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        // RFC 9110: weak comparison for If-None-Match.
+        .is_some_and(|v| {
+            v.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == etag || t == "*")
+        })
     {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
@@ -319,6 +324,10 @@ async fn serve(
 /// A single byte range within `size` bytes; several ranges are served whole (RFC 9110
 /// lets a server ignore `Range`), an unsatisfiable one is `Err` (416).
 fn byte_range(value: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
+    // No byte of an empty file can be asked for.
+    if size == 0 {
+        return Err(());
+    }
     let parsed = match http_range_header::parse_range_header(value) {
         Ok(p) => p,
         // Not a byte range we read: ignored, the whole file answers.
@@ -326,7 +335,10 @@ fn byte_range(value: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, ()
     };
     let ranges = parsed.validate(size).map_err(|_| ())?;
     match ranges.as_slice() {
-        [one] => Ok(Some(*one.start()..one.end() + 1)),
+        [one] if *one.start() < size && one.end() >= one.start() => {
+            Ok(Some(*one.start()..(one.end() + 1).min(size)))
+        }
+        [_] => Err(()),
         _ => Ok(None),
     }
 }

@@ -50,6 +50,9 @@ const SOURCE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/w
 const MAX_SIDE: u32 = 12_000;
 const MAX_DECODE_BYTES: u64 = 128 << 20;
 
+/// The `content_type` of a thumbnail that cannot be made (its `size` holds the status).
+const REFUSED: &str = "!";
+
 /// A thumbnail (or the original, when it is no larger) to serve.
 pub struct Thumbnail {
     pub content_type: String,
@@ -125,32 +128,35 @@ impl Homeserver {
         if let Some(t) = self.stored_thumbnail(&info, &key, (w, h, m)).await? {
             return Ok(t);
         }
+        // One made at a time, the original read only then: memory and CPU stay bounded
+        // whatever is asked at once.
+        let _making = self.thumbnailing.acquire().await;
         let original = self.read_whole(&info, size).await?;
-        let made = self.offload(move || make(&original, w, h, m)).await??;
+        let made = self.run_media_job(move || make(&original, w, h, m)).await?;
+        self.thumbnails_made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (content_type, bytes) = match made {
-            Some(made) => made,
+            Ok(Some(made)) => made,
             // The original is no larger: recorded as such (no type), so it is not decoded
             // again.
-            None => (String::new(), Bytes::new()),
+            Ok(None) => (String::new(), Bytes::new()),
+            // Not an image we can read: recorded, so it is not decoded again either.
+            Err(e) => {
+                let status = match &e {
+                    Error::Matrix(ErrorKind::TooLarge, _) => 413,
+                    _ => 400,
+                };
+                self.record_thumbnail(&sha, (w, h, m), REFUSED, status)
+                    .await?;
+                return Err(e);
+            }
         };
         if !bytes.is_empty() {
             let mut writer = self.blobs()?.create().await.map_err(blob_error)?;
             writer.write(bytes.clone()).await.map_err(blob_error)?;
             writer.keep(&key).await.map_err(blob_error)?;
         }
-        self.db
-            .execute(
-                "INSERT INTO media_thumbnails (sha256, width, height, method, content_type, size)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                vec![
-                    sha.as_str().into(),
-                    Value::Int(w.into()),
-                    Value::Int(h.into()),
-                    m.as_str().into(),
-                    content_type.as_str().into(),
-                    Value::Int(bytes.len() as i64),
-                ],
-            )
+        self.record_thumbnail(&sha, (w, h, m), &content_type, bytes.len() as i64)
             .await?;
         if content_type.is_empty() {
             return self.original(&info, source_type).await;
@@ -161,6 +167,52 @@ impl Homeserver {
             size,
             body: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
         })
+    }
+
+    async fn record_thumbnail(
+        &self,
+        sha: &str,
+        (w, h, m): (u32, u32, Method),
+        content_type: &str,
+        size: i64,
+    ) -> Result<()> {
+        self.db
+            .execute(
+                "INSERT INTO media_thumbnails (sha256, width, height, method, content_type, size)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                vec![
+                    sha.into(),
+                    Value::Int(w.into()),
+                    Value::Int(h.into()),
+                    m.as_str().into(),
+                    content_type.into(),
+                    Value::Int(size),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a thumbnail's decoding and encoding off the request threads, apart from
+    /// password hashing.
+    async fn run_media_job<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let offload = self
+            .media_offload
+            .as_ref()
+            .ok_or_else(|| Error::internal("no media store"))?;
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let out = slot.clone();
+        offload
+            .run(Box::new(move || {
+                let value = job();
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            }))
+            .await;
+        let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        value.ok_or_else(|| Error::internal("the thumbnail job did not finish"))
     }
 
     async fn stored_thumbnail(
@@ -185,6 +237,12 @@ impl Homeserver {
             return Ok(None);
         };
         let content_type = row.text(0)?;
+        if content_type == REFUSED {
+            return Err(match row.int(1)? {
+                413 => too_large("The image is too large to thumbnail"),
+                _ => cannot_thumbnail(),
+            });
+        }
         if content_type.is_empty() {
             let source_type = essence(info.content_type.as_deref());
             return self.original(info, source_type).await.map(Some);

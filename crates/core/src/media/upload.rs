@@ -35,29 +35,34 @@ impl Homeserver {
         meta: UploadMeta<'_>,
         body: ByteStream,
     ) -> Result<OwnedMxcUri> {
-        check_meta(&meta)?;
+        let meta = check_meta(meta)?;
         let media_id = new_media_id();
-        let (sha256, size) = self.store_body(uploader, body).await?;
+        let stored = self.store_body(uploader, body).await?;
+        let (sha256, size) = (stored.sha256.clone(), stored.size);
         let insert = Statement::new(
             "INSERT INTO media (media_id, uploader, content_type, filename, size, sha256, created_ts)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             vec![
                 media_id.as_str().into(),
                 uploader.as_str().into(),
-                meta.content_type.into(),
+                meta.content_type.as_str().into(),
                 meta.filename.into(),
                 Value::Int(size as i64),
                 sha256.as_str().into(),
                 Value::Int(self.now()),
             ],
         );
-        self.record_upload(&sha256, insert).await?;
+        self.record_upload(uploader, stored, insert).await?;
         Ok(self.mxc(&media_id))
     }
 
     /// `POST /create`: reserves a media ID for a later upload by `uploader`; answers it
     /// and when it lapses. A user may hold only so many reservations at once (429).
     pub async fn create_media(&self, uploader: &UserId) -> Result<(OwnedMxcUri, i64)> {
+        // Counted and reserved under the user's lock: concurrent requests cannot pass the
+        // limit together.
+        let lock = self.media_lock(&format!("user:{uploader}"));
+        let _held = lock.lock().await;
         let now = self.now();
         let pending = self
             .db
@@ -104,7 +109,7 @@ impl Homeserver {
         meta: UploadMeta<'_>,
         body: ByteStream,
     ) -> Result<()> {
-        check_meta(&meta)?;
+        let meta = check_meta(meta)?;
         check_media_id(media_id)?;
         let reserved = self.reserved_media(server, media_id).await?;
         if reserved.uploader != uploader {
@@ -115,14 +120,15 @@ impl Homeserver {
         if reserved.sha256.is_some() {
             return Err(cannot_overwrite());
         }
-        let (sha256, size) = self.store_body(uploader, body).await?;
+        let stored = self.store_body(uploader, body).await?;
+        let (sha256, size) = (stored.sha256.clone(), stored.size);
         // Guarded: of two uploads racing for one ID, the second is refused.
         let fill = Statement::new(
             "UPDATE media SET content_type = $2, filename = $3, size = $4, sha256 = $5, created_ts = $6, expires_ts = NULL
              WHERE media_id = $1 AND sha256 IS NULL",
             vec![
                 media_id.into(),
-                meta.content_type.into(),
+                meta.content_type.as_str().into(),
                 meta.filename.into(),
                 Value::Int(size as i64),
                 sha256.as_str().into(),
@@ -130,7 +136,7 @@ impl Homeserver {
             ],
         )
         .expecting_change();
-        match self.record_upload(&sha256, fill).await {
+        match self.record_upload(uploader, stored, fill).await {
             Err(Error::Db(crate::ports::DbError::Conflict)) => Err(cannot_overwrite()),
             other => other,
         }?;
@@ -159,22 +165,15 @@ impl Homeserver {
         Ok(info)
     }
 
-    /// Streams `body` into a new blob, hashing and counting it; keeps it as its content.
-    /// Over the size limit or the quota, it stops reading and keeps nothing.
-    async fn store_body(&self, uploader: &UserId, mut body: ByteStream) -> Result<(String, u64)> {
+    /// Streams `body` into a new blob, hashing and counting it. Over the size limit or the
+    /// quota, it stops reading and keeps nothing. A user streams a few uploads at a time.
+    async fn store_body(&self, uploader: &UserId, mut body: ByteStream) -> Result<Stored> {
+        let slot = UploadSlot::take(self, uploader)?;
         let limits = &self.config.media;
         let mut allowed = limits.max_upload_bytes;
         let mut over_quota = false;
         if let Some(quota) = limits.quota_bytes {
-            let used = self
-                .db
-                .query(
-                    "SELECT COALESCE(SUM(size), 0) FROM media WHERE uploader = $1",
-                    vec![uploader.as_str().into()],
-                )
-                .await?;
-            let used = used.first().map(|r| r.int(0)).transpose()?.unwrap_or(0);
-            let left = quota.saturating_sub(used.max(0) as u64);
+            let left = quota.saturating_sub(self.uploaded_bytes(uploader).await?);
             if left < allowed {
                 allowed = left;
                 over_quota = true;
@@ -194,7 +193,7 @@ impl Homeserver {
             if size > allowed {
                 // Dropped unkept, the writer leaves nothing behind.
                 return Err(if over_quota {
-                    Error::forbidden("This upload would exceed your media quota")
+                    over_quota_error()
                 } else {
                     too_large(format!(
                         "Cannot upload files larger than {} bytes",
@@ -210,32 +209,72 @@ impl Homeserver {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        Ok(Stored {
+            writer,
+            sha256,
+            size,
+            _slot: slot,
+        })
+    }
+
+    async fn uploaded_bytes(&self, uploader: &UserId) -> Result<u64> {
+        let used = self
+            .db
+            .query(
+                "SELECT COALESCE(SUM(size), 0) FROM media WHERE uploader = $1",
+                vec![uploader.as_str().into()],
+            )
+            .await?;
+        Ok(used
+            .first()
+            .map(|r| r.int(0))
+            .transpose()?
+            .unwrap_or(0)
+            .max(0) as u64)
+    }
+
+    /// Keeps a streamed upload as its content and writes its row, in one hold of the
+    /// content's lock: if the row fails, the blob goes unless another row holds it, and
+    /// no upload of the same bytes can be between. The quota is checked again here,
+    /// under the user's lock, so concurrent uploads cannot pass it together.
+    async fn record_upload(
+        &self,
+        uploader: &UserId,
+        stored: Stored,
+        statement: Statement,
+    ) -> Result<()> {
+        let user_lock = self.media_lock(&format!("user:{uploader}"));
+        let _user = user_lock.lock().await;
+        if let Some(quota) = self.config.media.quota_bytes {
+            if self
+                .uploaded_bytes(uploader)
+                .await?
+                .saturating_add(stored.size)
+                > quota
+            {
+                return Err(over_quota_error());
+            }
+        }
+        let sha256 = stored.sha256.clone();
         let lock = self.media_lock(&sha256);
         let _held = lock.lock().await;
-        writer
+        stored
+            .writer
             .keep(&content_key(&sha256))
             .await
             .map_err(blob_error)?;
-        Ok((sha256, size))
-    }
-
-    /// Writes the row of a content just kept; if that fails, the blob goes unless another
-    /// row holds it (under the content's lock, so no upload of the same bytes is between).
-    async fn record_upload(&self, sha256: &str, statement: Statement) -> Result<()> {
-        let lock = self.media_lock(sha256);
-        let _held = lock.lock().await;
         let Err(e) = self.db.batch(vec![statement]).await else {
             return Ok(());
         };
         let held = query_opt(
             self.db.as_ref(),
             "SELECT 1 FROM media WHERE sha256 = $1",
-            vec![sha256.into()],
+            vec![sha256.as_str().into()],
         )
         .await;
         if matches!(held, Ok(None)) {
             if let Ok(blobs) = self.blobs() {
-                let _ = blobs.delete(&content_key(sha256)).await;
+                let _ = blobs.delete(&content_key(&sha256)).await;
             }
         }
         Err(e.into())
@@ -256,14 +295,84 @@ impl Homeserver {
     }
 }
 
-fn check_meta(meta: &UploadMeta<'_>) -> Result<()> {
-    if let Some(t) = meta.content_type {
-        crate::input::text("Content-Type", t, 255)?;
+/// Uploads one user may stream at once.
+const UPLOADS_PER_USER: usize = 4;
+
+/// An upload streamed into a blob, not yet kept.
+struct Stored {
+    writer: Box<dyn crate::ports::BlobWriter>,
+    sha256: String,
+    size: u64,
+    _slot: UploadSlot,
+}
+
+/// One of a user's [`UPLOADS_PER_USER`] streaming slots, given back when dropped.
+struct UploadSlot {
+    map: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    user: String,
+}
+
+impl UploadSlot {
+    fn take(hs: &Homeserver, user: &UserId) -> Result<Self> {
+        let mut map = hs.uploading.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(user.to_string()).or_default();
+        if *n >= UPLOADS_PER_USER {
+            let mut data = ruma::api::error::LimitExceededErrorData::new();
+            data.retry_after = Some(ruma::api::error::RetryAfter::Delay(
+                std::time::Duration::from_secs(1),
+            ));
+            return Err(Error::Matrix(
+                ErrorKind::LimitExceeded(data),
+                "Too many uploads at once".into(),
+            ));
+        }
+        *n += 1;
+        drop(map);
+        Ok(Self {
+            map: hs.uploading.clone(),
+            user: user.to_string(),
+        })
     }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// What an upload says of itself, checked: the type parsed as one MIME type (anything
+/// else is stored as `application/octet-stream`, so no list of types can smuggle one past
+/// the inline rule).
+pub(crate) struct CheckedMeta<'a> {
+    pub(crate) content_type: String,
+    pub(crate) filename: Option<&'a str>,
+}
+
+fn check_meta(meta: UploadMeta<'_>) -> Result<CheckedMeta<'_>> {
     if let Some(f) = meta.filename {
         crate::input::text("filename", f, 255)?;
     }
-    Ok(())
+    let content_type = meta
+        .content_type
+        .filter(|t| t.len() <= 255 && !t.contains(','))
+        .and_then(|t| t.parse::<mime::Mime>().ok())
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "application/octet-stream".into());
+    Ok(CheckedMeta {
+        content_type,
+        filename: meta.filename,
+    })
+}
+
+fn over_quota_error() -> Error {
+    Error::forbidden("This upload would exceed your media quota")
 }
 
 fn cannot_overwrite() -> Error {
