@@ -39,6 +39,7 @@ pub struct MediaConfig {
     /// The unauthenticated `/_matrix/media/v3` downloads serve only media uploaded before
     /// this time (ms since the epoch); `None`: none (spec: the freeze, v1.11).
     pub unauthenticated_before_ms: Option<u64>,
+    pub url_preview: crate::media::preview::UrlPreviewConfig,
 }
 
 impl Default for MediaConfig {
@@ -50,6 +51,7 @@ impl Default for MediaConfig {
             pending_expiry_ms: 24 * 3600 * 1000,
             max_thumbnail_source_bytes: 32 * 1024 * 1024,
             unauthenticated_before_ms: None,
+            url_preview: Default::default(),
         }
     }
 }

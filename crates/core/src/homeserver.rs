@@ -119,6 +119,8 @@ pub struct Homeserver {
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<crate::rooms::tip::RoomGate>>>,
     /// Media files ([`Homeserver::with_blobs`]); the content repository needs it.
     pub(crate) blobs: Option<Arc<dyn crate::ports::Blobs>>,
+    /// Fetches pages for URL previews ([`Homeserver::with_fetcher`]).
+    pub(crate) fetcher: Option<Arc<dyn crate::ports::UrlFetcher>>,
     /// Where thumbnails are made: apart from password hashing, so neither starves the other.
     pub(crate) media_offload: Option<Arc<dyn Offload>>,
     /// One thumbnail made at a time: the original is read into memory only with it held.
@@ -210,6 +212,7 @@ impl Homeserver {
             room_locks: Mutex::new(HashMap::new()),
             blobs: None,
             media_offload: None,
+            fetcher: None,
             thumbnailing: async_lock::Semaphore::new(1),
             thumbnails_made: Default::default(),
             uploading: Default::default(),
@@ -248,6 +251,12 @@ impl Homeserver {
     ) -> Self {
         self.blobs = Some(blobs);
         self.media_offload = Some(offload);
+        self
+    }
+
+    /// Gives the homeserver its fetcher of URL previews.
+    pub fn with_fetcher(mut self, fetcher: Arc<dyn crate::ports::UrlFetcher>) -> Self {
+        self.fetcher = Some(fetcher);
         self
     }
 

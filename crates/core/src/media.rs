@@ -4,8 +4,10 @@
 //! - `upload.rs`: `/upload`, `/create` and the upload to a reserved ID, streamed.
 //! - `download.rs`: which media a request may read, and reading it.
 //! - `thumbnail.rs`: thumbnails, generated once per content and size.
+//! - `preview.rs`: URL previews, fetched without reaching private networks.
 
 pub mod download;
+pub mod preview;
 pub mod thumbnail;
 pub mod upload;
 

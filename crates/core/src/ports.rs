@@ -227,3 +227,31 @@ pub trait BlobWriter: Send {
     /// keys name contents).
     async fn keep(self: Box<Self>, key: &str) -> Result<(), BlobError>;
 }
+
+/// Why a URL could not be fetched (URL previews).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The address (at resolution or after a redirect) or the scheme is not allowed.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("larger than allowed")]
+    TooLarge,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A page fetched for a URL preview.
+pub struct Fetched {
+    /// Where it was fetched from in the end (after redirects).
+    pub url: String,
+    pub content_type: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+/// Fetches URLs for previews (design brief, "no open proxying"): `GET` with a bounded size
+/// and time, following a few redirects, each hop's addresses checked with
+/// [`crate::media::preview::address_allowed`] at resolution, IP literals included.
+#[async_trait]
+pub trait UrlFetcher: Send + Sync {
+    async fn get(&self, url: &str, max_bytes: u64) -> Result<Fetched, FetchError>;
+}

@@ -48,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0010_media.sql"),
         include_str!("storage/migrations/0010_media.sql"),
     ),
+    (
+        include_str!("storage/migrations/0011_url_previews.sql"),
+        include_str!("storage/migrations/0011_url_previews.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -148,6 +148,19 @@ pub struct Media {
     /// serve media uploaded before this time, in ms since the Unix epoch; unset means none
     /// (spec v1.11, the freeze).
     pub unauthenticated_before_ms: Option<u64>,
+    pub url_preview: UrlPreview,
+}
+
+/// README, `media.url_preview.*`: off unless enabled; never to private networks.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct UrlPreview {
+    pub enabled: bool,
+    /// Address ranges never fetched from, besides loopback, private, link-local,
+    /// multicast, unspecified and other reserved ranges (always refused).
+    pub ip_range_blacklist: Vec<String>,
+    /// Address ranges fetched from even if refused otherwise.
+    pub ip_range_whitelist: Vec<String>,
 }
 
 /// README, `media.s3.*`.
@@ -178,6 +191,7 @@ impl Default for Media {
             max_pending_uploads: d.max_pending_uploads,
             max_thumbnail_source_bytes: d.max_thumbnail_source_bytes,
             unauthenticated_before_ms: d.unauthenticated_before_ms,
+            url_preview: UrlPreview::default(),
         }
     }
 }
@@ -373,6 +387,20 @@ impl Config {
         core.media.max_pending_uploads = m.max_pending_uploads;
         core.media.max_thumbnail_source_bytes = m.max_thumbnail_source_bytes;
         core.media.unauthenticated_before_ms = m.unauthenticated_before_ms;
+        let nets = |what: &str, list: &[String]| -> anyhow::Result<Vec<ipnet::IpNet>> {
+            list.iter()
+                .map(|n| {
+                    parse_net(n).with_context(|| {
+                        format!("media.url_preview.{what}: {n:?} is not an address or CIDR range")
+                    })
+                })
+                .collect()
+        };
+        core.media.url_preview = tessera_core::media::preview::UrlPreviewConfig {
+            enabled: m.url_preview.enabled,
+            deny: nets("ip_range_blacklist", &m.url_preview.ip_range_blacklist)?,
+            allow: nets("ip_range_whitelist", &m.url_preview.ip_range_whitelist)?,
+        };
         Ok(core)
     }
 

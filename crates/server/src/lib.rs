@@ -9,6 +9,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 pub mod blobs;
 pub mod config;
 pub mod db;
+mod fetch;
 mod listen;
 pub mod memory;
 mod node_lock;
@@ -57,7 +58,13 @@ async fn homeserver_on(
     };
     // Thumbnails are made one at a time, apart from password hashing.
     let thumbnails = Arc::new(BlockingOffload::new(1));
-    Ok(hs.with_blobs(Arc::new(blobs), thumbnails).into_shared())
+    let mut hs = hs.with_blobs(Arc::new(blobs), thumbnails);
+    let previews = &hs.config.media.url_preview;
+    if previews.enabled {
+        let fetcher = fetch::PreviewFetcher::new(previews.clone())?;
+        hs = hs.with_fetcher(Arc::new(fetcher));
+    }
+    Ok(hs.into_shared())
 }
 
 pub struct RunningServer {

@@ -51,10 +51,12 @@ pub fn routes(r: Routes) -> Routes {
             "/_matrix/client/v1/media/thumbnail/{server}/{media_id}",
             get(thumbnail),
         )
-        .limited("/_matrix/media/v1/create", post(create), Class::Media);
+        .limited("/_matrix/media/v1/create", post(create), Class::Media)
+        .route("/_matrix/client/v1/media/preview_url", get(preview_url));
     for v in ["v3", "r0"] {
         r = r
             .route(&format!("/_matrix/media/{v}/config"), get(config))
+            .route(&format!("/_matrix/media/{v}/preview_url"), get(preview_url))
             .limited(
                 &format!("/_matrix/media/{v}/upload"),
                 post(upload),
@@ -162,6 +164,26 @@ async fn upload_reserved(
     )
     .await?;
     Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    url: String,
+    /// Spec: the preferred time of the preview; a newer one may answer (the cache's).
+    #[allow(dead_code)]
+    ts: Option<i64>,
+}
+
+async fn preview_url(
+    State(s): State<AppState>,
+    Auth(session): Auth,
+    Query(q): Query<PreviewQuery>,
+) -> Result<Json<Value>, ApiError> {
+    // Each preview may fetch and store an image: it spends the media budget.
+    if !s.limiter.exempt(Some(&session)) {
+        s.limiter.check(Class::Media, session.user_id.as_str())?;
+    }
+    Ok(Json(s.hs.preview_url(&session.user_id, &q.url).await?))
 }
 
 #[derive(Deserialize)]
