@@ -587,14 +587,11 @@ async fn media_headers_ranges_limits_and_refusals() {
 
     // Quarantined media is gone for everyone.
     let id = img_path.rsplit('/').next().expect("id").to_owned();
-    s.hs()
-        .db
-        .execute(
-            "UPDATE media SET quarantined = 1 WHERE media_id = $1",
-            vec![id.into()],
-        )
+    assert!(s
+        .hs()
+        .set_media_quarantined(&id, true)
         .await
-        .expect("quarantine");
+        .expect("quarantine"));
     let res = get(
         &s,
         &format!("/_matrix/client/v1/media/download/{img_path}"),
@@ -649,14 +646,34 @@ async fn a_thumbnail_is_made_once_under_concurrent_requests() {
         .thumbnails_made
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(made, 1, "the thumbnail was made more than once");
+
+    assert_eq!(thumbnail_rows(&s).await, 1);
+
+    // Deleted: the row, the file and its thumbnails go (no other media ID holds them).
+    let id = path.rsplit('/').next().expect("id").to_owned();
+    assert!(s.hs().delete_media(&id).await.expect("delete"));
+    assert_eq!(files(&s.config.media_dir().join("thumbnails")), 0);
+    assert_eq!(files(&s.config.media_dir().join("content")), 0);
+    let res = s
+        .http
+        .get(format!("{}/_matrix/client/v1/media/download/{path}", s.url))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 404);
+    assert_eq!(thumbnail_rows(&s).await, 0);
+    s.stop().await;
+}
+
+async fn thumbnail_rows(s: &TestServer) -> i64 {
     let rows = s
         .hs()
         .db
         .query("SELECT COUNT(*) FROM media_thumbnails", vec![])
         .await
         .expect("rows");
-    assert_eq!(rows[0].int(0).expect("count"), 1);
-    s.stop().await;
+    rows[0].int(0).expect("count")
 }
 
 /// A real S3-compatible server (`s3s-fs`, installed by `.ci/run`) on a free port, over a

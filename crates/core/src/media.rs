@@ -120,3 +120,87 @@ pub fn serves_inline(content_type: &str) -> bool {
 fn too_large(msg: impl Into<String>) -> Error {
     Error::Matrix(ErrorKind::TooLarge, msg.into())
 }
+
+impl crate::Homeserver {
+    /// Quarantines (or releases) local media: quarantined media answers 404 and is never
+    /// thumbnailed. For the admin API. Returns whether the media exists.
+    pub async fn set_media_quarantined(&self, media_id: &str, quarantined: bool) -> Result<bool> {
+        check_media_id(media_id)?;
+        let changed = self
+            .db
+            .execute(
+                "UPDATE media SET quarantined = $2 WHERE media_id = $1",
+                vec![
+                    media_id.into(),
+                    crate::ports::Value::Int(quarantined.into()),
+                ],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// Deletes local media: its row, then its file and thumbnails unless another media ID
+    /// holds the same content. For the admin API. Returns whether it existed.
+    pub async fn delete_media(&self, media_id: &str) -> Result<bool> {
+        check_media_id(media_id)?;
+        let Some(info) = self.media_info(media_id).await? else {
+            return Ok(false);
+        };
+        let Some(sha) = info.sha256 else {
+            self.db
+                .execute(
+                    "DELETE FROM media WHERE media_id = $1",
+                    vec![media_id.into()],
+                )
+                .await?;
+            return Ok(true);
+        };
+        // Under the content's lock: no upload of the same bytes keeps it meanwhile.
+        let lock = self.media_lock(&sha);
+        let _held = lock.lock().await;
+        self.db
+            .execute(
+                "DELETE FROM media WHERE media_id = $1",
+                vec![media_id.into()],
+            )
+            .await?;
+        let shared = crate::storage::query_opt(
+            self.db.as_ref(),
+            "SELECT 1 FROM media WHERE sha256 = $1",
+            vec![sha.as_str().into()],
+        )
+        .await?;
+        if shared.is_none() {
+            let blobs = self.blobs()?;
+            let thumbs = self
+                .db
+                .query(
+                    "SELECT width, height, method, content_type FROM media_thumbnails WHERE sha256 = $1",
+                    vec![sha.as_str().into()],
+                )
+                .await?;
+            for t in &thumbs {
+                if t.text(3)?.len() > 1 {
+                    let key = format!(
+                        "thumbnails/{sha}/{}x{}-{}",
+                        t.int(0)?,
+                        t.int(1)?,
+                        t.text(2)?
+                    );
+                    blobs.delete(&key).await.map_err(upload::blob_error)?;
+                }
+            }
+            self.db
+                .execute(
+                    "DELETE FROM media_thumbnails WHERE sha256 = $1",
+                    vec![sha.as_str().into()],
+                )
+                .await?;
+            blobs
+                .delete(&content_key(&sha))
+                .await
+                .map_err(upload::blob_error)?;
+        }
+        Ok(true)
+    }
+}
