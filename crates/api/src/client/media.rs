@@ -409,9 +409,7 @@ struct ThumbnailQuery {
     height: u32,
     method: Option<String>,
     timeout_ms: Option<u64>,
-    /// Spec v1.11: animated thumbnails where possible; this server makes still ones,
-    /// which `animated=true` allows ("SHOULD ... if possible").
-    #[allow(dead_code)]
+    /// Spec v1.11: an animated thumbnail where possible; never unless asked.
     animated: Option<bool>,
 }
 
@@ -458,8 +456,15 @@ async fn serve_thumbnail(
         size,
         body,
     } =
-        s.hs.thumbnail(server, media_id, (q.width, q.height), method, q.timeout_ms)
-            .await?;
+        s.hs.thumbnail(
+            server,
+            media_id,
+            (q.width, q.height),
+            method,
+            q.animated.unwrap_or(false),
+            q.timeout_ms,
+        )
+        .await?;
     let mut out = HeaderMap::new();
     out.insert(header::CONTENT_TYPE, header_value(&content_type));
     // Spec: a thumbnail is always `inline`.

@@ -46,6 +46,14 @@ pub const SIZES: [(u32, u32, Method); 5] = [
 /// Types whose thumbnails are made (the decoders built in).
 const SOURCE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/webp"];
 
+/// Types whose thumbnails may stay animated (when they have several frames).
+const ANIMATED_TYPES: &[&str] = &["image/gif", "image/webp"];
+/// Animated thumbnails only up to 320×240, of at most 100 frames from a canvas of at most
+/// 1920×1080: every frame is decoded, so the work is bounded by these.
+const MAX_ANIMATED_PIXELS: u32 = 320 * 240;
+const MAX_FRAMES: usize = 100;
+const MAX_ANIMATED_CANVAS: u32 = 1920 * 1080;
+
 /// Decoding bounds: a 12,000-pixel side and 128 MiB of buffers at most.
 const MAX_SIDE: u32 = 12_000;
 const MAX_DECODE_BYTES: u64 = 128 << 20;
@@ -98,6 +106,7 @@ impl Homeserver {
         media_id: &str,
         (width, height): (u32, u32),
         method: Method,
+        animated: bool,
         timeout_ms: Option<u64>,
     ) -> Result<Thumbnail> {
         if width == 0 || height == 0 {
@@ -118,21 +127,35 @@ impl Homeserver {
         let Some((w, h, m)) = pick(width, height, method) else {
             return self.original(&info, source_type).await;
         };
-        let key = format!("thumbnails/{sha}/{w}x{h}-{}", m.as_str());
-        if let Some(t) = self.stored_thumbnail(&info, &key, (w, h, m)).await? {
+        // Spec (v1.11 `animated`): animated where it can be; still otherwise, and never
+        // unless asked.
+        let animated = animated
+            && ANIMATED_TYPES.contains(&source_type.as_str())
+            && w * h <= MAX_ANIMATED_PIXELS;
+        let label = match (m, animated) {
+            (_, false) => m.as_str().to_owned(),
+            (_, true) => format!("{}-animated", m.as_str()),
+        };
+        let key = format!("thumbnails/{sha}/{w}x{h}-{label}");
+        if let Some(t) = self.stored_thumbnail(&info, &key, (w, h, &label)).await? {
             return Ok(t);
         }
         // Made once: whoever asks meanwhile waits, then finds it stored.
         let lock = self.media_lock(&key);
         let _held = lock.lock().await;
-        if let Some(t) = self.stored_thumbnail(&info, &key, (w, h, m)).await? {
+        if let Some(t) = self.stored_thumbnail(&info, &key, (w, h, &label)).await? {
             return Ok(t);
         }
         // One made at a time, the original read only then: memory and CPU stay bounded
         // whatever is asked at once.
         let _making = self.thumbnailing.acquire().await;
         let original = self.read_whole(&info, size).await?;
-        let made = self.run_media_job(move || make(&original, w, h, m)).await?;
+        let made = self
+            .run_media_job(move || match animated {
+                true => make_animated(&original, w, h, m),
+                false => make(&original, w, h, m),
+            })
+            .await?;
         self.thumbnails_made
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (content_type, bytes) = match made {
@@ -146,7 +169,7 @@ impl Homeserver {
                     Error::Matrix(ErrorKind::TooLarge, _) => 413,
                     _ => 400,
                 };
-                self.record_thumbnail(&sha, (w, h, m), REFUSED, status)
+                self.record_thumbnail(&sha, (w, h, &label), REFUSED, status)
                     .await?;
                 return Err(e);
             }
@@ -156,7 +179,7 @@ impl Homeserver {
             writer.write(bytes.clone()).await.map_err(blob_error)?;
             writer.keep(&key).await.map_err(blob_error)?;
         }
-        self.record_thumbnail(&sha, (w, h, m), &content_type, bytes.len() as i64)
+        self.record_thumbnail(&sha, (w, h, &label), &content_type, bytes.len() as i64)
             .await?;
         if content_type.is_empty() {
             return self.original(&info, source_type).await;
@@ -172,7 +195,7 @@ impl Homeserver {
     async fn record_thumbnail(
         &self,
         sha: &str,
-        (w, h, m): (u32, u32, Method),
+        (w, h, label): (u32, u32, &str),
         content_type: &str,
         size: i64,
     ) -> Result<()> {
@@ -184,7 +207,7 @@ impl Homeserver {
                     sha.into(),
                     Value::Int(w.into()),
                     Value::Int(h.into()),
-                    m.as_str().into(),
+                    label.into(),
                     content_type.into(),
                     Value::Int(size),
                 ],
@@ -219,7 +242,7 @@ impl Homeserver {
         &self,
         info: &MediaInfo,
         key: &str,
-        (w, h, m): (u32, u32, Method),
+        (w, h, label): (u32, u32, &str),
     ) -> Result<Option<Thumbnail>> {
         let Some(row) = query_opt(
             self.db.as_ref(),
@@ -229,7 +252,7 @@ impl Homeserver {
                 info.sha256.as_deref().unwrap_or_default().into(),
                 Value::Int(w.into()),
                 Value::Int(h.into()),
-                m.as_str().into(),
+                label.into(),
             ],
         )
         .await?
@@ -319,6 +342,65 @@ fn make(original: &[u8], w: u32, h: u32, m: Method) -> Result<Option<(String, By
         content_type.to_owned(),
         Bytes::from(out.into_inner()),
     )))
+}
+
+/// An animated GIF thumbnail of an animated GIF or WebP, frame by frame (each resized as
+/// it is decoded, so only small frames are kept); a still one ([`make`]) when the image
+/// has one frame, too many, or too large a canvas.
+fn make_animated(original: &[u8], w: u32, h: u32, m: Method) -> Result<Option<(String, Bytes)>> {
+    use image::{codecs::gif, AnimationDecoder, Frame};
+    let (iw, ih) = image::ImageReader::new(Cursor::new(original))
+        .with_guessed_format()
+        .map_err(|_| cannot_thumbnail())?
+        .into_dimensions()
+        .map_err(|_| cannot_thumbnail())?;
+    if iw.saturating_mul(ih) > MAX_ANIMATED_CANVAS || (iw <= w && ih <= h) {
+        return make(original, w, h, m);
+    }
+    let frames: Box<dyn Iterator<Item = image::ImageResult<Frame>>> =
+        match image::guess_format(original).map_err(|_| cannot_thumbnail())? {
+            ImageFormat::Gif => Box::new(
+                gif::GifDecoder::new(Cursor::new(original))
+                    .map_err(|_| cannot_thumbnail())?
+                    .into_frames(),
+            ),
+            ImageFormat::WebP => {
+                let d = image::codecs::webp::WebPDecoder::new(Cursor::new(original))
+                    .map_err(|_| cannot_thumbnail())?;
+                if !d.has_animation() {
+                    return make(original, w, h, m);
+                }
+                Box::new(d.into_frames())
+            }
+            _ => return make(original, w, h, m),
+        };
+    let mut small = Vec::new();
+    for frame in frames.take(MAX_FRAMES + 1) {
+        let frame = frame.map_err(|_| cannot_thumbnail())?;
+        if small.len() == MAX_FRAMES {
+            return make(original, w, h, m);
+        }
+        let delay = frame.delay();
+        let img = DynamicImage::ImageRgba8(frame.into_buffer());
+        let resized = match m {
+            Method::Scale => img.resize(w, h, FilterType::Triangle),
+            Method::Crop if iw < w || ih < h => return make(original, w, h, m),
+            Method::Crop => img.resize_to_fill(w, h, FilterType::Triangle),
+        };
+        small.push(Frame::from_parts(resized.to_rgba8(), 0, 0, delay));
+    }
+    if small.len() < 2 {
+        return make(original, w, h, m);
+    }
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::GifEncoder::new(&mut out);
+        encoder
+            .set_repeat(gif::Repeat::Infinite)
+            .map_err(Error::internal)?;
+        encoder.encode_frames(small).map_err(Error::internal)?;
+    }
+    Ok(Some(("image/gif".to_owned(), Bytes::from(out))))
 }
 
 #[cfg(test)]
