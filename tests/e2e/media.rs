@@ -403,7 +403,23 @@ async fn media_headers_ranges_limits_and_refusals() {
     let answer = String::from_utf8_lossy(&answer[..n]).to_string();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("M_TOO_LARGE"), "{answer}");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Cut short: the client goes away halfway through its body.
+    let rows_before = media_rows(&s).await;
+    let mut conn = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/octet-stream\r\nContent-Length: 500000\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, head.as_bytes())
+        .await
+        .expect("write");
+    tokio::io::AsyncWriteExt::write_all(&mut conn, &vec![3u8; 300_000])
+        .await
+        .expect("write");
+    drop(conn);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(media_rows(&s).await, rows_before, "a cut upload left a row");
     assert_eq!(files(&media_dir.join("content")), blobs_before);
     assert_eq!(
         files(&media_dir.join("tmp")),
@@ -664,6 +680,16 @@ async fn a_thumbnail_is_made_once_under_concurrent_requests() {
     assert_eq!(res.status(), 404);
     assert_eq!(thumbnail_rows(&s).await, 0);
     s.stop().await;
+}
+
+async fn media_rows(s: &TestServer) -> i64 {
+    let rows = s
+        .hs()
+        .db
+        .query("SELECT COUNT(*) FROM media", vec![])
+        .await
+        .expect("rows");
+    rows[0].int(0).expect("count")
 }
 
 async fn thumbnail_rows(s: &TestServer) -> i64 {

@@ -11,7 +11,7 @@ use axum::{
     routing::{get, post, put},
     Json,
 };
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 use ruma::{
     api::error::ErrorKind,
     http_headers::{ContentDisposition, ContentDispositionType},
@@ -108,11 +108,25 @@ fn body_stream(s: &AppState, headers: &HeaderMap, body: Body) -> Result<ByteStre
             format!("Cannot upload files larger than {max} bytes"),
         )));
     }
-    Ok(Box::pin(
-        body.into_data_stream()
-            .map_err(|e| BlobError::Other(e.to_string())),
-    ))
+    // A client that stops sending holds an upload slot and a buffer: after a while
+    // without a byte, the upload fails (and leaves nothing).
+    let chunks = body.into_data_stream();
+    Ok(Box::pin(futures_util::stream::unfold(
+        Some(chunks),
+        |chunks| async move {
+            let mut chunks = chunks?;
+            match tokio::time::timeout(UPLOAD_IDLE, chunks.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(chunks))),
+                Ok(Some(Err(e))) => Some((Err(BlobError::Other(e.to_string())), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(BlobError::Other("no data for 30 seconds".into())), None)),
+            }
+        },
+    )))
 }
+
+/// How long an upload may send nothing before it fails.
+const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn upload_meta<'a>(headers: &'a HeaderMap, q: &'a UploadQuery) -> UploadMeta<'a> {
     UploadMeta {
