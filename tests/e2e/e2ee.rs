@@ -209,6 +209,16 @@ async fn one_time_keys_are_claimed_once() {
         .await;
     assert_eq!(status, 400);
 
+    // The owner's sync reports them (and the counts are then kept in memory).
+    let (_, sync) = server
+        .req("GET", "/_matrix/client/v3/sync", Some(&token), None)
+        .await;
+    assert_eq!(sync["device_one_time_keys_count"]["signed_curve25519"], 10);
+    assert_eq!(
+        sync["device_unused_fallback_key_types"],
+        json!(["signed_curve25519"])
+    );
+
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (url, who, owner, device) = (

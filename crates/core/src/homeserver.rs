@@ -119,6 +119,11 @@ pub struct Homeserver {
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<crate::rooms::tip::RoomGate>>>,
     /// Media files ([`Homeserver::with_blobs`]); the content repository needs it.
     pub(crate) blobs: Option<Arc<dyn crate::ports::Blobs>>,
+    /// One-time-key counts and unused fallback key types per device, as every `/sync`
+    /// reports them; dropped when they change. See `e2ee/keys.rs`.
+    pub(crate) key_counts: crate::e2ee::keys::KeyCountCache,
+    /// Moves whenever a device's keys change, so a count read across a change is not kept.
+    pub(crate) key_counts_epoch: std::sync::atomic::AtomicU64,
     /// Fetches pages for URL previews ([`Homeserver::with_fetcher`]).
     pub(crate) fetcher: Option<Arc<dyn crate::ports::UrlFetcher>>,
     /// Where thumbnails are made: apart from password hashing, so neither starves the other.
@@ -177,6 +182,9 @@ const LAST_ACTIVE_USERS: usize = 100_000;
 /// Room locks kept before unused ones are dropped.
 const ROOM_LOCKS_PRUNE_AT: usize = 4096;
 
+/// Devices whose key counts are kept in memory.
+const KEY_COUNT_DEVICES: usize = 16_384;
+
 /// Memory for events kept parsed, by [`crate::rooms::Pdu::estimated_size`].
 const PDU_CACHE_BYTES: u64 = 4 << 20;
 /// Memory for state events' client JSON: a 10,000-member room's members take about 4 MiB.
@@ -213,6 +221,8 @@ impl Homeserver {
             blobs: None,
             media_offload: None,
             fetcher: None,
+            key_counts: crate::cache::BoundedCache::new(KEY_COUNT_DEVICES),
+            key_counts_epoch: Default::default(),
             thumbnailing: async_lock::Semaphore::new(1),
             thumbnails_made: Default::default(),
             uploading: Default::default(),

@@ -119,6 +119,9 @@ impl Homeserver {
         let forget: crate::commit::AfterCommit = Box::new(move |hs, _| {
             let only = (!all_sessions).then_some(devices.as_slice());
             hs.token_cache.forget(&owner, only);
+            for d in &devices {
+                hs.forget_key_counts(&owner, d.as_str().into());
+            }
         });
         self.commit_then(
             &[Stream::DeviceLists],

@@ -80,6 +80,7 @@ impl Homeserver {
                 )
                 .await?;
             if taken == 1 {
+                self.forget_key_counts(user, device.into());
                 return Ok(Some((key_id, serde_json::from_str(&row.text(1)?)?)));
             }
         }
@@ -91,12 +92,15 @@ impl Homeserver {
         )
         .await?;
         let Some(row) = row else { return Ok(None) };
-        self.db
+        let marked = self
+            .db
             .execute(
                 "UPDATE fallback_keys SET used = 1 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3",
                 vec![user.as_str().into(), device.into(), algorithm.into()],
             )
-            .await?;
+            .await;
+        self.forget_key_counts(user, device.into());
+        marked?;
         Ok(Some((row.text(0)?, serde_json::from_str(&row.text(1)?)?)))
     }
 }

@@ -1,6 +1,13 @@
 //! `/keys/upload` and `/keys/query` (spec: "Key management API").
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
+
+/// A device's one-time-key counts by algorithm and its unused fallback key types.
+pub(crate) type KeyCounts = (BTreeMap<String, u64>, Vec<String>);
+
+/// [`KeyCounts`] per device, as `/sync` reports them.
+pub(crate) type KeyCountCache =
+    crate::cache::BoundedCache<(ruma::OwnedUserId, ruma::OwnedDeviceId), Arc<KeyCounts>>;
 
 use ruma::{
     canonical_json::to_canonical_value,
@@ -121,7 +128,9 @@ impl Homeserver {
                 ],
             ));
         }
-        self.db.batch(batch).await?;
+        let stored = self.db.batch(batch).await;
+        self.forget_key_counts(user, device);
+        stored?;
         self.one_time_key_counts(user, device).await
     }
 
@@ -199,6 +208,15 @@ impl Homeserver {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+        // Every sync of every device reports them, and they change only when the device
+        // uploads keys or someone claims one: kept, and dropped on those changes.
+        let key = (user.to_owned(), device.to_owned());
+        if let Some(counts) = self.key_counts.get(&key) {
+            return Ok((*counts).clone());
+        }
+        let epoch = self
+            .key_counts_epoch
+            .load(std::sync::atomic::Ordering::Acquire);
         let rows = self
             .db
             .query(
@@ -220,7 +238,24 @@ impl Homeserver {
         // Clients rely on seeing the count even when it reaches zero.
         counts.entry("signed_curve25519".to_owned()).or_insert(0);
         fallback.sort();
+        // Not kept if the keys changed while they were read.
+        if self
+            .key_counts_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+            == epoch
+        {
+            self.key_counts
+                .put(key, Arc::new((counts.clone(), fallback.clone())));
+        }
         Ok((counts, fallback))
+    }
+
+    /// A device's keys changed (committed): its counts are read again.
+    pub(crate) fn forget_key_counts(&self, user: &UserId, device: &DeviceId) {
+        self.key_counts_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.key_counts
+            .remove(&(user.to_owned(), device.to_owned()));
     }
 
     pub async fn unused_fallback_key_types(

@@ -191,7 +191,16 @@ impl Homeserver {
             })?;
             size = size.saturating_add(chunk.len() as u64);
             if size > allowed {
-                // Dropped unkept, the writer leaves nothing behind.
+                // Dropped unkept, the writer leaves nothing behind. The rest of a small
+                // body is read (and dropped) so the client gets the answer, not a reset.
+                drop(writer);
+                let mut drained = 0u64;
+                while drained < DRAIN_BYTES {
+                    match body.next().await {
+                        Some(Ok(c)) => drained += c.len() as u64,
+                        _ => break,
+                    }
+                }
                 return Err(if over_quota {
                     over_quota_error()
                 } else {
@@ -294,6 +303,9 @@ impl Homeserver {
         OwnedMxcUri::from(format!("mxc://{}/{media_id}", self.server_name()))
     }
 }
+
+/// Bytes of a refused upload still read, so that the client sees the refusal.
+const DRAIN_BYTES: u64 = 1024 * 1024;
 
 /// Uploads one user may stream at once.
 const UPLOADS_PER_USER: usize = 4;
