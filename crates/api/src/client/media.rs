@@ -22,7 +22,7 @@ use tessera_core::{
     media::{
         download::Access,
         serves_inline,
-        thumbnail::{Method, Thumbnail},
+        thumbnail::{Method, Thumbnail, ThumbnailRequest},
         upload::UploadMeta,
     },
     ports::{BlobError, ByteStream},
@@ -460,11 +460,6 @@ async fn serve_thumbnail(
             )))
         }
     };
-    if access == Access::Unauthenticated {
-        // The freeze applies to thumbnails as to downloads.
-        s.hs.media_to_serve(server, media_id, Some(0), Access::Unauthenticated)
-            .await?;
-    }
     let Thumbnail {
         content_type,
         size,
@@ -473,10 +468,14 @@ async fn serve_thumbnail(
         s.hs.thumbnail(
             server,
             media_id,
-            (q.width, q.height),
-            method,
-            q.animated.unwrap_or(false),
-            q.timeout_ms,
+            ThumbnailRequest {
+                width: q.width,
+                height: q.height,
+                method,
+                animated: q.animated.unwrap_or(false),
+                timeout_ms: q.timeout_ms,
+                access,
+            },
         )
         .await?;
     let mut out = HeaderMap::new();

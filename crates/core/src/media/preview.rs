@@ -78,10 +78,13 @@ pub fn address_allowed(ip: IpAddr, config: &UrlPreviewConfig) -> bool {
     if config.allow.iter().any(|n| n.contains(&ip)) {
         return true;
     }
-    let built_in = ALWAYS_DENIED
-        .iter()
-        .filter_map(|n| n.parse::<IpNet>().ok())
-        .any(|n| n.contains(&ip));
+    static BUILT_IN: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
+        ALWAYS_DENIED
+            .iter()
+            .filter_map(|n| n.parse::<IpNet>().ok())
+            .collect()
+    });
+    let built_in = BUILT_IN.iter().any(|n| n.contains(&ip));
     !(built_in || config.deny.iter().any(|n| n.contains(&ip)))
 }
 

@@ -98,22 +98,39 @@ fn cannot_thumbnail() -> Error {
     }
 }
 
+/// What a thumbnail request asks for (spec: the query of `/media/v1/thumbnail`).
+pub struct ThumbnailRequest {
+    pub width: u32,
+    pub height: u32,
+    pub method: Method,
+    /// Animated where it can be; never unless asked.
+    pub animated: bool,
+    pub timeout_ms: Option<u64>,
+    /// The freeze applies to thumbnails as to downloads.
+    pub access: Access,
+}
+
 impl Homeserver {
-    /// A thumbnail of `mxc://{server}/{media_id}` at least `width`×`height`.
+    /// A thumbnail of `mxc://{server}/{media_id}` at least as large as asked.
     pub async fn thumbnail(
         &self,
         server: &str,
         media_id: &str,
-        (width, height): (u32, u32),
-        method: Method,
-        animated: bool,
-        timeout_ms: Option<u64>,
+        req: ThumbnailRequest,
     ) -> Result<Thumbnail> {
+        let ThumbnailRequest {
+            width,
+            height,
+            method,
+            animated,
+            timeout_ms,
+            access,
+        } = req;
         if width == 0 || height == 0 {
             return Err(Error::invalid_param("width and height must be positive"));
         }
         let info = self
-            .media_to_serve(server, media_id, timeout_ms, Access::Authenticated)
+            .media_to_serve(server, media_id, timeout_ms, access)
             .await?;
         let source_type = essence(info.content_type.as_deref());
         if !SOURCE_TYPES.contains(&source_type.as_str()) {
