@@ -5,6 +5,7 @@ mod account_data;
 mod auth;
 mod backup;
 mod devices;
+mod directory;
 mod discovery;
 mod keys;
 mod media;
@@ -12,6 +13,7 @@ mod membership;
 mod presence;
 mod profile;
 mod push;
+mod relations;
 mod rooms;
 mod session;
 mod sync;
@@ -34,6 +36,8 @@ pub fn routes(r: Routes) -> Routes {
     let r = keys::routes(r);
     let r = backup::routes(r);
     let r = push::routes(r);
+    let r = relations::routes(r);
+    let r = directory::routes(r);
     let r = to_device::routes(r);
     let r = media::routes(r);
     sync::routes(r)

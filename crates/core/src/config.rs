@@ -21,6 +21,9 @@ pub struct Config {
     /// hashes cheap to crack.
     pub fast_password_hashing: bool,
     pub media: MediaConfig,
+    /// `room_directory.publication_rules`: who may publish which room in the public room
+    /// directory, first match decides; empty: every room admin may.
+    pub publication_rules: Vec<crate::rooms::directory::PublicationRule>,
 }
 
 /// The content repository's limits (README, `media.*`).
@@ -68,6 +71,7 @@ impl Config {
             public_base_url: None,
             fast_password_hashing: false,
             media: MediaConfig::default(),
+            publication_rules: Vec::new(),
         }
     }
 }

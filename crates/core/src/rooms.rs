@@ -3,6 +3,7 @@
 
 pub mod auth_chain;
 pub mod create;
+pub mod directory;
 pub mod events;
 pub mod head;
 pub mod membership;
@@ -12,6 +13,7 @@ pub mod read;
 pub mod receipts;
 pub mod receive;
 pub mod redact;
+pub mod relations;
 pub mod send;
 pub mod state;
 pub(crate) mod tip;

@@ -52,6 +52,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0011_url_previews.sql"),
         include_str!("storage/migrations/0011_url_previews.sql"),
     ),
+    (
+        include_str!("storage/migrations/0012_relations.sql"),
+        include_str!("storage/migrations/0012_relations.sql"),
+    ),
+    (
+        include_str!("storage/migrations/0013_room_directory.sql"),
+        include_str!("storage/migrations/0013_room_directory.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -22,6 +22,7 @@ pub struct Config {
     pub limits: Limits,
     pub sync: Sync,
     pub media: Media,
+    pub room_directory: RoomDirectory,
     pub public_base_url: Option<String>,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub log: String,
@@ -129,6 +130,33 @@ pub struct Limits {
     pub header_timeout_ms: u64,
 }
 
+/// README, `room_directory.*`: the public room directory.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RoomDirectory {
+    /// Who may publish which room, first match decides (as Synapse's
+    /// `room_list_publication_rules`); none: every room admin may.
+    pub publication_rules: Vec<PublicationRule>,
+}
+
+/// One publication rule: globs (`*`, `?`) on the user, the room ID and the room's aliases,
+/// each matching anything when absent.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicationRule {
+    pub user_id: Option<String>,
+    pub room_id: Option<String>,
+    pub alias: Option<String>,
+    pub action: RuleAction,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Allow,
+    Deny,
+}
+
 /// README, `media.*`: the content repository.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
@@ -214,6 +242,7 @@ impl Default for Config {
             limits: Limits::default(),
             sync: Sync::default(),
             media: Media::default(),
+            room_directory: RoomDirectory::default(),
             public_base_url: None,
             // ruma logs every auth check at info; that would be two lines per event.
             log: "info,ruma_state_res=warn".into(),
@@ -396,6 +425,30 @@ impl Config {
                 })
                 .collect()
         };
+        let glob = |what: &str, p: &Option<String>| -> anyhow::Result<Option<regex::Regex>> {
+            p.as_deref()
+                .map(|p| {
+                    tessera_core::rooms::directory::glob(p).with_context(|| {
+                        format!(
+                            "room_directory.publication_rules: {what} {p:?} is not a usable glob"
+                        )
+                    })
+                })
+                .transpose()
+        };
+        core.publication_rules = self
+            .room_directory
+            .publication_rules
+            .iter()
+            .map(|r| {
+                Ok(tessera_core::rooms::directory::PublicationRule {
+                    user_id: glob("user_id", &r.user_id)?,
+                    room_id: glob("room_id", &r.room_id)?,
+                    alias: glob("alias", &r.alias)?.map(|re| (re, r.alias.as_deref() == Some("*"))),
+                    allow: r.action == RuleAction::Allow,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         core.media.url_preview = tessera_core::media::preview::UrlPreviewConfig {
             enabled: m.url_preview.enabled,
             deny: nets("ip_range_blacklist", &m.url_preview.ip_range_blacklist)?,

@@ -383,6 +383,7 @@ async fn messages(
         .collect();
     s.hs.add_transaction_ids(&a.user_id, &a.device_id, &mut chunk)
         .await?;
+    s.hs.add_relations(&room, &a.user_id, &mut chunk).await?;
     // Spec: `start` is the `from` given.
     let start = q.from.clone().unwrap_or_else(|| position_token(page.start));
     let mut body = json!({ "start": start, "chunk": chunk });
@@ -421,6 +422,7 @@ async fn event(
     let mut event = [pdu.to_client_json(&room)];
     s.hs.add_transaction_ids(&a.user_id, &a.device_id, &mut event)
         .await?;
+    s.hs.add_relations(&room, &a.user_id, &mut event).await?;
     let [event] = event;
     Ok(Json(event))
 }
@@ -595,6 +597,7 @@ async fn context(
     for events in [&mut event[..], &mut before, &mut after] {
         s.hs.add_transaction_ids(&a.user_id, &a.device_id, events)
             .await?;
+        s.hs.add_relations(&room, &a.user_id, events).await?;
     }
     let [event] = event;
     Ok(Json(json!({

@@ -137,6 +137,20 @@ impl Homeserver {
             }
             ts += 1;
         };
+        // Spec (createRoom `visibility`): publishing passes the server's rules too.
+        if req.public {
+            let aliases: Vec<String> = alias.iter().map(|a| a.to_string()).collect();
+            if !super::directory::rules_allow(
+                &self.config.publication_rules,
+                creator,
+                &room_id,
+                &aliases,
+            ) {
+                return Err(Error::forbidden(
+                    "The server's rules do not let you publish this room",
+                ));
+            }
+        }
         // Every row of the new room commits in one batch: a failure or a crash part-way
         // leaves no room behind.
         let mut w = self.begin_write(&room_id, &version, guard).await?;

@@ -13,6 +13,30 @@ use crate::{storage::query_opt, Error, Homeserver, Result};
 const MAX_IDS_PER_QUERY: usize = 256;
 const ID_SIZE_CLASSES: [usize; 4] = [8, 32, 128, MAX_IDS_PER_QUERY];
 
+/// `IN (…)` for at most [`MAX_IDS_PER_QUERY`] IDs, and its parameters, numbered from
+/// `$first` on (the query's other parameters come before): padded to a size class
+/// (repeating the last ID), so few distinct statements reach the statement cache.
+pub(crate) fn in_ids(ids: &[&str], first: usize) -> (String, Vec<crate::ports::Value>) {
+    let size = ID_SIZE_CLASSES
+        .iter()
+        .copied()
+        .find(|n| *n >= ids.len())
+        .unwrap_or(MAX_IDS_PER_QUERY);
+    let mut params: Vec<crate::ports::Value> = ids.iter().map(|i| (*i).into()).collect();
+    if let Some(last) = ids.last() {
+        while params.len() < size {
+            params.push((*last).into());
+        }
+    }
+    let placeholders: Vec<String> = (first..first + params.len())
+        .map(|n| format!("${n}"))
+        .collect();
+    (format!("IN ({})", placeholders.join(", ")), params)
+}
+
+/// Most IDs [`in_ids`] takes.
+pub(crate) const MAX_IDS: usize = MAX_IDS_PER_QUERY;
+
 impl Homeserver {
     /// An event by ID, shared with the cache.
     pub async fn get_pdu(&self, id: &ruma::EventId) -> Result<Option<Arc<Pdu>>> {
@@ -56,23 +80,9 @@ impl Homeserver {
         let epoch = self.redaction_epoch();
         let mut found: std::collections::HashMap<String, Arc<Pdu>> = Default::default();
         for chunk in missing.chunks(MAX_IDS_PER_QUERY) {
-            // Padded to a size class (repeating the last ID), so few distinct statements
-            // reach the statement cache.
-            let size = ID_SIZE_CLASSES
-                .iter()
-                .copied()
-                .find(|n| *n >= chunk.len())
-                .unwrap_or(MAX_IDS_PER_QUERY);
-            let mut params: Vec<crate::ports::Value> =
-                chunk.iter().map(|i| ids[*i].as_str().into()).collect();
-            while params.len() < size {
-                params.push(ids[chunk[chunk.len() - 1]].as_str().into());
-            }
-            let placeholders: Vec<String> = (1..=size).map(|n| format!("${n}")).collect();
-            let sql = format!(
-                "SELECT event_id, json FROM events WHERE event_id IN ({})",
-                placeholders.join(", ")
-            );
+            let chunk: Vec<&str> = chunk.iter().map(|i| ids[*i].as_str()).collect();
+            let (list, params) = in_ids(&chunk, 1);
+            let sql = format!("SELECT event_id, json FROM events WHERE event_id {list}");
             for r in self.db.query(&sql, params).await? {
                 let id = r.text(0)?;
                 let pdu = Arc::new(Pdu::from_stored(&id, &r.text(1)?)?);
@@ -118,7 +128,7 @@ impl Homeserver {
             let mut found = self.get_pdus(&missing).await?.into_iter();
             for slot in out.iter_mut().filter(|j| j.is_none()) {
                 if let Some(Some(pdu)) = found.next() {
-                    let json = pdu.client_raw(None, None)?;
+                    let json = pdu.client_raw(None, None, None)?;
                     self.remember_state_json(&pdu.event_id, &json, epoch);
                     *slot = Some(json);
                 }

@@ -183,15 +183,19 @@ struct ClientEvent<'a> {
     unsigned: Unsigned<'a>,
 }
 
-/// `unsigned` as stored, plus the `transaction_id` of the device that sent the event.
+/// `unsigned` as stored, plus the `transaction_id` of the device that sent the event and
+/// the bundled aggregations (`m.relations`).
 struct Unsigned<'a> {
     stored: Option<&'a CanonicalJsonObject>,
     transaction_id: Option<&'a str>,
+    relations: Option<&'a RawValue>,
 }
 
 impl Unsigned<'_> {
     fn is_empty(&self) -> bool {
-        self.stored.is_none_or(|u| u.is_empty()) && self.transaction_id.is_none()
+        self.stored.is_none_or(|u| u.is_empty())
+            && self.transaction_id.is_none()
+            && self.relations.is_none()
     }
 }
 
@@ -200,12 +204,15 @@ impl serde::Serialize for Unsigned<'_> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(None)?;
         for (k, v) in self.stored.into_iter().flatten() {
-            if k != "transaction_id" {
+            if k != "transaction_id" && k != "m.relations" {
                 map.serialize_entry(k, v)?;
             }
         }
         if let Some(t) = self.transaction_id {
             map.serialize_entry("transaction_id", t)?;
+        }
+        if let Some(r) = self.relations {
+            map.serialize_entry("m.relations", r)?;
         }
         map.end()
     }
@@ -213,11 +220,12 @@ impl serde::Serialize for Unsigned<'_> {
 
 impl Pdu {
     /// The client format (with `room_id` when given; "ClientEventWithoutRoomID" otherwise)
-    /// as JSON text, with `unsigned.transaction_id` when given.
+    /// as JSON text, with `unsigned.transaction_id` and `unsigned.m.relations` when given.
     pub fn client_raw(
         &self,
         room_id: Option<&RoomId>,
         transaction_id: Option<&str>,
+        relations: Option<&RawValue>,
     ) -> Result<Box<RawValue>> {
         let stored = match self.json.get("unsigned") {
             Some(CanonicalJsonValue::Object(u)) => Some(u),
@@ -235,6 +243,7 @@ impl Pdu {
             unsigned: Unsigned {
                 stored,
                 transaction_id,
+                relations,
             },
         };
         Ok(serde_json::value::to_raw_value(&event)?)

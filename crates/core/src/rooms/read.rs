@@ -209,6 +209,30 @@ impl Homeserver {
         Ok(pdu)
     }
 
+    /// The user's membership and the last position whose events they may read: none
+    /// past their leaving, unless the room is world-readable; `M_FORBIDDEN` for one who
+    /// was never in a room that is not.
+    pub(crate) async fn reading_ceiling(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<(Option<String>, i64)> {
+        let row = crate::storage::query_opt(
+            self.db.as_ref(),
+            "SELECT membership, stream_pos FROM memberships WHERE room_id = $1 AND user_id = $2",
+            vec![room_id.as_str().into(), user.as_str().into()],
+        )
+        .await?;
+        let membership = row.as_ref().map(|r| r.text(0)).transpose()?;
+        let ceiling = match (membership.as_deref(), &row) {
+            (Some("join"), _) => i64::MAX,
+            _ if self.world_readable(room_id).await? => i64::MAX,
+            (Some("leave" | "ban"), Some(r)) => r.int(1)?,
+            _ => return Err(Error::forbidden("You are not a member of this room")),
+        };
+        Ok((membership, ceiling))
+    }
+
     /// `/messages`: from the place `from` names (tokens are places between events) in
     /// `dir`, up to the place `to`, the events `keep` accepts and the user may see. A user
     /// who left sees nothing after leaving, unless the room is world-readable; so does a
@@ -226,19 +250,7 @@ impl Homeserver {
             dir,
             limit,
         } = page;
-        let row = crate::storage::query_opt(
-            self.db.as_ref(),
-            "SELECT membership, stream_pos FROM memberships WHERE room_id = $1 AND user_id = $2",
-            vec![room_id.as_str().into(), user.as_str().into()],
-        )
-        .await?;
-        let membership = row.as_ref().map(|r| r.text(0)).transpose()?;
-        let ceiling = match (membership.as_deref(), &row) {
-            (Some("join"), _) => i64::MAX,
-            _ if self.world_readable(room_id).await? => i64::MAX,
-            (Some("leave" | "ban"), Some(r)) => r.int(1)?,
-            _ => return Err(Error::forbidden("You are not a member of this room")),
-        };
+        let (membership, ceiling) = self.reading_ceiling(room_id, user).await?;
         let limit = limit.clamp(1, self.config.max_timeline_limit);
         let start = from.unwrap_or(match dir {
             Direction::Backward => self.current_pos(),

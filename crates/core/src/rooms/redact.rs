@@ -95,13 +95,16 @@ impl Homeserver {
         let redacted = redact(target.json.clone(), &rules.redaction, Some(because))
             .map_err(Error::internal)?;
         let mut rewritten = vec![target_id.clone()];
-        let mut statements = vec![Statement::new(
-            "UPDATE events SET json = $2 WHERE event_id = $1",
-            vec![
-                target_id.as_str().into(),
-                serde_json::to_string(&redacted)?.into(),
-            ],
-        )];
+        let mut statements = vec![
+            Statement::new(
+                "UPDATE events SET json = $2 WHERE event_id = $1",
+                vec![
+                    target_id.as_str().into(),
+                    serde_json::to_string(&redacted)?.into(),
+                ],
+            ),
+            super::relations::unrelate_statement(target_id),
+        ];
         // The state events that replaced a redacted one carry its content in
         // `unsigned.prev_content`: that goes too (spec: "Redactions").
         if let Some(key) = &target.state_key {

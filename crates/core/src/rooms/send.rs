@@ -146,6 +146,9 @@ impl Homeserver {
                     .map_err(Error::internal);
             }
         }
+        // After the transaction check: a retried annotation is no duplicate.
+        self.check_new_relation(room_id, sender, &event.kind.to_string(), &event.content)
+            .await?;
         let version = self.room_version(room_id).await?;
         let mut w = self.begin_write(room_id, &version, lock).await?;
         if let Some(key) = &event.state_key {

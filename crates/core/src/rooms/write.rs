@@ -89,6 +89,8 @@ struct Step {
     /// Keys state resolution dropped (every event for them failed auth).
     state_removals: Vec<(StateEventType, String)>,
     member_changes: Vec<(String, OwnedEventId, String)>,
+    /// How the room's joined members change (`rooms.joined_members`, for the directory).
+    joined_delta: i64,
     /// A redaction that applies: the events it rewrites (the target, and state events
     /// whose `prev_content` held its content) and the statements that do it.
     redaction: Option<(Vec<OwnedEventId>, Vec<Statement>)>,
@@ -112,6 +114,23 @@ impl RoomWrite {
 
     pub(crate) fn push_prelude(&mut self, statement: Statement) {
         self.prelude.push(statement);
+    }
+
+    /// The membership of a member key in the head as planned so far (`None` for other
+    /// keys and users without a member event).
+    async fn head_membership(
+        &self,
+        hs: &Homeserver,
+        kind: &StateEventType,
+        key: &str,
+    ) -> Result<Option<String>> {
+        if *kind != StateEventType::RoomMember {
+            return Ok(None);
+        }
+        let Some(id) = self.head.state.get(&(kind.clone(), key.to_owned())) else {
+            return Ok(None);
+        };
+        Ok(self.pdu(hs, id).await?.map(|p| membership_of(&p)))
     }
 
     /// An event planned here or by a write queued ahead, else a stored one.
@@ -338,6 +357,7 @@ impl Homeserver {
         };
         let mut state_changes = Vec::new();
         let mut member_changes = Vec::new();
+        let mut joined_delta = 0;
         // On a head that is the state before the event (the usual, linear case), only the
         // event's own key can change: no need to compare whole states, whatever their size.
         let linear = new_ext.len() == 1 && w.head.state_group == Some(before_id);
@@ -366,6 +386,8 @@ impl Homeserver {
                     .map(|p| membership_of(&p))
                     .unwrap_or_default()
             };
+            let was_joined = w.head_membership(self, kind, key).await?.as_deref() == Some("join");
+            joined_delta += i64::from(membership == "join") - i64::from(was_joined);
             state_changes.push((
                 kind.clone(),
                 key.clone(),
@@ -389,6 +411,11 @@ impl Homeserver {
                 .cloned()
                 .collect()
         };
+        for (kind, key) in &state_removals {
+            if w.head_membership(self, kind, key).await?.as_deref() == Some("join") {
+                joined_delta -= 1;
+            }
+        }
 
         let mut pdu = pdu;
         if pdu.state_key.is_some() {
@@ -428,6 +455,7 @@ impl Homeserver {
             state_changes,
             state_removals,
             member_changes,
+            joined_delta,
             redaction,
             replaces,
             queueable,
@@ -546,7 +574,7 @@ impl Homeserver {
                     .put(step.pdu.event_id.clone(), step.pdu.clone());
                 // Every full sync of the room's members sends it.
                 if step.pdu.state_key.is_some() {
-                    if let Ok(json) = step.pdu.client_raw(None, None) {
+                    if let Ok(json) = step.pdu.client_raw(None, None, None) {
                         hs.state_json
                             .put(step.pdu.event_id.clone(), Arc::from(json));
                     }

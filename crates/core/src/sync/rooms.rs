@@ -714,7 +714,7 @@ impl Homeserver {
         let mut out = Vec::with_capacity(picked.len());
         for p in self.get_pdus(&ids).await?.into_iter().flatten() {
             if req.filter.state.allows(&p) {
-                out.push(p.client_raw(None, None)?);
+                out.push(p.client_raw(None, None, None)?);
             }
         }
         Ok(out)

@@ -1,5 +1,5 @@
-//! The rows one planned event writes (events, activity, transaction ID, extremities,
-//! current state, memberships), at its stream position.
+//! The rows one planned event writes (events, activity, relations, transaction ID,
+//! extremities, current state, memberships), at its stream position.
 
 use super::Step;
 use crate::ports::{Statement, Value};
@@ -41,6 +41,7 @@ pub(super) fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statemen
             vec![room.into(), Value::Int(pos), Value::Int(if bump { pos } else { 0 })],
         ),
     ];
+    b.extend(crate::rooms::relations::relation_statements(room, pdu, pos));
     if let Some([user, device, scope, txn]) = &step.txn {
         b.push(Statement::new(
             "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)",
@@ -90,6 +91,12 @@ pub(super) fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statemen
         b.push(Statement::new(
             "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
             vec![room.into(), kind.to_string().into(), key.into()],
+        ));
+    }
+    if step.joined_delta != 0 {
+        b.push(Statement::new(
+            "UPDATE rooms SET joined_members = joined_members + $2 WHERE room_id = $1",
+            vec![room.into(), Value::Int(step.joined_delta)],
         ));
     }
     if let Some((_, statements)) = &step.redaction {

@@ -132,14 +132,14 @@ const TIMELINE_ROOMS: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
 /// The largest timeline query for at most `n` (≥ 1) rooms: how many, and its SQL, with
 /// the position as `$1`, the rows per room as `$2` and the rooms after them. Rows: room,
-/// event ID, JSON, position, transaction device and ID.
+/// event ID, JSON, position, transaction device and ID, relations flag.
 fn timelines_query(n: usize) -> (usize, &'static str) {
     static SQL: std::sync::LazyLock<SizedStatements> = std::sync::LazyLock::new(|| {
         SizedStatements::new(&TIMELINE_ROOMS, |rooms| {
             (0..rooms)
                 .map(|i| {
                     format!(
-                        "SELECT * FROM (SELECT room_id, event_id, json, stream_pos, txn_device, txn_id
+                        "SELECT * FROM (SELECT room_id, event_id, json, stream_pos, txn_device, txn_id, relations
                          FROM events WHERE room_id = ${} AND stream_pos > 0 AND stream_pos <= $1
                          ORDER BY stream_pos DESC LIMIT $2) AS t{i}",
                         i + 3

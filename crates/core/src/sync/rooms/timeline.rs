@@ -26,6 +26,8 @@ pub(super) struct TimelineEvent {
     pub(super) pdu: Arc<Pdu>,
     /// (device, transaction ID) of a local event sent with one.
     pub(super) txn: Option<(String, String)>,
+    /// Its bundled aggregations (`unsigned.m.relations`), if it has any.
+    pub(super) relations: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Homeserver {
@@ -51,6 +53,8 @@ impl Homeserver {
         let mut scanned = 0usize;
         let limit = self.timeline_limit(f);
         let mut out = Vec::new();
+        // Events some aggregated child points at (`rooms/relations.rs`).
+        let mut related = Vec::new();
         let mut cursor = upto + 1;
         let floor = from.unwrap_or(0);
         loop {
@@ -59,7 +63,7 @@ impl Homeserver {
                 None => {
                     self.db
                         .query(
-                            "SELECT event_id, json, stream_pos, txn_device, txn_id FROM events
+                            "SELECT event_id, json, stream_pos, txn_device, txn_id, relations FROM events
                              WHERE room_id = $1 AND stream_pos > $2 AND stream_pos < $3
                              ORDER BY stream_pos DESC LIMIT $4",
                             vec![
@@ -80,8 +84,9 @@ impl Homeserver {
                 scanned += 1;
                 // Hidden history could make us scan the whole room: stop and say limited.
                 if scanned > limit * MAX_SCAN_FACTOR {
-                    out.reverse();
-                    return Ok((out, true));
+                    return self
+                        .finish_timeline(room_id, viewer, upto, out, related, true)
+                        .await;
                 }
                 let id = r.text(0)?;
                 let pdu = match ruma::EventId::parse(&id)
@@ -97,8 +102,12 @@ impl Homeserver {
                     || self.can_see(user, &pdu, Some(membership)).await?;
                 if visible && f.allows(&pdu) {
                     if out.len() == limit {
-                        out.reverse();
-                        return Ok((out, true));
+                        return self
+                            .finish_timeline(room_id, viewer, upto, out, related, true)
+                            .await;
+                    }
+                    if r.int(5)? != 0 {
+                        related.push(out.len());
                     }
                     let txn = match (r.opt_text(3)?, r.opt_text(4)?) {
                         (Some(d), Some(t)) => Some((d, t)),
@@ -108,6 +117,7 @@ impl Homeserver {
                         pos: cursor,
                         pdu,
                         txn,
+                        relations: None,
                     });
                 }
             }
@@ -116,8 +126,39 @@ impl Homeserver {
                 break;
             }
         }
+        self.finish_timeline(room_id, viewer, upto, out, related, false)
+            .await
+    }
+
+    /// The timeline oldest first, with the bundled aggregations of the events at
+    /// `related` (indices into `out`) as of `upto`.
+    async fn finish_timeline(
+        &self,
+        room_id: &RoomId,
+        (user, membership, _): (&UserId, &str, i64),
+        upto: i64,
+        mut out: Vec<TimelineEvent>,
+        related: Vec<usize>,
+        limited: bool,
+    ) -> Result<(Vec<TimelineEvent>, bool)> {
+        if !related.is_empty() {
+            let parents: Vec<&Pdu> = related
+                .iter()
+                .filter_map(|i| out.get(*i))
+                .map(|t| &*t.pdu)
+                .collect();
+            let reader = crate::rooms::relations::Reader {
+                user,
+                membership: Some(membership),
+                upto,
+            };
+            let mut bundles = self.bundles(room_id, reader, &parents, false).await?;
+            for t in &mut out {
+                t.relations = bundles.remove(&t.pdu.event_id);
+            }
+        }
         out.reverse();
-        Ok((out, false))
+        Ok((out, limited))
     }
 }
 
@@ -136,7 +177,7 @@ pub(super) fn timeline_block(
             Some((d, txn)) if t.pdu.sender == user && d == device.as_str() => Some(txn.as_str()),
             _ => None,
         };
-        events.push(t.pdu.client_raw(None, txn)?);
+        events.push(t.pdu.client_raw(None, txn, t.relations.as_deref())?);
     }
     let prev_batch = timeline.first().map_or(end, |t| t.pos - 1);
     Ok(TimelineBlock {
