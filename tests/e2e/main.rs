@@ -18,6 +18,7 @@ mod limits;
 mod malformed;
 mod media;
 mod members;
+mod moderation;
 mod push;
 mod relations;
 mod rooms;

@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod admin;
 mod auth;
 mod backup;
 mod devices;
@@ -14,9 +15,11 @@ mod presence;
 mod profile;
 mod push;
 mod relations;
+mod reporting;
 mod rooms;
 mod session;
 mod sync;
+mod thirdparty;
 mod to_device;
 
 use crate::Routes;
@@ -38,6 +41,9 @@ pub fn routes(r: Routes) -> Routes {
     let r = push::routes(r);
     let r = relations::routes(r);
     let r = directory::routes(r);
+    let r = reporting::routes(r);
+    let r = thirdparty::routes(r);
+    let r = admin::routes(r);
     let r = to_device::routes(r);
     let r = media::routes(r);
     sync::routes(r)

@@ -1,8 +1,10 @@
 //! Accounts, devices, tokens and user-interactive auth
 //! (spec: client-server API, "Client Authentication" and "Account management").
 
+pub mod admin;
 pub mod devices;
 pub mod login;
+pub mod openid;
 pub mod password;
 pub mod profile;
 pub mod register;

@@ -12,9 +12,11 @@ pub mod media;
 pub mod ports;
 pub mod presence;
 pub mod push_rules;
+pub mod reports;
 pub mod rooms;
 pub mod storage;
 pub mod sync;
+pub mod thirdparty;
 pub mod to_device;
 
 pub use config::{Config, MediaConfig};

@@ -60,6 +60,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0013_room_directory.sql"),
         include_str!("storage/migrations/0013_room_directory.sql"),
     ),
+    (
+        include_str!("storage/migrations/0014_reports_openid.sql"),
+        include_str!("storage/migrations/0014_reports_openid.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.
