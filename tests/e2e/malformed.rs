@@ -113,6 +113,10 @@ fn valid_query(template: &str, ctx: &Ctx) -> String {
         format!("version={}", ctx.backup)
     } else if ends("/members") {
         "membership=join".into()
+    } else if ends("/thirdparty/location") {
+        format!("alias={}", urlencode("#walk:localhost"))
+    } else if ends("/thirdparty/user") {
+        format!("userid={}", ctx.user)
     } else {
         String::new()
     }
@@ -238,7 +242,9 @@ fn sample_body(template: &str, ctx: &Ctx) -> Option<Value> {
     let ends = |s: &str| template.ends_with(s);
     let has = |s: &str| template.contains(s);
     let user = ctx.user_id.as_str();
-    Some(if ends("/createRoom") {
+    Some(if ends("/report") {
+        json!({ "reason": "walk" })
+    } else if ends("/createRoom") {
         json!({
             "name": "n", "topic": "t", "preset": "private_chat", "invite": [user], "is_direct": false,
             "initial_state": [{ "type": "m.room.topic", "state_key": "", "content": { "topic": "x" } }],
