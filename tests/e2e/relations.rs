@@ -152,6 +152,17 @@ async fn edits_reactions_and_references_are_bundled_and_listed() {
     )
     .await;
 
+    // A relation no engine could index (a NUL, a parent ID longer than the spec allows)
+    // is no relation: the event itself is stored all the same.
+    let long_parent = format!("${}", "a".repeat(3000));
+    for (txn, parent) in [("n1", "$a\u{0}b".to_owned()), ("n2", long_parent)] {
+        let content = json!({ "msgtype": "m.text", "body": "odd",
+                              "m.relates_to": { "rel_type": "m.reference", "event_id": parent } });
+        send_ok(&server, &bob, &room, "m.room.message", txn, content).await;
+    }
+    let content = json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": msg, "key": "k".repeat(2000) } });
+    send_ok(&server, &bob, &room, "m.reaction", "n3", content).await;
+
     // `/event`: the latest valid edit in full, the references; annotations are not bundled.
     let ev = event(&server, &bob, &room, &msg).await;
     let rels = &ev["unsigned"]["m.relations"];

@@ -16,8 +16,8 @@ use crate::{ports::Value, storage::query_opt, Error, Homeserver, Result};
 /// `/publicRooms` page sizes.
 const DEFAULT_LIMIT: usize = 30;
 const MAX_LIMIT: usize = 100;
-/// Listed rooms a filtered request looks at per room it returns.
-const MAX_SCAN_FACTOR: usize = 20;
+/// Listed rooms one filtered request looks at, at most (each is read from its state).
+const MAX_SCANNED: usize = 300;
 
 /// One of `room_directory.publication_rules` (the config): the first rule whose patterns
 /// all match decides whether a user may publish a room. No rules: room admins may.
@@ -252,7 +252,7 @@ impl Homeserver {
         let mut chunk: Vec<(i64, String, Json)> = Vec::new();
         let mut scanned = 0;
         let mut exhausted = false;
-        while chunk.len() < limit && scanned < limit * MAX_SCAN_FACTOR {
+        while chunk.len() < limit && scanned < MAX_SCANNED {
             let batch = (limit - chunk.len() + 1) as i64;
             // Forward: after (joined, room) in (joined desc, room asc); backward: before.
             let rows = self
@@ -276,7 +276,7 @@ impl Homeserver {
             }
             let mut consumed = 0;
             for r in &rows {
-                if chunk.len() == limit || scanned == limit * MAX_SCAN_FACTOR {
+                if chunk.len() == limit || scanned == MAX_SCANNED {
                     break;
                 }
                 scanned += 1;

@@ -157,6 +157,9 @@ impl Pdu {
             v["redacts"] = r.to_string().into();
         }
         if let Some(CanonicalJsonValue::Object(u)) = self.json.get("unsigned") {
+            // Aggregations are the server's own, added when served (`relations.rs`).
+            let mut u = u.clone();
+            u.remove("m.relations");
             v["unsigned"] = serde_json::to_value(u).unwrap_or_default();
         }
         v

@@ -36,6 +36,10 @@ const MAX_TREE: usize = 2_000;
 const MAX_REFERENCES: i64 = 50;
 /// Rows a page may read per event it returns (hidden ones are skipped).
 const MAX_SCAN_FACTOR: usize = 20;
+/// Longest parent ID and `rel_type` indexed (the spec bounds event IDs at 255 bytes).
+const MAX_ID_BYTES: usize = 255;
+/// Longest annotation key indexed.
+const MAX_KEY_BYTES: usize = 1024;
 
 /// What an event's `m.relates_to` declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,8 +68,11 @@ pub fn relation_of(kind: &str, content: &str) -> Option<Relation> {
     let r = c.relates_to?;
     let rel_type = r.get("rel_type")?.as_str()?;
     let parent = EventId::parse(r.get("event_id")?.as_str()?).ok()?;
-    // Rows cannot hold a NUL on either engine (`ports::check_storable`).
-    if rel_type.is_empty() || rel_type.contains('\0') {
+    // Rows cannot hold a NUL on either engine (`ports::check_storable`), and PostgreSQL's
+    // indexes refuse entries over about 2.7 KB: such a relation is none, so the event
+    // itself is still stored (a remote one must be, or the room's graph has a hole).
+    let fits = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.contains('\0');
+    if !fits(rel_type) || !fits(parent.as_str()) {
         return None;
     }
     if rel_type == "m.replace" && c.new_content.is_none() && kind != "m.room.encrypted" {
@@ -74,7 +81,7 @@ pub fn relation_of(kind: &str, content: &str) -> Option<Relation> {
     let key = match rel_type {
         "m.annotation" => {
             let key = r.get("key")?.as_str()?;
-            if key.contains('\0') {
+            if key.len() > MAX_KEY_BYTES || key.contains('\0') {
                 return None;
             }
             Some(key.to_owned())
@@ -94,6 +101,10 @@ pub(crate) fn relation_statements(room: &str, pdu: &Pdu, pos: i64) -> Vec<Statem
     let Some(rel) = relation_of(&kind, pdu.content.get()) else {
         return Vec::new();
     };
+    // Spec ("Validity of replacement events"): state events cannot be edited or edit.
+    if rel.rel_type == "m.replace" && pdu.state_key.is_some() {
+        return Vec::new();
+    }
     let parent = rel.parent.as_str();
     let mut b = vec![Statement::new(
         "INSERT INTO event_relations (event_id, room_id, parent_id, rel_type, type, sender, key, origin_ts, stream_pos)
@@ -410,8 +421,12 @@ impl Homeserver {
                 )
                 .await?;
             for r in rows {
-                agg.references
-                    .push(OwnedEventId::try_from(r.text(0)?).map_err(Error::internal)?);
+                let id = OwnedEventId::try_from(r.text(0)?).map_err(Error::internal)?;
+                if let Some(p) = self.get_pdu(&id).await? {
+                    if self.can_see(reader.user, &p, reader.membership).await? {
+                        agg.references.push(id);
+                    }
+                }
             }
         }
         Ok(agg)
@@ -445,7 +460,12 @@ impl Homeserver {
         if flagged.is_empty() {
             return Ok(());
         }
-        let (membership, ceiling) = self.reading_ceiling(room_id, user).await?;
+        // Whoever could read the parents (an invitee too, per history visibility) sees
+        // the children they may see, none past their leaving.
+        let (membership, ceiling) = match self.reading_ceiling(room_id, user).await {
+            Ok(m) => m,
+            Err(_) => (self.membership(room_id, user).await?, i64::MAX),
+        };
         let reader = Reader {
             user,
             membership: membership.as_deref(),
@@ -584,33 +604,33 @@ impl Homeserver {
         ceiling: i64,
         n: usize,
     ) -> Result<Vec<(i64, String)>> {
-        let sql = match req.dir {
-            Direction::Backward => {
-                "SELECT stream_pos, event_id FROM event_relations WHERE parent_id = $1 AND room_id = $2
-                 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4)
-                 AND stream_pos <= $5 AND stream_pos <= $6 ORDER BY stream_pos DESC LIMIT $7"
-            }
-            Direction::Forward => {
-                "SELECT stream_pos, event_id FROM event_relations WHERE parent_id = $1 AND room_id = $2
-                 AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4)
-                 AND stream_pos > $5 AND stream_pos <= $6 ORDER BY stream_pos ASC LIMIT $7"
-            }
+        // One statement per filter, so each can seek its index (a generic plan of
+        // `($3 = '' OR rel_type = $3)` could not).
+        let (filter, mut params) = match (req.rel_type, req.event_type) {
+            (None, _) => ("", vec![]),
+            (Some(t), None) => (" AND rel_type = $6", vec![Value::from(t)]),
+            (Some(t), Some(e)) => (
+                " AND rel_type = $6 AND type = $7",
+                vec![Value::from(t), Value::from(e)],
+            ),
         };
-        let rows = self
-            .db
-            .query(
-                sql,
-                vec![
-                    parent.as_str().into(),
-                    room_id.as_str().into(),
-                    req.rel_type.unwrap_or("").into(),
-                    req.event_type.unwrap_or("").into(),
-                    Value::Int(cursor),
-                    Value::Int(ceiling),
-                    Value::Int(n as i64),
-                ],
-            )
-            .await?;
+        let (cmp, order) = match req.dir {
+            Direction::Backward => ("<=", "DESC"),
+            Direction::Forward => (">", "ASC"),
+        };
+        let sql = format!(
+            "SELECT stream_pos, event_id FROM event_relations WHERE parent_id = $1 AND room_id = $2{filter}
+             AND stream_pos {cmp} $3 AND stream_pos <= $4 ORDER BY stream_pos {order} LIMIT $5"
+        );
+        let mut all = vec![
+            parent.as_str().into(),
+            room_id.as_str().into(),
+            Value::Int(cursor),
+            Value::Int(ceiling),
+            Value::Int(n as i64),
+        ];
+        all.append(&mut params);
+        let rows = self.db.query(&sql, all).await?;
         rows.iter().map(|r| Ok((r.int(0)?, r.text(1)?))).collect()
     }
 
@@ -637,7 +657,8 @@ impl Homeserver {
                 let (list, ids) = super::events::in_ids(chunk, 4);
                 let sql = format!(
                     "SELECT stream_pos, event_id, rel_type, type FROM event_relations
-                     WHERE room_id = $1 AND stream_pos <= $2 AND parent_id {list} LIMIT $3"
+                     WHERE room_id = $1 AND stream_pos <= $2 AND parent_id {list}
+                     ORDER BY stream_pos LIMIT $3"
                 );
                 let mut params = vec![
                     Value::from(room_id.as_str()),

@@ -5,4 +5,5 @@ UPDATE rooms SET joined_members = (
     SELECT COUNT(*) FROM current_state c
     WHERE c.room_id = rooms.room_id AND c.type = 'm.room.member' AND c.membership = 'join'
 );
-CREATE INDEX rooms_directory ON rooms (is_public, joined_members, room_id);
+-- In the listing's order (largest first, then room ID), so a page is an index range.
+CREATE INDEX rooms_directory ON rooms (is_public, joined_members DESC, room_id);
