@@ -19,6 +19,7 @@ mod malformed;
 mod media;
 mod members;
 mod moderation;
+mod notifications;
 mod push;
 mod relations;
 mod rooms;

@@ -122,6 +122,8 @@ pub struct Homeserver {
     /// One-time-key counts and unused fallback key types per device, as every `/sync`
     /// reports them; dropped when they change. See `e2ee/keys.rs`.
     pub(crate) key_counts: crate::e2ee::keys::KeyCountCache,
+    /// Users' stored push rules, parsed (`push/evaluate.rs`).
+    pub(crate) rulesets: crate::push::evaluate::Rulesets,
     /// Moves whenever a device's keys change, so a count read across a change is not kept.
     pub(crate) key_counts_epoch: std::sync::atomic::AtomicU64,
     /// Fetches pages for URL previews ([`Homeserver::with_fetcher`]).
@@ -204,6 +206,7 @@ impl Homeserver {
         storage::migrate(db.as_ref()).await?;
         let signing_key = load_or_create_key(db.as_ref(), clock.now_ms()).await?;
         let (heads, pos) = load_positions(db.as_ref()).await?;
+        let rulesets = crate::push::evaluate::Rulesets::new(&config.server_name);
         Ok(Self {
             config,
             db,
@@ -222,6 +225,7 @@ impl Homeserver {
             media_offload: None,
             fetcher: None,
             key_counts: crate::cache::BoundedCache::new(KEY_COUNT_DEVICES),
+            rulesets,
             key_counts_epoch: Default::default(),
             thumbnailing: async_lock::Semaphore::new(1),
             thumbnails_made: Default::default(),

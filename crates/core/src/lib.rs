@@ -11,7 +11,7 @@ pub mod input;
 pub mod media;
 pub mod ports;
 pub mod presence;
-pub mod push_rules;
+pub mod push;
 pub mod reports;
 pub mod rooms;
 pub mod storage;

@@ -64,6 +64,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0014_reports_openid.sql"),
         include_str!("storage/migrations/0014_reports_openid.sql"),
     ),
+    (
+        include_str!("storage/migrations/0015_push.sql"),
+        include_str!("storage/migrations/0015_push.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

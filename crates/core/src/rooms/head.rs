@@ -36,6 +36,13 @@ pub struct RoomHead {
     /// The room's local users with a member event (any membership), worked out once per
     /// state: every event wakes their syncs.
     local_members: std::sync::OnceLock<Arc<LocalMembers>>,
+    /// Its joined members (any server), once known: carried from head to head with each
+    /// event's change, read from `rooms.joined_members` with a head from the database,
+    /// else counted (`Homeserver::joined_count`). Push rules read it.
+    pub(crate) joined: std::sync::OnceLock<u64>,
+    /// The local members with push rules of their own, as of a rules epoch
+    /// (`push/evaluate.rs`): worked out once per state, not once per event.
+    pub(crate) ruled_members: std::sync::Mutex<Option<(u64, Arc<Vec<ruma::OwnedUserId>>)>>,
 }
 
 impl RoomHead {
@@ -49,6 +56,8 @@ impl RoomHead {
             state,
             state_group,
             local_members: Default::default(),
+            joined: Default::default(),
+            ruled_members: Default::default(),
         }
     }
 
@@ -60,6 +69,13 @@ impl RoomHead {
             state: self.state.clone(),
             state_group: self.state_group,
             local_members: self.local_members.clone(),
+            joined: self.joined.clone(),
+            ruled_members: std::sync::Mutex::new(
+                self.ruled_members
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
         }
     }
 
@@ -72,8 +88,12 @@ impl RoomHead {
         state_group: Option<i64>,
         key: &(ruma::events::StateEventType, String),
         server: &ruma::ServerName,
+        joined_delta: i64,
     ) -> Self {
         let head = Self::new(extremities, state, state_group);
+        if let Some(n) = self.joined.get() {
+            let _ = head.joined.set(n.saturating_add_signed(joined_delta));
+        }
         if let Some(members) = self.local_members.get() {
             let members = match local_member(key, server) {
                 Some(user) if !members.contains(&user) => {
@@ -154,7 +174,17 @@ impl Homeserver {
             .map(|r| OwnedEventId::try_from(r.text(0)?).map_err(Error::internal))
             .collect::<Result<_>>()?;
         let state = Arc::new(self.current_state_from_db(room_id).await?);
-        Ok(Arc::new(RoomHead::new(extremities, state, None)))
+        let head = RoomHead::new(extremities, state, None);
+        let joined = crate::storage::query_opt(
+            self.db.as_ref(),
+            "SELECT joined_members FROM rooms WHERE room_id = $1",
+            vec![room_id.as_str().into()],
+        )
+        .await?;
+        if let Some(n) = joined.map(|r| r.int(0)).transpose()? {
+            let _ = head.joined.set(n.max(0) as u64);
+        }
+        Ok(Arc::new(head))
     }
 
     /// Called by the write path once its batch committed, before the position is published.
@@ -219,6 +249,7 @@ mod tests {
                 Some(2),
                 &key,
                 here,
+                0,
             );
             let carried = next.local_members(here);
             assert!(carried.contains("@a:here.test"));

@@ -91,6 +91,8 @@ struct Step {
     member_changes: Vec<(String, OwnedEventId, String)>,
     /// How the room's joined members change (`rooms.joined_members`, for the directory).
     joined_delta: i64,
+    /// Its push outcomes, when it notifies anyone.
+    push: Option<crate::push::evaluate::PushRows>,
     /// A redaction that applies: the events it rewrites (the target, and state events
     /// whose `prev_content` held its content) and the statements that do it.
     redaction: Option<(Vec<OwnedEventId>, Vec<Statement>)>,
@@ -432,10 +434,12 @@ impl Homeserver {
             (Some(key), false, true) => {
                 let key = (StateEventType::from(pdu.kind.to_string()), key.clone());
                 w.head
-                    .after_state_event(new_ext, current, group, &key, server)
+                    .after_state_event(new_ext, current, group, &key, server, joined_delta)
             }
             _ => RoomHead::new(new_ext, current, group),
         });
+        // Who the event notifies, in its own batch (`push/evaluate.rs`).
+        let push = self.push_rows(w, &rules, &pdu, &json).await?;
         w.pdus.insert(pdu.event_id.clone(), pdu.clone());
         w.places.insert(pdu.event_id.clone(), (before_id, after_id));
         w.groups.extend(groups);
@@ -456,11 +460,32 @@ impl Homeserver {
             state_removals,
             member_changes,
             joined_delta,
+            push,
             redaction,
             replaces,
             queueable,
         });
         Ok(())
+    }
+
+    /// The room's joined members as the write's head has it (counted from its state when
+    /// no count came along, as after a fork's state resolution).
+    pub(crate) async fn joined_count(&self, w: &RoomWrite) -> Result<u64> {
+        if let Some(n) = w.head.joined.get() {
+            return Ok(*n);
+        }
+        let mut n = 0;
+        for ((kind, _), id) in w.head.state.iter() {
+            if *kind == StateEventType::RoomMember
+                && w.pdu(self, id)
+                    .await?
+                    .is_some_and(|p| membership_of(&p) == "join")
+            {
+                n += 1;
+            }
+        }
+        let _ = w.head.joined.set(n);
+        Ok(n)
     }
 
     /// Commits every planned event in one batch, the `n`-th at the `n`-th new stream

@@ -79,6 +79,8 @@ pub struct EventFilter {
     url: Option<UrlFilter>,
     pub limit: Option<usize>,
     pub lazy_members: bool,
+    /// `unread_thread_notifications`: thread counts apart from the main timeline's.
+    pub unread_threads: bool,
     /// No condition on events at all (every event passes).
     everything: bool,
 }
@@ -97,6 +99,7 @@ impl EventFilter {
             .limit
             .map(|l| usize::try_from(u64::from(l)).unwrap_or(usize::MAX));
         out.lazy_members = matches!(f.lazy_load_options, LazyLoadOptions::Enabled { .. });
+        out.unread_threads = f.unread_thread_notifications;
         Ok(out)
     }
 
@@ -128,6 +131,7 @@ impl EventFilter {
             url: None,
             limit: None,
             lazy_members: false,
+            unread_threads: false,
             everything: types.is_none()
                 && not_types.is_empty()
                 && senders.is_none()

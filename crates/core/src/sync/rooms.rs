@@ -134,6 +134,13 @@ struct RoomJson {
     summary: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unread_notifications: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unread_thread_notifications: Option<Json>,
+}
+
+/// `{ notification_count, highlight_count }`.
+fn counts_json((notifications, highlights): crate::push::counts::Counts) -> Json {
+    json!({ "notification_count": notifications, "highlight_count": highlights })
 }
 
 /// `(state, state_after)`: one of them holds `events`.
@@ -532,6 +539,21 @@ impl Homeserver {
             (true, None) => self.summary(room_id, user).await?,
         };
         let (state, state_after) = state_blocks(state, req.use_state_after);
+        // Spec ("Receiving notifications"): with `unread_thread_notifications`, threads
+        // are counted apart, and only those with something unread are listed.
+        let counts = self
+            .unread_counts(room_id, user, m.changed_pos, now.pos)
+            .await?;
+        let (main, threads) = if req.filter.timeline.unread_threads {
+            let threads: serde_json::Map<String, Json> = counts
+                .threads
+                .iter()
+                .map(|(root, c)| (root.clone(), counts_json(*c)))
+                .collect();
+            (counts.main, Some(Json::Object(threads)))
+        } else {
+            (counts.total(), None)
+        };
         Ok(Some(RoomJson {
             timeline: timeline_block(&timeline, (user, device), limited, now.pos)?,
             state,
@@ -541,7 +563,8 @@ impl Homeserver {
                 events: account_data,
             },
             summary: Some(summary),
-            unread_notifications: Some(json!({ "highlight_count": 0, "notification_count": 0 })),
+            unread_notifications: Some(counts_json(main)),
+            unread_thread_notifications: threads,
         }))
     }
 
@@ -598,6 +621,7 @@ impl Homeserver {
             account_data: Events { events: Vec::new() },
             summary: None,
             unread_notifications: None,
+            unread_thread_notifications: None,
         })
     }
 

@@ -30,7 +30,11 @@ impl Homeserver {
     ) -> Result<()> {
         let mut rules = self.push_rules(user).await?;
         change(&mut rules)?;
-        self.set_account_data(user, None, "m.push_rules", &json!({ "global": rules }))
-            .await
+        let set = self
+            .set_account_data(user, None, "m.push_rules", &json!({ "global": rules }))
+            .await;
+        // Whatever the outcome, the next event reads the rules anew (`evaluate.rs`).
+        self.forget_rules(user);
+        set
     }
 }
