@@ -478,18 +478,21 @@ pub async fn big_room(args: BigRoomArgs) -> Result<std::process::ExitCode, Strin
     let (_, _, body) = sync(&ctx, &reader, &format!("since={since}&filter={filter}")).await?;
     since = next_batch(&body)?;
     let sender = tokens[0].clone();
-    let (_, sends_cpu) = cpu_of(pid, async {
+    let (extra, sends_cpu) = cpu_of(pid, async {
+        let mut ok = 0usize;
         for i in 0..args.incremental {
-            send(&ctx, &sender, &room, &format!("x{i}")).await;
+            ok += usize::from(send(&ctx, &sender, &room, &format!("x{i}")).await);
         }
+        ok
     })
     .await;
     let (_, _, body) = sync(&ctx, &reader, &format!("since={since}&filter={filter}")).await?;
     since = next_batch(&body)?;
     let mut lat = Vec::new();
+    let mut more = 0usize;
     let (r, both_cpu) = cpu_of(pid, async {
         for i in 0..args.incremental {
-            send(&ctx, &sender, &room, &format!("y{i}")).await;
+            more += usize::from(send(&ctx, &sender, &room, &format!("y{i}")).await);
             let (took, _, body) =
                 sync(&ctx, &reader, &format!("since={since}&filter={filter}")).await?;
             since = next_batch(&body)?;
@@ -499,6 +502,13 @@ pub async fn big_room(args: BigRoomArgs) -> Result<std::process::ExitCode, Strin
     })
     .await;
     r?;
+    // Every message notifies the member (the default rules; they never sent a receipt):
+    // their count must be exactly the messages of the others that landed.
+    let (_, _, body) = sync(&ctx, &reader, &format!("filter={filter}")).await?;
+    let counted = body["rooms"]["join"][&room]["unread_notifications"]["notification_count"]
+        .as_u64()
+        .unwrap_or(0);
+    let expected = (sent + extra + more) as u64;
     let per_sync_cpu = both_cpu
         .zip(sends_cpu)
         .map(|(b, s)| (b - s).max(0.0) * 1e6 / args.incremental.max(1) as f64);
@@ -517,6 +527,8 @@ pub async fn big_room(args: BigRoomArgs) -> Result<std::process::ExitCode, Strin
         "incremental_sync_ms_p50": percentile(&mut lat.clone(), 0.5),
         "incremental_sync_cpu_us": per_sync_cpu,
         "peak_rss_kb": peak,
+        "unread_counted": counted,
+        "unread_expected": expected,
         "errors": ctx.errors.list().len(),
     });
     finish(scene, &args.common, report, |r| {
@@ -526,6 +538,7 @@ pub async fn big_room(args: BigRoomArgs) -> Result<std::process::ExitCode, Strin
              join:           {:.2} ms p50, {:.2} ms p95 (last 1,000 joins: {:.2} ms p50)\n\
              sending:        {:.0} messages/s with {} senders ({} sent); {} µs server CPU per message\n\
              member's sync:  {:.2} ms p50 wall; {} µs server CPU per incremental sync\n\
+             unread count:   {} notifications for the member, {} expected: {}\n\
              peak RSS:       {} (after the joins)\n",
             r["members"], r["register_s"].as_f64().unwrap_or(0.0), r["joins_s"].as_f64().unwrap_or(0.0),
             r["join_ms_p50"].as_f64().unwrap_or(0.0), r["join_ms_p95"].as_f64().unwrap_or(0.0),
@@ -534,6 +547,8 @@ pub async fn big_room(args: BigRoomArgs) -> Result<std::process::ExitCode, Strin
             r["send_cpu_us_per_message"].as_f64().map_or("?".into(), |v| format!("{v:.0}")),
             r["incremental_sync_ms_p50"].as_f64().unwrap_or(0.0),
             r["incremental_sync_cpu_us"].as_f64().map_or("?".into(), |v| format!("{v:.0}")),
+            r["unread_counted"], r["unread_expected"],
+            if r["unread_counted"] == r["unread_expected"] { "exact" } else { "WRONG" },
             mib(r["peak_rss_kb"].as_u64()),
         )
     })

@@ -124,6 +124,8 @@ pub struct Homeserver {
     pub(crate) key_counts: crate::e2ee::keys::KeyCountCache,
     /// Users' stored push rules, parsed (`push/evaluate.rs`).
     pub(crate) rulesets: crate::push::evaluate::Rulesets,
+    /// Members' unread counts as last counted (`push/counts.rs`).
+    pub(crate) unread: crate::push::counts::CountsCache,
     /// Moves whenever a device's keys change, so a count read across a change is not kept.
     pub(crate) key_counts_epoch: std::sync::atomic::AtomicU64,
     /// Fetches pages for URL previews ([`Homeserver::with_fetcher`]).
@@ -226,6 +228,7 @@ impl Homeserver {
             fetcher: None,
             key_counts: crate::cache::BoundedCache::new(KEY_COUNT_DEVICES),
             rulesets,
+            unread: crate::cache::BoundedCache::new(crate::push::counts::CACHED_COUNTS),
             key_counts_epoch: Default::default(),
             thumbnailing: async_lock::Semaphore::new(1),
             thumbnails_made: Default::default(),

@@ -3,7 +3,7 @@
 //! and their join. An unthreaded receipt reads every thread up to its event; a threaded
 //! one only its thread (`main` for the main timeline).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use ruma::{RoomId, UserId};
 
@@ -16,8 +16,32 @@ pub const MAX_COUNTED: i64 = 10_000;
 /// (notifications, highlights).
 pub type Counts = (u64, u64);
 
+/// Members' counts kept in memory, by (room, user).
+pub(crate) const CACHED_COUNTS: usize = 50_000;
+
+/// Where a member has read up to: the unthreaded receipt (or their join), and each
+/// thread's own receipt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Floors {
+    unthreaded: i64,
+    threaded: BTreeMap<String, i64>,
+}
+
+/// Counts as of a position, with the floors they were counted from. Push outcomes never
+/// change once written and positions are published in order, so while the floors stay,
+/// the counts at a later position are these plus the outcomes in between.
+#[derive(Clone, Debug)]
+pub(crate) struct CountsAt {
+    upto: i64,
+    floors: Floors,
+    counts: UnreadCounts,
+}
+
+pub(crate) type CountsCache =
+    crate::cache::BoundedCache<(ruma::OwnedRoomId, ruma::OwnedUserId), std::sync::Arc<CountsAt>>;
+
 /// A member's unread counts in one room.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UnreadCounts {
     /// The main timeline's (thread roots included).
     pub main: Counts,
@@ -35,15 +59,14 @@ impl UnreadCounts {
 }
 
 impl Homeserver {
-    /// The member's unread counts in the room as of position `upto`, counting events after
-    /// `joined_at` (their join) only.
-    pub async fn unread_counts(
+    /// The member's floors: their receipts' events' positions, none below their join.
+    async fn read_floors(
         &self,
         room_id: &RoomId,
         user: &UserId,
         joined_at: i64,
         upto: i64,
-    ) -> Result<UnreadCounts> {
+    ) -> Result<Floors> {
         let receipts = self
             .db
             .query(
@@ -54,17 +77,38 @@ impl Homeserver {
                 vec![room_id.as_str().into(), user.as_str().into(), Value::Int(upto)],
             )
             .await?;
-        let mut unthreaded = joined_at;
-        let mut threaded: HashMap<String, i64> = HashMap::new();
+        let mut floors = Floors {
+            unthreaded: joined_at,
+            threaded: BTreeMap::new(),
+        };
         for r in &receipts {
             let pos = r.opt_int(1)?.unwrap_or(0);
             match r.text(0)?.as_str() {
-                "" => unthreaded = unthreaded.max(pos),
+                "" => floors.unthreaded = floors.unthreaded.max(pos),
                 thread => {
-                    threaded.insert(thread.to_owned(), pos);
+                    floors.threaded.insert(thread.to_owned(), pos);
                 }
             }
         }
+        Ok(floors)
+    }
+
+    /// The member's unread counts in the room as of position `upto`, counting events after
+    /// `joined_at` (their join) only.
+    pub async fn unread_counts(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        joined_at: i64,
+        upto: i64,
+    ) -> Result<UnreadCounts> {
+        let floors = self.read_floors(room_id, user, joined_at, upto).await?;
+        let key = (room_id.to_owned(), user.to_owned());
+        // Counted before from the same floors: only what came since is read.
+        let (mut out, from) = match self.unread.get(&key) {
+            Some(c) if c.floors == floors && c.upto <= upto => (c.counts.clone(), c.upto),
+            _ => (UnreadCounts::default(), floors.unthreaded),
+        };
         let rows = self
             .db
             .query(
@@ -76,16 +120,20 @@ impl Homeserver {
                 vec![
                     room_id.as_str().into(),
                     user.as_str().into(),
-                    Value::Int(unthreaded),
+                    Value::Int(from.max(floors.unthreaded)),
                     Value::Int(upto),
                     Value::Int(MAX_COUNTED),
                 ],
             )
             .await?;
-        let mut out = UnreadCounts::default();
         for r in &rows {
             let (thread, pos) = (r.text(0)?, r.int(1)?);
-            let floor = threaded.get(&thread).copied().unwrap_or(0).max(unthreaded);
+            let floor = floors
+                .threaded
+                .get(&thread)
+                .copied()
+                .unwrap_or(0)
+                .max(floors.unthreaded);
             if pos <= floor || r.int(2)? == 0 {
                 continue;
             }
@@ -97,6 +145,14 @@ impl Homeserver {
             };
             counts.0 += 1;
             counts.1 += highlight;
+        }
+        if self.unread.get(&key).is_none_or(|c| c.upto <= upto) {
+            let at = CountsAt {
+                upto,
+                floors,
+                counts: out.clone(),
+            };
+            self.unread.put(key, std::sync::Arc::new(at));
         }
         Ok(out)
     }

@@ -181,6 +181,26 @@ impl Homeserver {
         Ok(list)
     }
 
+    /// A head carried its predecessor's list of members with rules: the member an event
+    /// changed joins it if they have rules of their own.
+    async fn note_member_rules(&self, head: &RoomHead, key: &str) -> Result<()> {
+        let Ok(user) = UserId::parse(key) else {
+            return Ok(());
+        };
+        if user.server_name() != self.server_name() || self.stored_rules(&user).await?.is_none() {
+            return Ok(());
+        }
+        let mut slot = head.ruled_members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((epoch, list)) = slot.as_mut() {
+            if !list.contains(&user) {
+                let mut more = (**list).clone();
+                more.push(user);
+                *slot = Some((*epoch, Arc::new(more)));
+            }
+        }
+        Ok(())
+    }
+
     /// Called once a user's rules changed.
     pub(crate) fn forget_rules(&self, user: &UserId) {
         let mut epoch = self
@@ -203,6 +223,11 @@ impl Homeserver {
     ) -> Result<Option<PushRows>> {
         let (room_id, head) = (w.room_id(), w.head());
         let members = head.local_members(self.server_name());
+        if pdu.kind == ruma::events::TimelineEventType::RoomMember {
+            if let Some(key) = &pdu.state_key {
+                self.note_member_rules(head, key).await?;
+            }
+        }
         // Nobody but the sender: nothing to work out (a new room's first events).
         if members.iter().all(|m| m.as_str() == pdu.sender.as_str()) {
             return Ok(None);

@@ -94,6 +94,13 @@ impl RoomHead {
         if let Some(n) = self.joined.get() {
             let _ = head.joined.set(n.saturating_add_signed(joined_delta));
         }
+        // The event's own member, if it is one, is looked at by the event's push
+        // evaluation (`push/evaluate.rs`); everyone else's rules are as they were.
+        *head.ruled_members.lock().unwrap_or_else(|e| e.into_inner()) = self
+            .ruled_members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(members) = self.local_members.get() {
             let members = match local_member(key, server) {
                 Some(user) if !members.contains(&user) => {
