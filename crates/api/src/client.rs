@@ -18,6 +18,7 @@ mod relations;
 mod reporting;
 mod rooms;
 mod session;
+mod spaces;
 mod sync;
 mod thirdparty;
 mod to_device;
@@ -44,6 +45,7 @@ pub fn routes(r: Routes) -> Routes {
     let r = reporting::routes(r);
     let r = thirdparty::routes(r);
     let r = admin::routes(r);
+    let r = spaces::routes(r);
     let r = to_device::routes(r);
     let r = media::routes(r);
     sync::routes(r)

@@ -15,6 +15,7 @@ pub mod receive;
 pub mod redact;
 pub mod relations;
 pub mod send;
+pub mod spaces;
 pub mod state;
 pub(crate) mod tip;
 pub mod visibility;

@@ -328,7 +328,7 @@ impl Homeserver {
 
     /// A room as the directory shows it (spec: `PublishedRoomsChunk`), from its current
     /// state.
-    async fn directory_entry(&self, room_id: &RoomId, joined: i64) -> Result<Json> {
+    pub(crate) async fn directory_entry(&self, room_id: &RoomId, joined: i64) -> Result<Json> {
         let state = self.current_state(room_id).await?;
         let get = |kind: StateEventType| state.get(&(kind, String::new())).cloned();
         let pdu = |id: Option<ruma::OwnedEventId>| async move {
