@@ -30,3 +30,4 @@ mod storage;
 mod sync;
 mod sync_cost;
 mod sync_exact;
+mod upgrade;

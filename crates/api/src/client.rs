@@ -22,6 +22,7 @@ mod spaces;
 mod sync;
 mod thirdparty;
 mod to_device;
+mod upgrade;
 
 use crate::Routes;
 
@@ -46,6 +47,7 @@ pub fn routes(r: Routes) -> Routes {
     let r = thirdparty::routes(r);
     let r = admin::routes(r);
     let r = spaces::routes(r);
+    let r = upgrade::routes(r);
     let r = to_device::routes(r);
     let r = media::routes(r);
     sync::routes(r)

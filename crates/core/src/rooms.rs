@@ -18,6 +18,7 @@ pub mod send;
 pub mod spaces;
 pub mod state;
 pub(crate) mod tip;
+pub mod upgrade;
 pub mod visibility;
 pub mod write;
 
