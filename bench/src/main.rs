@@ -50,6 +50,8 @@ enum Scenario {
     Rooms(scenarios::RoomsArgs),
     /// One room with many members: joins, sending, a member's /sync.
     BigRoom(scenarios::BigRoomArgs),
+    /// Server-side search over a long history: latency by how many messages match.
+    Search(scenarios::SearchArgs),
 }
 
 /// Settings every scenario takes.
@@ -132,6 +134,7 @@ fn main() -> std::process::ExitCode {
             Some(Scenario::Load(args)) => run(args).await,
             Some(Scenario::Rooms(args)) => scenarios::rooms(args).await,
             Some(Scenario::BigRoom(args)) => scenarios::big_room(args).await,
+            Some(Scenario::Search(args)) => scenarios::search(args).await,
         }
     });
     match result {

@@ -67,6 +67,21 @@ pub struct BigRoomArgs {
     pause: f64,
 }
 
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Messages in the room's history.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// Concurrent senders while filling the history.
+    #[arg(long, default_value_t = 20)]
+    senders: usize,
+    /// Searches measured per term and order.
+    #[arg(long, default_value_t = 20)]
+    searches: usize,
+}
+
 /// Lazy-loaded members and 10 events per room: what Element asks for.
 const CLIENT_FILTER: &str =
     r#"{"room":{"timeline":{"limit":10},"state":{"lazy_load_members":true}}}"#;
@@ -551,6 +566,114 @@ pub async fn big_room(args: BigRoomArgs) -> Result<std::process::ExitCode, Strin
             if r["unread_counted"] == r["unread_expected"] { "exact" } else { "WRONG" },
             mib(r["peak_rss_kb"].as_u64()),
         )
+    })
+    .await
+}
+
+/// The body of history message `i`: every one says "message"; `topic{i % 100}` is in 1%
+/// of them, "needle" in one in 10,000.
+fn history_body(i: usize) -> String {
+    let needle = if i.is_multiple_of(10_000) { " needle" } else { "" };
+    format!("message {i} about topic{} and more words{needle}", i % 100)
+}
+
+pub async fn search(args: SearchArgs) -> Result<std::process::ExitCode, String> {
+    let scene = start(&args.common).await?;
+    let (ctx, pid) = (scene.ctx.clone(), scene.srv.pid);
+    let tag = std::process::id();
+    let names: Vec<String> = (0..args.senders.max(1))
+        .map(|i| format!("s{i}_{tag}"))
+        .collect();
+    let tokens = register_all(&ctx, &names, 8).await?;
+    let room = create_room(&ctx, &tokens[0]).await?;
+    for tok in &tokens[1..] {
+        if !join(&ctx, tok, &room).await {
+            return Err(setup_failed(&ctx, "join"));
+        }
+    }
+    eprintln!("filling a history of {} messages", args.messages);
+    let t = Instant::now();
+    let mut set = JoinSet::new();
+    let per = args.messages.div_ceil(args.senders.max(1));
+    for (s, tok) in tokens.iter().enumerate() {
+        let (c, tok, room) = (ctx.clone(), tok.clone(), room.clone());
+        let total = args.messages;
+        set.spawn(async move {
+            let mut ok = 0usize;
+            for m in 0..per {
+                let i = s * per + m;
+                if i >= total {
+                    break;
+                }
+                let path = format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/h{i}",
+                    enc(&room)
+                );
+                let body = json!({ "msgtype": "m.text", "body": history_body(i) });
+                ok += usize::from(
+                    c.call("send", reqwest::Method::PUT, &path, Some(&tok), Some(&body))
+                        .await
+                        .is_some(),
+                );
+            }
+            ok
+        });
+    }
+    let sent = set.join_all().await.into_iter().sum::<usize>();
+    let fill = t.elapsed();
+    server::reset_peak_rss(pid);
+    let searcher = tokens[0].clone();
+    let mut rows = Vec::new();
+    for term in ["needle", "topic7", "message"] {
+        for order in ["rank", "recent"] {
+            let mut lat = Vec::new();
+            let mut count = 0;
+            let (r, cpu) = cpu_of(pid, async {
+                for _ in 0..args.searches {
+                    let body = json!({ "search_categories": { "room_events": { "search_term": term, "order_by": order } } });
+                    let t = Instant::now();
+                    let res = ctx
+                        .call("search", reqwest::Method::POST, "/_matrix/client/v3/search", Some(&searcher), Some(&body))
+                        .await
+                        .ok_or_else(|| setup_failed(&ctx, "search"))?;
+                    lat.push(ms(t.elapsed()));
+                    count = res["search_categories"]["room_events"]["count"].as_u64().unwrap_or(0);
+                }
+                Ok::<_, String>(())
+            })
+            .await;
+            r?;
+            rows.push(json!({
+                "term": term, "order": order, "count": count,
+                "ms_p50": percentile(&mut lat.clone(), 0.5),
+                "ms_p95": percentile(&mut lat.clone(), 0.95),
+                "cpu_us": cpu.map(|c| c * 1e6 / args.searches.max(1) as f64),
+            }));
+        }
+    }
+    let report = json!({
+        "scenario": "search",
+        "messages": sent,
+        "fill_s": fill.as_secs_f64(),
+        "searches": rows,
+        "peak_rss_kb": server::status_kb(pid, "VmHWM"),
+        "errors": ctx.errors.list().len(),
+    });
+    finish(scene, &args.common, report, |r| {
+        let mut out = format!(
+            "== tessera-bench search ==\nscene:          one room, {} messages ({:.1} s to send)\n",
+            r["messages"], r["fill_s"].as_f64().unwrap_or(0.0)
+        );
+        for s in r["searches"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "search:         {:<8} by {:<6} {:>6} results counted: {:.2} ms p50, {:.2} ms p95, {} µs server CPU\n",
+                s["term"].as_str().unwrap_or(""), s["order"].as_str().unwrap_or(""), s["count"],
+                s["ms_p50"].as_f64().unwrap_or(0.0), s["ms_p95"].as_f64().unwrap_or(0.0),
+                s["cpu_us"].as_f64().map_or("?".into(), |v| format!("{v:.0}")),
+            ));
+        }
+        out.push_str(&format!("peak RSS:       {} (while searching)\n", mib(r["peak_rss_kb"].as_u64())));
+        out
     })
     .await
 }

@@ -23,6 +23,7 @@ mod notifications;
 mod push;
 mod relations;
 mod rooms;
+mod search;
 mod spaces;
 mod state_groups;
 mod state_res;

@@ -17,6 +17,7 @@ mod push;
 mod relations;
 mod reporting;
 mod rooms;
+mod search;
 mod session;
 mod spaces;
 mod sync;
@@ -48,6 +49,7 @@ pub fn routes(r: Routes) -> Routes {
     let r = admin::routes(r);
     let r = spaces::routes(r);
     let r = upgrade::routes(r);
+    let r = search::routes(r);
     let r = to_device::routes(r);
     let r = media::routes(r);
     sync::routes(r)

@@ -14,6 +14,7 @@ pub mod presence;
 pub mod push;
 pub mod reports;
 pub mod rooms;
+pub mod search;
 pub mod storage;
 pub mod sync;
 pub mod thirdparty;

@@ -68,6 +68,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0015_push.sql"),
         include_str!("storage/migrations/0015_push.sql"),
     ),
+    (
+        include_str!("storage/migrations/0016_search.sqlite.sql"),
+        include_str!("storage/migrations/0016_search.postgres.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -152,32 +152,47 @@ impl Homeserver {
     }
 
     /// Sets `unsigned.transaction_id` on the events `user` sent from `device` (spec:
-    /// "Transaction identifiers": clients match their local echo with it).
+    /// "Transaction identifiers": clients match their local echo with it). Read from the
+    /// events' own rows, a few queries for any page (by `event_txns`, a heavy sender's
+    /// lookup walked every transaction of their device).
     pub async fn add_transaction_ids(
         &self,
         user: &ruma::UserId,
         device: &ruma::DeviceId,
         events: &mut [serde_json::Value],
     ) -> Result<()> {
-        for event in events.iter_mut() {
-            if event["sender"].as_str() != Some(user.as_str()) {
-                continue;
+        let own: Vec<String> = events
+            .iter()
+            .filter(|e| e["sender"].as_str() == Some(user.as_str()))
+            .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+            .collect();
+        let ids: Vec<&str> = own.iter().map(String::as_str).collect();
+        let mut txns: std::collections::HashMap<String, String> = Default::default();
+        for chunk in ids.chunks(MAX_IDS_PER_QUERY) {
+            let (list, params) = in_ids(chunk, 3);
+            let sql = format!(
+                "SELECT event_id, txn_id FROM events WHERE sender = $1 AND txn_device = $2 AND event_id {list}"
+            );
+            let mut all = vec![user.as_str().into(), device.as_str().into()];
+            all.extend(params);
+            for r in self.db.query(&sql, all).await? {
+                if let Some(txn) = r.opt_text(1)? {
+                    txns.insert(r.text(0)?, txn);
+                }
             }
-            let Some(id) = event["event_id"].as_str() else {
+        }
+        if txns.is_empty() {
+            return Ok(());
+        }
+        for event in events.iter_mut() {
+            let Some(txn) = event["event_id"].as_str().and_then(|id| txns.get(id)) else {
                 continue;
             };
-            let row = query_opt(
-                self.db.as_ref(),
-                "SELECT txn_id FROM event_txns WHERE event_id = $1 AND user_id = $2 AND device_id = $3",
-                vec![id.into(), user.as_str().into(), device.as_str().into()],
-            )
-            .await?;
-            if let Some(row) = row {
-                if !event["unsigned"].is_object() {
-                    event["unsigned"] = serde_json::json!({});
-                }
-                event["unsigned"]["transaction_id"] = row.text(0)?.into();
+            let txn = txn.clone();
+            if !event["unsigned"].is_object() {
+                event["unsigned"] = serde_json::json!({});
             }
+            event["unsigned"]["transaction_id"] = txn.into();
         }
         Ok(())
     }

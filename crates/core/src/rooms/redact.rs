@@ -105,6 +105,12 @@ impl Homeserver {
             ),
             super::relations::unrelate_statement(target_id),
         ];
+        if let Some(place) = self.event_place(target_id).await? {
+            statements.push(crate::search::unindex_statement(
+                self.db.engine(),
+                place.pos,
+            ));
+        }
         // The state events that replaced a redacted one carry its content in
         // `unsigned.prev_content`: that goes too (spec: "Redactions").
         if let Some(key) = &target.state_key {

@@ -93,6 +93,8 @@ struct Step {
     joined_delta: i64,
     /// Its push outcomes, when it notifies anyone.
     push: Option<crate::push::evaluate::PushRows>,
+    /// Its row in the search index, when it has text to search.
+    search: Option<crate::search::SearchRow>,
     /// A redaction that applies: the events it rewrites (the target, and state events
     /// whose `prev_content` held its content) and the statements that do it.
     redaction: Option<(Vec<OwnedEventId>, Vec<Statement>)>,
@@ -440,6 +442,7 @@ impl Homeserver {
         });
         // Who the event notifies, in its own batch (`push/evaluate.rs`).
         let push = self.push_rows(w, &rules, &pdu, &json).await?;
+        let search = crate::search::search_row(self.db.engine(), &pdu);
         w.pdus.insert(pdu.event_id.clone(), pdu.clone());
         w.places.insert(pdu.event_id.clone(), (before_id, after_id));
         w.groups.extend(groups);
@@ -461,6 +464,7 @@ impl Homeserver {
             member_changes,
             joined_delta,
             push,
+            search,
             redaction,
             replaces,
             queueable,

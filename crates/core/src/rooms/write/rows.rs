@@ -45,6 +45,9 @@ pub(super) fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statemen
     if let Some(push) = &step.push {
         b.extend(push.statements(room, pdu, pos));
     }
+    if let Some(search) = &step.search {
+        b.push(search.statement(room, pdu, pos));
+    }
     if let Some([user, device, scope, txn]) = &step.txn {
         b.push(Statement::new(
             "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)",
