@@ -573,7 +573,11 @@ pub async fn big_room(args: BigRoomArgs) -> Result<std::process::ExitCode, Strin
 /// The body of history message `i`: every one says "message"; `topic{i % 100}` is in 1%
 /// of them, "needle" in one in 10,000.
 fn history_body(i: usize) -> String {
-    let needle = if i.is_multiple_of(10_000) { " needle" } else { "" };
+    let needle = if i.is_multiple_of(10_000) {
+        " needle"
+    } else {
+        ""
+    };
     format!("message {i} about topic{} and more words{needle}", i % 100)
 }
 

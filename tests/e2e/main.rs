@@ -32,3 +32,4 @@ mod sync;
 mod sync_cost;
 mod sync_exact;
 mod upgrade;
+mod user_directory;

@@ -24,6 +24,7 @@ mod sync;
 mod thirdparty;
 mod to_device;
 mod upgrade;
+mod user_directory;
 
 use crate::Routes;
 
@@ -50,6 +51,7 @@ pub fn routes(r: Routes) -> Routes {
     let r = spaces::routes(r);
     let r = upgrade::routes(r);
     let r = search::routes(r);
+    let r = user_directory::routes(r);
     let r = to_device::routes(r);
     let r = media::routes(r);
     sync::routes(r)

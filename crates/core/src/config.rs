@@ -24,6 +24,9 @@ pub struct Config {
     /// `room_directory.publication_rules`: who may publish which room in the public room
     /// directory, first match decides; empty: every room admin may.
     pub publication_rules: Vec<crate::rooms::directory::PublicationRule>,
+    /// `user_directory.search_all_users`: every local user is found, not only those who
+    /// share a room with the searcher or are in a public room.
+    pub user_directory_all_users: bool,
 }
 
 /// The content repository's limits (README, `media.*`).
@@ -72,6 +75,7 @@ impl Config {
             fast_password_hashing: false,
             media: MediaConfig::default(),
             publication_rules: Vec::new(),
+            user_directory_all_users: false,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod storage;
 pub mod sync;
 pub mod thirdparty;
 pub mod to_device;
+pub mod user_directory;
 
 pub use config::{Config, MediaConfig};
 pub use error::{Error, Result};

@@ -23,6 +23,7 @@ pub struct Config {
     pub sync: Sync,
     pub media: Media,
     pub room_directory: RoomDirectory,
+    pub user_directory: UserDirectory,
     pub public_base_url: Option<String>,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub log: String,
@@ -128,6 +129,15 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// How long a client may take to send a request's headers, in ms.
     pub header_timeout_ms: u64,
+}
+
+/// README, `user_directory.*`: whom `/user_directory/search` finds.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct UserDirectory {
+    /// Every local user, not only those sharing a room with the searcher or in a public
+    /// room.
+    pub search_all_users: bool,
 }
 
 /// README, `room_directory.*`: the public room directory.
@@ -243,6 +253,7 @@ impl Default for Config {
             sync: Sync::default(),
             media: Media::default(),
             room_directory: RoomDirectory::default(),
+            user_directory: UserDirectory::default(),
             public_base_url: None,
             // ruma logs every auth check at info; that would be two lines per event.
             log: "info,ruma_state_res=warn".into(),
@@ -410,6 +421,7 @@ impl Config {
         core.max_sync_timeout_ms = self.sync.max_timeout_ms;
         core.public_base_url = self.public_base_url.clone();
         core.fast_password_hashing = self.bench.insecure_fast_password_hashing;
+        core.user_directory_all_users = self.user_directory.search_all_users;
         let m = &self.media;
         core.media.max_upload_bytes = m.max_upload_bytes;
         core.media.quota_bytes = m.quota_bytes;
