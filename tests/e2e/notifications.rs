@@ -237,3 +237,99 @@ async fn own_rules_mute_a_room_and_sdk_clients_see_the_counts() {
     assert_eq!((c.notification_count, c.highlight_count), (2, 1));
     let _ = bob_id;
 }
+
+#[tokio::test]
+async fn the_notifications_list_pages_and_knows_what_is_read() {
+    let server = harness::start().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let (_, carol) = server.register("carol").await;
+    let room = server
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    server.membership(&bob, &room, "join").await;
+    server.membership(&carol, &room, "join").await;
+    let first = server.send_text(&bob, &room, "b1", "one").await;
+    let mention = send(
+        &server,
+        &bob,
+        &room,
+        "m.room.message",
+        "b2",
+        json!({ "msgtype": "m.text", "body": "alice!", "m.mentions": { "user_ids": [alice_id] } }),
+    )
+    .await;
+    let third = server.send_text(&bob, &room, "b3", "three").await;
+    server
+        .send_text(&alice, &room, "a1", "mine, not listed")
+        .await;
+    receipt(&server, &alice, &room, &first, None).await;
+
+    let list = |query: &'static str| {
+        let (server, alice) = (&server, alice.clone());
+        async move {
+            server
+                .ok(
+                    "GET",
+                    &format!("/_matrix/client/v3/notifications{query}"),
+                    &alice,
+                    None,
+                )
+                .await
+        }
+    };
+    let all = list("").await;
+    let n = all["notifications"].as_array().expect("notifications");
+    let ids: Vec<&str> = n
+        .iter()
+        .map(|x| x["event"]["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [third.as_str(), mention.as_str(), first.as_str()],
+        "{all}"
+    );
+    assert_eq!(
+        n.iter()
+            .map(|x| x["read"].as_bool().unwrap())
+            .collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    assert_eq!(
+        n[1]["actions"],
+        json!(["notify", { "set_tweak": "highlight" }])
+    );
+    assert_eq!(n[0]["room_id"], room.as_str());
+    assert!(n[0]["ts"].is_u64());
+    // Highlights only; and pages.
+    let h = list("?only=highlight").await;
+    assert_eq!(h["notifications"].as_array().map(Vec::len), Some(1), "{h}");
+    let p1 = list("?limit=2").await;
+    assert_eq!(p1["notifications"].as_array().map(Vec::len), Some(2));
+    let next = p1["next_token"].as_str().expect("next_token").to_owned();
+    let p2 = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/notifications?limit=2&from={next}"),
+            &alice,
+            None,
+        )
+        .await;
+    let rest: Vec<&str> = p2["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["event"]["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, [first.as_str()], "{p2}");
+    let (status, _) = server
+        .req(
+            "GET",
+            "/_matrix/client/v3/notifications?only=everything",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let _ = carol;
+}

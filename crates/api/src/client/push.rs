@@ -1,11 +1,12 @@
-//! Push rules (spec: "Push Rules: API"). Pushers and notification counts are not here yet.
+//! Push rules (spec: "Push Rules: API") and the list of notifications. Pushers are not
+//! here yet.
 
 use axum::{extract::State, Json};
 use ruma::{
     api::client::push::{
-        delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
-        get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
-        set_pushrule_enabled,
+        delete_pushrule, get_notifications, get_pushrule, get_pushrule_actions,
+        get_pushrule_enabled, get_pushrules_all, get_pushrules_global_scope, set_pushrule,
+        set_pushrule_actions, set_pushrule_enabled,
     },
     push::{AnyPushRuleRef, RuleKind, Ruleset},
 };
@@ -23,7 +24,33 @@ pub fn routes(r: Routes) -> Routes {
     let r = ruma_route!(r, get_pushrule_enabled::v3::Request, get_enabled);
     let r = ruma_route!(r, set_pushrule_enabled::v3::Request, set_enabled);
     let r = ruma_route!(r, get_pushrule_actions::v3::Request, get_actions);
-    ruma_route!(r, set_pushrule_actions::v3::Request, set_actions)
+    let r = ruma_route!(r, set_pushrule_actions::v3::Request, set_actions);
+    ruma_route!(r, get_notifications::v3::Request, notifications)
+}
+
+/// `GET /notifications`; `only=highlight` for highlights only.
+async fn notifications(
+    State(s): State<AppState>,
+    req: Ruma<get_notifications::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = req.user()?.user_id.clone();
+    let b = req.body;
+    let highlights = match b.only.as_deref() {
+        None => false,
+        Some("highlight") => true,
+        Some(_) => return Err(ApiError(Error::invalid_param("only may be \"highlight\""))),
+    };
+    let limit = b
+        .limit
+        .map(|l| usize::try_from(u64::from(l)).unwrap_or(usize::MAX));
+    let (list, next) =
+        s.hs.notifications(&user, b.from.as_deref(), limit, highlights)
+            .await?;
+    let mut body = json!({ "notifications": list });
+    if let Some(n) = next {
+        body["next_token"] = n.into();
+    }
+    Ok(Json(body))
 }
 
 fn rule_json(rule: AnyPushRuleRef<'_>) -> Value {

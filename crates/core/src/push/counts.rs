@@ -22,9 +22,9 @@ pub(crate) const CACHED_COUNTS: usize = 50_000;
 /// Where a member has read up to: the unthreaded receipt (or their join), and each
 /// thread's own receipt.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Floors {
-    unthreaded: i64,
-    threaded: BTreeMap<String, i64>,
+pub(crate) struct Floors {
+    pub(crate) unthreaded: i64,
+    pub(crate) threaded: BTreeMap<String, i64>,
 }
 
 /// Counts as of a position, with the floors they were counted from. Push outcomes never
@@ -60,7 +60,7 @@ impl UnreadCounts {
 
 impl Homeserver {
     /// The member's floors: their receipts' events' positions, none below their join.
-    async fn read_floors(
+    pub(crate) async fn read_floors(
         &self,
         room_id: &RoomId,
         user: &UserId,
