@@ -15,6 +15,7 @@ mod endpoints;
 mod errors;
 mod hostile;
 mod limits;
+mod login_token;
 mod malformed;
 mod media;
 mod members;

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod devices;
 pub mod login;
+pub mod login_token;
 pub mod openid;
 pub mod password;
 pub mod profile;

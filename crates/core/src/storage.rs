@@ -72,6 +72,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0016_search.sqlite.sql"),
         include_str!("storage/migrations/0016_search.postgres.sql"),
     ),
+    (
+        include_str!("storage/migrations/0017_login_tokens.sql"),
+        include_str!("storage/migrations/0017_login_tokens.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

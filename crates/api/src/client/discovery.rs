@@ -33,7 +33,7 @@ async fn capabilities(_auth: Auth) -> Json<Value> {
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },
-            "m.get_login_token": { "enabled": false },
+            "m.get_login_token": { "enabled": true },
             "m.profile_fields": { "enabled": true },
         }
     }))

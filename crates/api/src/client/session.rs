@@ -2,8 +2,8 @@
 
 use axum::{extract::State, routing::get, Json};
 use ruma::api::client::{
-    session::{login, logout, logout_all, refresh_token},
-    uiaa::UserIdentifier,
+    session::{get_login_token, login, logout, logout_all, refresh_token},
+    uiaa::{AuthType, UserIdentifier},
 };
 use serde_json::{json, Value};
 use tessera_core::{accounts::login::LoginTokens, Error};
@@ -20,11 +20,36 @@ pub fn routes(r: Routes) -> Routes {
     let r = ruma_route!(r, login::v3::Request, login, Class::Login);
     let r = ruma_route!(r, logout::v3::Request, logout);
     let r = ruma_route!(r, logout_all::v3::Request, logout_all);
+    let r = ruma_route!(r, get_login_token::v1::Request, get_token, Class::Login);
     ruma_route!(r, refresh_token::v3::Request, refresh)
 }
 
 async fn login_types() -> Json<Value> {
-    Json(json!({ "flows": [{ "type": "m.login.password" }] }))
+    // Spec (v1.7): `get_login_token` says a signed-in client may ask for a login token.
+    Json(json!({ "flows": [
+        { "type": "m.login.password" },
+        { "type": "m.login.token", "get_login_token": true },
+    ] }))
+}
+
+/// `POST /login/get_token`: a token another device signs in with, after the user proved
+/// it is them again (their password, by user-interactive auth).
+async fn get_token(
+    State(s): State<AppState>,
+    req: Ruma<get_login_token::v1::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = req.user()?.user_id.clone();
+    s.hs.user_interactive_auth(
+        &[vec![AuthType::Password]],
+        req.body.auth.as_ref(),
+        Some(&user),
+        "POST /login/get_token",
+    )
+    .await?;
+    let (token, lifetime_ms) = s.hs.create_login_token(&user).await?;
+    Ok(Json(
+        json!({ "login_token": token, "expires_in_ms": lifetime_ms }),
+    ))
 }
 
 /// The JSON a login or registration returns.
@@ -48,11 +73,28 @@ async fn login(
     req: Ruma<login::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let req = req.body;
-    let login::v3::LoginInfo::Password(pw) = &req.login_info else {
-        return Err(ApiError(Error::Matrix(
-            ruma::api::error::ErrorKind::Unknown,
-            "Unsupported login type".into(),
-        )));
+    let pw = match &req.login_info {
+        login::v3::LoginInfo::Password(pw) => pw,
+        login::v3::LoginInfo::Token(t) => {
+            let user_id = s.hs.redeem_login_token(&t.token).await?;
+            let tokens =
+                s.hs.open_device(
+                    &user_id,
+                    req.device_id,
+                    req.initial_device_display_name,
+                    req.refresh_token,
+                )
+                .await?;
+            let mut body = tokens_json(&user_id, &tokens);
+            body["home_server"] = s.hs.server_name().as_str().into();
+            return Ok(Json(body));
+        }
+        _ => {
+            return Err(ApiError(Error::Matrix(
+                ruma::api::error::ErrorKind::Unknown,
+                "Unsupported login type".into(),
+            )))
+        }
     };
     let user = match &pw.identifier {
         Some(UserIdentifier::Matrix(id)) => &id.user,
