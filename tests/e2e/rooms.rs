@@ -696,3 +696,74 @@ async fn redaction_receipts_context_presence_knock() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+/// `/timestamp_to_event` (spec, v1.6): the nearest event in either direction that the
+/// user may see.
+#[tokio::test]
+async fn timestamp_to_event_finds_the_nearest_visible_event() {
+    let server = crate::harness::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, serde_json::json!({ "preset": "private_chat" }))
+        .await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let id = server
+            .send_text(&alice, &room, &format!("t{i}"), "tick")
+            .await;
+        let path = format!(
+            "/_matrix/client/v3/rooms/{room}/event/{}",
+            crate::harness::urlencode(&id)
+        );
+        let ev = server.ok("GET", &path, &alice, None).await;
+        sent.push((id, ev["origin_server_ts"].as_i64().unwrap()));
+    }
+    let ask = |ts: i64, dir: &'static str| {
+        let (server, alice, room) = (&server, alice.clone(), room.clone());
+        async move {
+            server
+                .req(
+                    "GET",
+                    &format!(
+                        "/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir={dir}"
+                    ),
+                    Some(&alice),
+                    None,
+                )
+                .await
+        }
+    };
+    let (status, body) = ask(sent[1].1, "f").await;
+    assert_eq!(
+        (status, body["event_id"].as_str()),
+        (200, Some(sent[1].0.as_str())),
+        "{body}"
+    );
+    assert_eq!(body["origin_server_ts"], sent[1].1);
+    assert_eq!(
+        ask(sent[1].1 + 1, "f").await.1["event_id"],
+        sent[2].0.as_str()
+    );
+    assert_eq!(
+        ask(sent[2].1 - 1, "b").await.1["event_id"],
+        sent[1].0.as_str()
+    );
+    let (status, body) = ask(sent[2].1 + 60_000, "f").await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+    assert_eq!(ask(1, "b").await.0, 404);
+    let (status, _) = server
+        .req(
+            "GET",
+            &format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts=1&dir=f"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "not a member of a private room");
+}

@@ -22,6 +22,7 @@ mod session;
 mod spaces;
 mod sync;
 mod thirdparty;
+mod timestamp;
 mod to_device;
 mod upgrade;
 mod user_directory;
@@ -52,6 +53,7 @@ pub fn routes(r: Routes) -> Routes {
     let r = upgrade::routes(r);
     let r = search::routes(r);
     let r = user_directory::routes(r);
+    let r = timestamp::routes(r);
     let r = to_device::routes(r);
     let r = media::routes(r);
     sync::routes(r)

@@ -76,6 +76,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0017_login_tokens.sql"),
         include_str!("storage/migrations/0017_login_tokens.sql"),
     ),
+    (
+        include_str!("storage/migrations/0018_origin_ts.sqlite.sql"),
+        include_str!("storage/migrations/0018_origin_ts.postgres.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -463,3 +463,50 @@ impl Homeserver {
         Ok((page.events, token))
     }
 }
+
+/// Events `/timestamp_to_event` looks at before it says none is there.
+const MAX_TIMESTAMP_SCAN: i64 = 200;
+
+impl Homeserver {
+    /// `GET /rooms/{roomId}/timestamp_to_event` (spec, v1.6): the event closest to `ts`
+    /// at or after it (`Forward`) or at or before it (`Backward`) that the user may see,
+    /// with its `origin_server_ts`; 404 when there is none.
+    pub async fn timestamp_to_event(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        ts: i64,
+        dir: Direction,
+    ) -> Result<(ruma::OwnedEventId, i64)> {
+        let (membership, ceiling) = self.reading_ceiling(room_id, user).await?;
+        let sql = match dir {
+            Direction::Forward => {
+                "SELECT event_id, json, origin_ts FROM events WHERE room_id = $1 AND origin_ts >= $2
+                 AND stream_pos <= $3 ORDER BY origin_ts ASC, stream_pos ASC LIMIT $4"
+            }
+            Direction::Backward => {
+                "SELECT event_id, json, origin_ts FROM events WHERE room_id = $1 AND origin_ts <= $2
+                 AND stream_pos <= $3 ORDER BY origin_ts DESC, stream_pos DESC LIMIT $4"
+            }
+        };
+        let rows = self
+            .db
+            .query(
+                sql,
+                vec![
+                    room_id.as_str().into(),
+                    Value::Int(ts),
+                    Value::Int(ceiling),
+                    Value::Int(MAX_TIMESTAMP_SCAN),
+                ],
+            )
+            .await?;
+        for r in &rows {
+            let pdu = Pdu::from_stored(&r.text(0)?, &r.text(1)?)?;
+            if self.can_see(user, &pdu, membership.as_deref()).await? {
+                return Ok((pdu.event_id.clone(), r.int(2)?));
+            }
+        }
+        Err(Error::not_found("No event found in that direction"))
+    }
+}

@@ -17,8 +17,8 @@ pub(super) fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statemen
     let mut b = vec![
         Statement::new(
             "INSERT INTO events (event_id, room_id, stream_pos, depth, sender, type, state_key, json, state_before, state_after,
-                 txn_id, txn_device)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 txn_id, txn_device, origin_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             vec![
                 event_id.into(),
                 room.into(),
@@ -32,6 +32,7 @@ pub(super) fn step_statements(room: &str, step: &Step, pos: i64) -> Vec<Statemen
                 Value::Int(step.state_after),
                 txn_id.into(),
                 txn_device.into(),
+                Value::Int(i64::from(pdu.origin_server_ts.get())),
             ],
         ),
         Statement::new(

@@ -1,0 +1,5 @@
+-- Each event's `origin_server_ts`, for `/timestamp_to_event` (an index, not a parse of
+-- every event).
+ALTER TABLE events ADD COLUMN origin_ts BIGINT;
+UPDATE events SET origin_ts = CAST(json_extract(json, '$.origin_server_ts') AS INTEGER);
+CREATE INDEX events_room_ts ON events (room_id, origin_ts);
