@@ -113,6 +113,8 @@ fn valid_query(template: &str, ctx: &Ctx) -> String {
         format!("version={}", ctx.backup)
     } else if ends("/members") {
         "membership=join".into()
+    } else if ends("/timestamp_to_event") {
+        "ts=0&dir=f".into()
     } else if ends("/thirdparty/location") {
         format!("alias={}", urlencode("#walk:localhost"))
     } else if ends("/thirdparty/user") {
@@ -244,6 +246,10 @@ fn sample_body(template: &str, ctx: &Ctx) -> Option<Value> {
     let user = ctx.user_id.as_str();
     Some(if ends("/report") {
         json!({ "reason": "walk" })
+    } else if ends("/search") && !has("user_directory") {
+        json!({ "search_categories": { "room_events": { "search_term": "walk", "keys": ["content.body"] } } })
+    } else if ends("/user_directory/search") {
+        json!({ "search_term": "walk", "limit": 5 })
     } else if ends("/createRoom") {
         json!({
             "name": "n", "topic": "t", "preset": "private_chat", "invite": [user], "is_direct": false,
