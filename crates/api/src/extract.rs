@@ -106,3 +106,9 @@ impl Body {
         self.object()
     }
 }
+
+/// A count a ruma request carries (`limit`, `max_depth`), as a `usize`; one too large
+/// for it is as good as unbounded (the core clamps every count).
+pub fn count(v: Option<ruma::UInt>) -> Option<usize> {
+    v.map(|v| usize::try_from(u64::from(v)).unwrap_or(usize::MAX))
+}

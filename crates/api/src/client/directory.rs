@@ -10,7 +10,7 @@ use ruma::{
         room::{aliases, Visibility},
     },
     directory::{Filter, RoomNetwork},
-    OwnedServerName, UInt,
+    OwnedServerName,
 };
 use serde_json::{json, Value};
 use tessera_core::{
@@ -42,10 +42,6 @@ fn local_only(s: &AppState, server: Option<&OwnedServerName>) -> Result<(), ApiE
     }
 }
 
-fn limit(l: Option<UInt>) -> Option<usize> {
-    l.map(|l| usize::try_from(u64::from(l)).unwrap_or(usize::MAX))
-}
-
 fn page_json(page: PublicRoomsPage) -> Value {
     let mut body = json!({
         "chunk": page.chunk,
@@ -68,7 +64,7 @@ async fn public_rooms(
     local_only(&s, b.server.as_ref())?;
     let page =
         s.hs.public_rooms(PublicRoomsRequest {
-            limit: limit(b.limit),
+            limit: crate::extract::count(b.limit),
             since: b.since,
             ..Default::default()
         })
@@ -101,7 +97,7 @@ async fn public_rooms_filtered(
     });
     let page =
         s.hs.public_rooms(PublicRoomsRequest {
-            limit: limit(b.limit),
+            limit: crate::extract::count(b.limit),
             since: b.since,
             search: generic_search_term,
             room_types,

@@ -40,9 +40,7 @@ async fn notifications(
         Some("highlight") => true,
         Some(_) => return Err(ApiError(Error::invalid_param("only may be \"highlight\""))),
     };
-    let limit = b
-        .limit
-        .map(|l| usize::try_from(u64::from(l)).unwrap_or(usize::MAX));
+    let limit = crate::extract::count(b.limit);
     let (list, next) =
         s.hs.notifications(&user, b.from.as_deref(), limit, highlights)
             .await?;

@@ -115,10 +115,6 @@ async fn relations_of_type_and_event_type(
     answer(&s, &session, q).await
 }
 
-fn limit(l: Option<ruma::UInt>) -> Option<usize> {
-    l.map(|l| usize::try_from(u64::from(l)).unwrap_or(usize::MAX))
-}
-
 async fn answer(
     s: &AppState,
     session: &tessera_core::accounts::session::Session,
@@ -155,7 +151,7 @@ async fn answer(
                 from,
                 to,
                 dir,
-                limit: limit(q.limit),
+                limit: crate::extract::count(q.limit),
                 recurse: q.recurse,
             },
         )
@@ -200,7 +196,7 @@ async fn threads(
             &session.user_id,
             participated,
             from,
-            limit(b.limit),
+            crate::extract::count(b.limit),
         )
         .await?;
     let mut chunk: Vec<Value> = page

@@ -16,10 +16,6 @@ pub fn routes(r: Routes) -> Routes {
     ruma_route!(r, get_summary::v1::Request, summary)
 }
 
-fn size(v: Option<UInt>) -> Option<usize> {
-    v.map(|v| usize::try_from(u64::from(v)).unwrap_or(usize::MAX))
-}
-
 async fn hierarchy(
     State(s): State<AppState>,
     req: Ruma<get_hierarchy::v1::Request>,
@@ -36,8 +32,8 @@ async fn hierarchy(
             &b.room_id,
             HierarchyRequest {
                 from: b.from,
-                limit: size(b.limit),
-                max_depth: size(b.max_depth),
+                limit: crate::extract::count(b.limit),
+                max_depth: crate::extract::count(b.max_depth),
                 suggested_only: b.suggested_only,
             },
         )

@@ -17,9 +17,7 @@ async fn search(
 ) -> Result<Json<Value>, ApiError> {
     let user = req.user()?.user_id.clone();
     let b = req.body;
-    let limit = usize::try_from(u64::from(b.limit)).unwrap_or(usize::MAX);
-    let (results, limited) =
-        s.hs.search_users(&user, &b.search_term, Some(limit))
-            .await?;
+    let limit = crate::extract::count(Some(b.limit));
+    let (results, limited) = s.hs.search_users(&user, &b.search_term, limit).await?;
     Ok(Json(json!({ "results": results, "limited": limited })))
 }

@@ -13,9 +13,14 @@ use std::{
 use ruma::{events::StateEventType, OwnedEventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{json, value::RawValue, Value as Json};
 
+mod memberships;
 mod prefetch;
+mod state;
 mod summary;
 mod timeline;
+
+use memberships::Membership;
+use state::{End, StateQuery};
 
 use self::{
     prefetch::Prefetched,
@@ -163,50 +168,6 @@ const STRIPPED: &[&str] = &[
     "m.room.topic",
 ];
 
-/// The user's membership of one room.
-#[derive(Clone, Debug)]
-struct Membership {
-    room_id: OwnedRoomId,
-    membership: String,
-    /// Where the membership last changed (not where the member event last changed).
-    changed_pos: i64,
-    /// The member event that set it.
-    event_id: OwnedEventId,
-}
-
-impl Membership {
-    fn from_row(r: &Row) -> Result<Self> {
-        Ok(Self {
-            room_id: OwnedRoomId::try_from(r.text(0)?).map_err(Error::internal)?,
-            membership: r.text(1)?,
-            event_id: OwnedEventId::try_from(r.text(2)?).map_err(Error::internal)?,
-            changed_pos: r.int(3)?,
-        })
-    }
-}
-
-/// Which state a room's `state` (or `state_after`) block holds.
-struct StateQuery<'a> {
-    /// The sync's `since`, when the client already has the room's state as of it.
-    baseline: Option<i64>,
-    timeline: &'a [TimelineEvent],
-    /// The timeline does not show every event after `baseline` (it is limited, or a
-    /// filter dropped some).
-    gapped: bool,
-    /// The room's state at the end of the timeline's window.
-    end: End,
-}
-
-/// The state at the end of a timeline's window, or where to find it.
-enum End {
-    /// After the room's last event at or before this position.
-    At(i64),
-    State(Arc<StateIds>),
-}
-
-const MEMBERSHIP_COLUMNS: &str =
-    "SELECT room_id, membership, event_id, stream_pos FROM memberships";
-
 impl Homeserver {
     pub(super) async fn sync_rooms(
         &self,
@@ -269,166 +230,6 @@ impl Homeserver {
             }
         }
         Ok(out)
-    }
-
-    async fn all_memberships(&self, user: &UserId) -> Result<Vec<Membership>> {
-        let sql = "SELECT room_id, membership, event_id, stream_pos FROM memberships WHERE user_id = $1 AND forgotten = 0";
-        debug_assert!(sql.starts_with(MEMBERSHIP_COLUMNS));
-        self.db
-            .query(sql, vec![user.as_str().into()])
-            .await?
-            .iter()
-            .map(Membership::from_row)
-            .collect()
-    }
-
-    /// The rooms an incremental sync from `since` must look at, each with the user's
-    /// membership row: a constant number of queries, each reading only what moved.
-    async fn rooms_changed(
-        &self,
-        user: &UserId,
-        since: SyncToken,
-        now: SyncToken,
-    ) -> Result<Vec<Membership>> {
-        let mut rooms: HashMap<OwnedRoomId, Membership> = HashMap::new();
-        let u = Value::from(user.as_str());
-        let s = Value::Int(since.pos);
-        let mut add = |rows: Vec<Row>| -> Result<()> {
-            for r in &rows {
-                let m = Membership::from_row(r)?;
-                rooms.insert(m.room_id.clone(), m);
-            }
-            Ok(())
-        };
-        if self.stream_moved(Stream::Events, Some(since.pos)) {
-            // Rooms that moved since `since` and are the user's. Few positions since:
-            // walk the rooms that moved (at most one per position); many: the user's rooms.
-            // Either way the smaller side, not the account's size nor the server's.
-            let sql = if now.pos - since.pos <= ACTIVITY_SCAN_MAX {
-                "SELECT m.room_id, m.membership, m.event_id, m.stream_pos FROM room_activity a
-                 CROSS JOIN memberships m
-                 WHERE m.room_id = a.room_id AND m.user_id = $1 AND a.last_pos > $2 AND m.forgotten = 0"
-            } else {
-                "SELECT m.room_id, m.membership, m.event_id, m.stream_pos FROM memberships m
-                 CROSS JOIN room_activity a
-                 WHERE a.room_id = m.room_id AND m.user_id = $1 AND a.last_pos > $2 AND m.forgotten = 0"
-            };
-            add(self.db.query(sql, vec![u.clone(), s.clone()]).await?)?;
-        }
-        if self.stream_moved(Stream::Memberships, Some(since.pos)) {
-            add(self
-                .db
-                .query(
-                    "SELECT room_id, membership, event_id, stream_pos FROM memberships
-                     WHERE user_id = $1 AND stream_pos > $2 AND forgotten = 0",
-                    vec![u.clone(), s.clone()],
-                )
-                .await?)?;
-        }
-        if self.stream_moved(Stream::Receipts, Some(since.pos)) {
-            add(self
-                .db
-                .query(
-                    "SELECT room_id, membership, event_id, stream_pos FROM memberships
-                     WHERE user_id = $1 AND forgotten = 0 AND room_id IN
-                       (SELECT room_id FROM receipts WHERE stream_pos > $2 AND stream_pos <= $3)",
-                    vec![u.clone(), s.clone(), Value::Int(now.pos)],
-                )
-                .await?)?;
-        }
-        if self.stream_moved(Stream::AccountData, Some(since.pos)) {
-            add(self
-                .db
-                .query(
-                    "SELECT room_id, membership, event_id, stream_pos FROM memberships
-                     WHERE user_id = $1 AND forgotten = 0 AND room_id IN
-                       (SELECT room_id FROM account_data WHERE user_id = $1 AND stream_pos > $2 AND room_id <> '')",
-                    vec![u.clone(), s.clone()],
-                )
-                .await?)?;
-        }
-        for room in self.typing_rooms_since(since.typing) {
-            if rooms.contains_key(&room) {
-                continue;
-            }
-            if let Some(r) = crate::storage::query_opt(
-                self.db.as_ref(),
-                "SELECT room_id, membership, event_id, stream_pos FROM memberships
-                 WHERE room_id = $1 AND user_id = $2 AND forgotten = 0",
-                vec![room.as_str().into(), u.clone()],
-            )
-            .await?
-            {
-                let m = Membership::from_row(&r)?;
-                rooms.insert(m.room_id.clone(), m);
-            }
-        }
-        Ok(rooms.into_values().collect())
-    }
-
-    /// The membership as it was at `pos`: the row, unless it changed after `pos` (the
-    /// sync started before that commit); then the member event in the state at `pos`.
-    async fn membership_as_of(
-        &self,
-        user: &UserId,
-        m: Membership,
-        pos: i64,
-    ) -> Result<Option<Membership>> {
-        if m.changed_pos <= pos {
-            return Ok(Some(m));
-        }
-        let Some(state) = self.state_at(&m.room_id, pos).await? else {
-            return Ok(None);
-        };
-        let Some(id) = state.get(&(StateEventType::RoomMember, user.to_string())) else {
-            return Ok(None);
-        };
-        let (Some(pdu), Some(place)) = (self.get_pdu(id).await?, self.event_place(id).await?)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Membership {
-            membership: membership_of(&pdu),
-            changed_pos: place.pos,
-            event_id: id.clone(),
-            room_id: m.room_id,
-        }))
-    }
-
-    /// The user's membership in the room at `pos`, from the room's state there.
-    async fn membership_at(
-        &self,
-        room_id: &RoomId,
-        user: &UserId,
-        pos: i64,
-    ) -> Result<Option<String>> {
-        let Some(state) = self.state_at(room_id, pos).await? else {
-            return Ok(None);
-        };
-        Ok(
-            match state.get(&(StateEventType::RoomMember, user.to_string())) {
-                Some(id) => self.get_pdu(id).await?.map(|p| membership_of(&p)),
-                None => None,
-            },
-        )
-    }
-
-    /// The room's state after its last event at or before `pos`, if it had one.
-    pub(crate) async fn state_at(
-        &self,
-        room_id: &RoomId,
-        pos: i64,
-    ) -> Result<Option<Arc<StateIds>>> {
-        let row = crate::storage::query_opt(
-            self.db.as_ref(),
-            "SELECT state_after FROM events WHERE room_id = $1 AND stream_pos <= $2 ORDER BY stream_pos DESC LIMIT 1",
-            vec![room_id.as_str().into(), Value::Int(pos)],
-        )
-        .await?;
-        match row {
-            Some(r) => Ok(Some(self.state_group(r.int(0)?).await?.0)),
-            None => Ok(None),
-        }
     }
 
     async fn joined_room(
@@ -625,125 +426,6 @@ impl Homeserver {
         })
     }
 
-    /// The `state` block (or `state_after`, with `use_state_after`; MSC4222): without a
-    /// baseline, all of the state at the start of the timeline (at its end for
-    /// `state_after`); with one, what changed since it. Events the timeline shows are left
-    /// out of `state`. With lazy-loaded members, of the member events only the timeline's
-    /// senders' (and, when sent whole, the user's own); those always, whether the client
-    /// may have them or not (spec: "Lazy-loading room members").
-    async fn sync_state(
-        &self,
-        room_id: &RoomId,
-        req: &SyncRequest,
-        user: &UserId,
-        q: StateQuery<'_>,
-    ) -> Result<Vec<Box<RawValue>>> {
-        let lazy = req.filter.state.lazy_members;
-        let after = req.use_state_after;
-        let senders: HashSet<&str> = q.timeline.iter().map(|t| t.pdu.sender.as_str()).collect();
-        // Nothing changed and no members to add: the common incremental sync reads no state.
-        if q.baseline.is_some() && !q.gapped && !after && !lazy {
-            return Ok(Vec::new());
-        }
-        // The state the block describes.
-        let target: Arc<StateIds> = match (after, q.timeline.first(), &q.end) {
-            (false, Some(first), _) => {
-                let place = self
-                    .event_place(&first.pdu.event_id)
-                    .await?
-                    .ok_or_else(|| Error::internal("event missing"))?;
-                self.state_group(place.state_before).await?.0
-            }
-            (_, _, End::State(state)) => state.clone(),
-            (_, _, End::At(pos)) => self.state_at(room_id, *pos).await?.unwrap_or_default(),
-        };
-        // Changed since the baseline, or everything.
-        let end_state: Option<Arc<StateIds>>;
-        let changed: Vec<(&(StateEventType, String), &OwnedEventId)> = match q.baseline {
-            None => target.iter().collect(),
-            // Without a gap, the state at the start of the timeline is the baseline, and
-            // the state at its end is the baseline and the timeline's state events.
-            Some(_) if !q.gapped && !after => Vec::new(),
-            Some(_) if !q.gapped => {
-                let in_timeline: HashSet<&OwnedEventId> = q
-                    .timeline
-                    .iter()
-                    .filter(|t| t.pdu.state_key.is_some())
-                    .map(|t| &t.pdu.event_id)
-                    .collect();
-                target
-                    .iter()
-                    .filter(|(_, id)| in_timeline.contains(id))
-                    .collect()
-            }
-            // As Synapse computes it: the state at the start and at the end of the
-            // timeline, less what the client had and what the timeline shows, so state a
-            // filter kept out of the timeline is not lost either.
-            Some(pos) => {
-                let base = self.state_at(room_id, pos).await?.unwrap_or_default();
-                let end = match (&q.end, after) {
-                    (_, true) => None,
-                    (End::State(state), false) => Some(state.clone()),
-                    (End::At(p), false) => self.state_at(room_id, *p).await?,
-                };
-                end_state = end;
-                let mut changed: Vec<(&(StateEventType, String), &OwnedEventId)> = target
-                    .iter()
-                    .filter(|(k, id)| base.get(*k) != Some(*id))
-                    .collect();
-                if let Some(end) = &end_state {
-                    if !Arc::ptr_eq(end, &target) {
-                        changed.extend(end.iter().filter(|(k, id)| {
-                            base.get(*k) != Some(*id) && target.get(*k) != Some(*id)
-                        }));
-                    }
-                }
-                changed
-            }
-        };
-        let in_timeline: HashSet<&OwnedEventId> =
-            q.timeline.iter().map(|t| &t.pdu.event_id).collect();
-        let mut picked: Vec<&OwnedEventId> = Vec::new();
-        let mut seen: HashSet<&OwnedEventId> = HashSet::new();
-        for ((kind, key), id) in changed {
-            if !after && in_timeline.contains(id) {
-                continue;
-            }
-            if lazy
-                && *kind == StateEventType::RoomMember
-                && !senders.contains(key.as_str())
-                && !(q.baseline.is_none() && key == user.as_str())
-            {
-                continue;
-            }
-            if seen.insert(id) {
-                picked.push(id);
-            }
-        }
-        // Lazy loading: the senders' member events even when unchanged.
-        if lazy && q.baseline.is_some() {
-            for sender in &senders {
-                let key = (StateEventType::RoomMember, (*sender).to_owned());
-                if let Some(id) = target.get(&key) {
-                    if (after || !in_timeline.contains(id)) && seen.insert(id) {
-                        picked.push(id);
-                    }
-                }
-            }
-        }
-        let ids: Vec<&ruma::EventId> = picked.iter().map(|id| id.as_ref()).collect();
-        if req.filter.state.is_everything() {
-            return self.state_client_json(&ids).await;
-        }
-        let mut out = Vec::with_capacity(picked.len());
-        for p in self.get_pdus(&ids).await?.into_iter().flatten() {
-            if req.filter.state.allows(&p) {
-                out.push(p.client_raw(None, None, None)?);
-            }
-        }
-        Ok(out)
-    }
-
     async fn stripped_state(
         &self,
         room_id: &RoomId,
@@ -770,24 +452,7 @@ impl Homeserver {
         }
         Ok(out)
     }
-
-    /// Whether a member event was sent in `(from, upto]`.
-    async fn member_event_between(&self, room_id: &RoomId, from: i64, upto: i64) -> Result<bool> {
-        let rows = self
-            .db
-            .query(
-                "SELECT 1 FROM events WHERE room_id = $1 AND type = 'm.room.member'
-                 AND stream_pos > $2 AND stream_pos <= $3 LIMIT 1",
-                vec![room_id.as_str().into(), Value::Int(from), Value::Int(upto)],
-            )
-            .await?;
-        Ok(!rows.is_empty())
-    }
 }
-
-/// Positions since `since` up to which an incremental sync walks the rooms that moved
-/// rather than the user's rooms.
-const ACTIVITY_SCAN_MAX: i64 = 256;
 
 /// Client format without `room_id` (spec: "ClientEventWithoutRoomID").
 pub fn sync_event(p: &Pdu) -> Json {
