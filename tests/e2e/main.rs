@@ -22,6 +22,7 @@ mod members;
 mod moderation;
 mod notifications;
 mod push;
+mod pushers;
 mod relations;
 mod rooms;
 mod search;

@@ -244,7 +244,11 @@ fn sample_body(template: &str, ctx: &Ctx) -> Option<Value> {
     let ends = |s: &str| template.ends_with(s);
     let has = |s: &str| template.contains(s);
     let user = ctx.user_id.as_str();
-    Some(if ends("/report") {
+    Some(if ends("/pushers/set") {
+        json!({ "kind": "http", "app_id": "org.example.walk", "pushkey": "walk", "app_display_name": "w",
+                "device_display_name": "w", "lang": "en", "profile_tag": "t", "append": false,
+                "data": { "url": "https://push.example.org/_matrix/push/v1/notify", "format": "event_id_only" } })
+    } else if ends("/report") {
         json!({ "reason": "walk" })
     } else if ends("/search") && !has("user_directory") {
         json!({ "search_categories": { "room_events": { "search_term": "walk", "keys": ["content.body"] } } })

@@ -128,6 +128,10 @@ pub struct Homeserver {
     pub(crate) unread: crate::push::counts::CountsCache,
     /// Moves whenever a device's keys change, so a count read across a change is not kept.
     pub(crate) key_counts_epoch: std::sync::atomic::AtomicU64,
+    /// Sends notifications to push gateways ([`Homeserver::with_push_gateway`]).
+    pub(crate) push_gateway: Option<Arc<dyn crate::ports::PushGateway>>,
+    /// Users with pushers and what they have to push (`push/delivery.rs`).
+    pub(crate) push_queue: crate::push::delivery::PushQueue,
     /// Fetches pages for URL previews ([`Homeserver::with_fetcher`]).
     pub(crate) fetcher: Option<Arc<dyn crate::ports::UrlFetcher>>,
     /// Where thumbnails are made: apart from password hashing, so neither starves the other.
@@ -226,6 +230,8 @@ impl Homeserver {
             blobs: None,
             media_offload: None,
             fetcher: None,
+            push_gateway: None,
+            push_queue: Default::default(),
             key_counts: crate::cache::BoundedCache::new(KEY_COUNT_DEVICES),
             rulesets,
             unread: crate::cache::BoundedCache::new(crate::push::counts::CACHED_COUNTS),

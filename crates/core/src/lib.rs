@@ -9,6 +9,7 @@ pub mod error;
 pub mod homeserver;
 pub mod input;
 pub mod media;
+pub mod outbound;
 pub mod ports;
 pub mod presence;
 pub mod push;

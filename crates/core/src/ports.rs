@@ -250,8 +250,29 @@ pub struct Fetched {
 
 /// Fetches URLs for previews (design brief, "no open proxying"): `GET` with a bounded size
 /// and time, following a few redirects, each hop's addresses checked with
-/// [`crate::media::preview::address_allowed`] at resolution, IP literals included.
+/// [`crate::outbound::address_allowed`] at resolution, IP literals included.
 #[async_trait]
 pub trait UrlFetcher: Send + Sync {
     async fn get(&self, url: &str, max_bytes: u64) -> Result<Fetched, FetchError>;
+}
+
+/// Why a push gateway did not take a notification.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// It will never be taken as sent: the address is refused by policy, or the gateway
+    /// answered a 4xx other than 429. The notification is dropped, the pusher kept.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Worth trying again later (a network failure, a 5xx or 429, a timeout).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends notifications to push gateways (spec: Push Gateway API, `POST
+/// /_matrix/push/v1/notify`), under the same address policy as other outbound requests
+/// ([`crate::outbound::address_allowed`]); redirects are not followed.
+#[async_trait]
+pub trait PushGateway: Send + Sync {
+    /// POSTs `body` (JSON) to `url`; gives the pushkeys the gateway rejected.
+    async fn notify(&self, url: &str, body: Vec<u8>) -> Result<Vec<String>, PushError>;
 }

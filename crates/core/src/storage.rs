@@ -80,6 +80,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0018_origin_ts.sqlite.sql"),
         include_str!("storage/migrations/0018_origin_ts.postgres.sql"),
     ),
+    (
+        include_str!("storage/migrations/0019_pushers.sql"),
+        include_str!("storage/migrations/0019_pushers.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -24,6 +24,7 @@ pub struct Config {
     pub media: Media,
     pub room_directory: RoomDirectory,
     pub user_directory: UserDirectory,
+    pub push: Push,
     pub public_base_url: Option<String>,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub log: String,
@@ -140,6 +141,29 @@ pub struct UserDirectory {
     pub search_all_users: bool,
 }
 
+/// README, `push.*`: HTTP pushers' notifications to push gateways; never to private
+/// networks unless a range is allowed (a gateway on the same machine, say).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Push {
+    pub enabled: bool,
+    /// Address ranges never sent to, besides loopback, private, link-local, multicast,
+    /// unspecified and other reserved ranges (always refused).
+    pub ip_range_blacklist: Vec<String>,
+    /// Address ranges sent to even if refused otherwise.
+    pub ip_range_whitelist: Vec<String>,
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ip_range_blacklist: Vec::new(),
+            ip_range_whitelist: Vec::new(),
+        }
+    }
+}
+
 /// README, `room_directory.*`: the public room directory.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -254,6 +278,7 @@ impl Default for Config {
             media: Media::default(),
             room_directory: RoomDirectory::default(),
             user_directory: UserDirectory::default(),
+            push: Push::default(),
             public_base_url: None,
             // ruma logs every auth check at info; that would be two lines per event.
             log: "info,ruma_state_res=warn".into(),
@@ -428,15 +453,7 @@ impl Config {
         core.media.max_pending_uploads = m.max_pending_uploads;
         core.media.max_thumbnail_source_bytes = m.max_thumbnail_source_bytes;
         core.media.unauthenticated_before_ms = m.unauthenticated_before_ms;
-        let nets = |what: &str, list: &[String]| -> anyhow::Result<Vec<ipnet::IpNet>> {
-            list.iter()
-                .map(|n| {
-                    parse_net(n).with_context(|| {
-                        format!("media.url_preview.{what}: {n:?} is not an address or CIDR range")
-                    })
-                })
-                .collect()
-        };
+        let nets = |what: &str, list: &[String]| nets(&format!("media.url_preview.{what}"), list);
         let glob = |what: &str, p: &Option<String>| -> anyhow::Result<Option<regex::Regex>> {
             p.as_deref()
                 .map(|p| {
@@ -463,10 +480,21 @@ impl Config {
             .collect::<anyhow::Result<_>>()?;
         core.media.url_preview = tessera_core::media::preview::UrlPreviewConfig {
             enabled: m.url_preview.enabled,
-            deny: nets("ip_range_blacklist", &m.url_preview.ip_range_blacklist)?,
-            allow: nets("ip_range_whitelist", &m.url_preview.ip_range_whitelist)?,
+            addresses: tessera_core::outbound::AddressPolicy {
+                deny: nets("ip_range_blacklist", &m.url_preview.ip_range_blacklist)?,
+                allow: nets("ip_range_whitelist", &m.url_preview.ip_range_whitelist)?,
+            },
         };
+        self.push_addresses()?;
         Ok(core)
+    }
+
+    /// Where push gateways may be reached (`push.ip_range_*`).
+    pub fn push_addresses(&self) -> anyhow::Result<tessera_core::outbound::AddressPolicy> {
+        Ok(tessera_core::outbound::AddressPolicy {
+            deny: nets("push.ip_range_blacklist", &self.push.ip_range_blacklist)?,
+            allow: nets("push.ip_range_whitelist", &self.push.ip_range_whitelist)?,
+        })
     }
 
     /// `rate_limits.trusted_proxies`, parsed (validated at load).
@@ -502,6 +530,15 @@ impl Config {
             max_body_bytes: self.limits.max_body_bytes,
         }
     }
+}
+
+/// A config list of addresses and ranges, `what` naming it in errors.
+fn nets(what: &str, list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .map(|n| {
+            parse_net(n).with_context(|| format!("{what}: {n:?} is not an address or CIDR range"))
+        })
+        .collect()
 }
 
 /// An address (`10.0.0.1`, `::1`) or a range (`10.0.0.0/8`).

@@ -11,7 +11,7 @@ use reqwest::{
     header, redirect, Url,
 };
 use tessera_core::{
-    media::preview::{address_allowed, UrlPreviewConfig},
+    outbound::{address_allowed, AddressPolicy},
     ports::{FetchError, Fetched, UrlFetcher},
 };
 
@@ -22,12 +22,12 @@ const DEADLINE: Duration = Duration::from_secs(15);
 
 pub struct PreviewFetcher {
     client: reqwest::Client,
-    policy: Arc<UrlPreviewConfig>,
+    policy: Arc<AddressPolicy>,
 }
 
 /// Resolves names, keeping only the addresses the policy allows.
-struct CheckedResolver {
-    policy: Arc<UrlPreviewConfig>,
+pub(crate) struct CheckedResolver {
+    pub(crate) policy: Arc<AddressPolicy>,
 }
 
 impl Resolve for CheckedResolver {
@@ -49,8 +49,41 @@ impl Resolve for CheckedResolver {
     }
 }
 
+/// Refuses a URL whose host is an IP literal the policy refuses (literals are connected
+/// to without resolution) or that has no host. Names are checked as they resolve
+/// ([`CheckedResolver`], at connection: a name that resolves anew cannot slip past).
+pub(crate) fn check_literal(url: &Url, policy: &AddressPolicy) -> Result<(), String> {
+    let private = || "the address is private or reserved".to_owned();
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) if !address_allowed(ip.into(), policy) => Err(private()),
+        Some(url::Host::Ipv6(ip)) if !address_allowed(ip.into(), policy) => Err(private()),
+        Some(_) => Ok(()),
+        None => Err("no host".into()),
+    }
+}
+
+/// A name none of whose addresses the policy allows is refused outright, for a clear
+/// refusal rather than a failed connection.
+pub(crate) async fn check_name(url: &Url, policy: &AddressPolicy) -> Result<(), FetchError> {
+    let Some(url::Host::Domain(name)) = url.host() else {
+        return Ok(());
+    };
+    let found: Vec<SocketAddr> =
+        tokio::net::lookup_host((name, url.port_or_known_default().unwrap_or(0)))
+            .await
+            .map_err(|e| FetchError::Failed(format!("{name}: {e}")))?
+            .collect();
+    if found.iter().any(|a| address_allowed(a.ip(), policy)) {
+        Ok(())
+    } else {
+        Err(FetchError::Refused(format!(
+            "{name} resolves to private or reserved addresses only"
+        )))
+    }
+}
+
 impl PreviewFetcher {
-    pub fn new(policy: UrlPreviewConfig) -> anyhow::Result<Self> {
+    pub fn new(policy: AddressPolicy) -> anyhow::Result<Self> {
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .redirect(redirect::Policy::none())
@@ -70,38 +103,11 @@ impl PreviewFetcher {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(FetchError::Refused("only http and https".into()));
         }
-        let private = || FetchError::Refused("the address is private or reserved".into());
-        match url.host() {
-            Some(url::Host::Ipv4(ip)) if !address_allowed(ip.into(), &self.policy) => {
-                Err(private())
-            }
-            Some(url::Host::Ipv6(ip)) if !address_allowed(ip.into(), &self.policy) => {
-                Err(private())
-            }
-            Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => Ok(()),
-            // Names are checked as they resolve (`CheckedResolver`, at connection: a name
-            // that resolves anew cannot slip past); here too, for a clear refusal.
-            Some(url::Host::Domain(_)) => Ok(()),
-            None => Err(FetchError::Refused("no host".into())),
-        }
+        check_literal(url, &self.policy).map_err(FetchError::Refused)
     }
 
-    /// A name none of whose addresses previews may reach is refused outright.
     async fn check_name(&self, url: &Url) -> Result<(), FetchError> {
-        let Some(url::Host::Domain(name)) = url.host() else {
-            return Ok(());
-        };
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((name, 0))
-            .await
-            .map_err(|e| FetchError::Failed(format!("{name}: {e}")))?
-            .collect();
-        if found.iter().any(|a| address_allowed(a.ip(), &self.policy)) {
-            Ok(())
-        } else {
-            Err(FetchError::Refused(format!(
-                "{name} resolves to private or reserved addresses only"
-            )))
-        }
+        check_name(url, &self.policy).await
     }
 
     async fn fetch(&self, url: &str, max_bytes: u64) -> Result<Fetched, FetchError> {

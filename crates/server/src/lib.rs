@@ -14,6 +14,7 @@ mod listen;
 pub mod memory;
 mod node_lock;
 mod ports;
+mod push_gateway;
 
 pub use config::Config;
 pub use ports::{BlockingOffload, SystemClock, WatchWakeups};
@@ -61,8 +62,12 @@ async fn homeserver_on(
     let mut hs = hs.with_blobs(Arc::new(blobs), thumbnails);
     let previews = &hs.config.media.url_preview;
     if previews.enabled {
-        let fetcher = fetch::PreviewFetcher::new(previews.clone())?;
+        let fetcher = fetch::PreviewFetcher::new(previews.addresses.clone())?;
         hs = hs.with_fetcher(Arc::new(fetcher));
+    }
+    if config.push.enabled {
+        let gateway = push_gateway::HttpPushGateway::new(config.push_addresses()?)?;
+        hs = hs.with_push_gateway(Arc::new(gateway));
     }
     Ok(hs.into_shared())
 }
@@ -108,6 +113,10 @@ pub async fn start_on(
     let lock = node_lock::acquire(&config.database_url()).await?;
     let db = db::connect(&config.database_url(), config.database.sqlite_synchronous).await?;
     let hs = homeserver_on(&config, wrap(db)).await?;
+    // Only the node holding the lock pushes (a CLI command on the same database must not).
+    hs.start_push_delivery()
+        .await
+        .context("starting push delivery")?;
     let listener = TcpListener::bind(&config.listen.client)
         .await
         .with_context(|| format!("binding {}", config.listen.client))?;

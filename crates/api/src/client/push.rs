@@ -1,7 +1,11 @@
-//! Push rules (spec: "Push Rules: API") and the list of notifications. Pushers are not
-//! here yet.
+//! Push rules (spec: "Push Rules: API"), pushers (`/pushers`, `/pushers/set`) and the
+//! list of notifications.
 
-use axum::{extract::State, Json};
+use axum::{
+    extract::State,
+    routing::{get, post},
+    Json,
+};
 use ruma::{
     api::client::push::{
         delete_pushrule, get_notifications, get_pushrule, get_pushrule_actions,
@@ -13,7 +17,8 @@ use ruma::{
 use serde_json::{json, Value};
 use tessera_core::Error;
 
-use crate::{ruma_route, ApiError, AppState, Routes, Ruma};
+use super::Auth;
+use crate::{extract::Body, ruma_route, ApiError, AppState, Routes, Ruma};
 
 pub fn routes(r: Routes) -> Routes {
     let r = ruma_route!(r, get_pushrules_all::v3::Request, all);
@@ -25,7 +30,32 @@ pub fn routes(r: Routes) -> Routes {
     let r = ruma_route!(r, set_pushrule_enabled::v3::Request, set_enabled);
     let r = ruma_route!(r, get_pushrule_actions::v3::Request, get_actions);
     let r = ruma_route!(r, set_pushrule_actions::v3::Request, set_actions);
-    ruma_route!(r, get_notifications::v3::Request, notifications)
+    let mut r = ruma_route!(r, get_notifications::v3::Request, notifications);
+    for v in ["v3", "r0"] {
+        r = r
+            .route(&format!("/_matrix/client/{v}/pushers"), get(pushers))
+            .route(
+                &format!("/_matrix/client/{v}/pushers/set"),
+                post(set_pusher),
+            );
+    }
+    r
+}
+
+/// `GET /pushers`.
+async fn pushers(State(s): State<AppState>, Auth(a): Auth) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "pushers": s.hs.pushers(&a.user_id).await? })))
+}
+
+/// `POST /pushers/set`: the body is read field by field in the core, so a missing field
+/// is `M_MISSING_PARAM` and a wrong one `M_INVALID_PARAM`, as the spec's examples show.
+async fn set_pusher(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    s.hs.set_pusher(&a, &body.object()?).await?;
+    Ok(Json(json!({})))
 }
 
 /// `GET /notifications`; `only=highlight` for highlights only.

@@ -82,6 +82,8 @@ impl Homeserver {
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2",
+                // Spec ("Pushers"): a pusher belongs to the session that set it.
+                "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2",
             ] {
                 batch.push(Statement::new(sql, vec![user.as_str().into(), d.into()]));
             }

@@ -1,18 +1,16 @@
 //! URL previews (spec: `GET /_matrix/client/v1/media/preview_url`), off unless configured.
 //! The page is fetched through the [`UrlFetcher`](crate::ports::UrlFetcher) port, bounded in
 //! size and time, never from a loopback, private, link-local, multicast or unspecified
-//! address ([`address_allowed`], checked by the host at DNS resolution and at every
+//! address ([`crate::outbound::address_allowed`], checked by the host at DNS resolution and at every
 //! redirect); OpenGraph and `<title>`/`<meta>` are read with a real HTML parser (ruma's,
 //! html5ever); the page's image becomes local media. Previews are cached by URL.
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
 use ruma::{api::error::ErrorKind, UserId};
 use serde_json::{Map, Value as Json};
 
 use super::upload::UploadMeta;
 use crate::{
+    outbound::AddressPolicy,
     ports::{FetchError, Value},
     storage::query_opt,
     Error, Homeserver, Result,
@@ -22,43 +20,9 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct UrlPreviewConfig {
     pub enabled: bool,
-    /// Ranges never fetched from, besides the built-in ones ([`ALWAYS_DENIED`]).
-    pub deny: Vec<IpNet>,
-    /// Ranges fetched from even if denied (say, an intranet wiki); checked first.
-    pub allow: Vec<IpNet>,
+    /// Where previews may fetch from.
+    pub addresses: AddressPolicy,
 }
-
-/// Never fetched from unless allowed explicitly: loopback, private (RFC 1918, ULA),
-/// link-local, carrier-grade NAT, multicast, unspecified, broadcast, documentation,
-/// benchmarking, reserved, NAT64 and 6to4 relays.
-const ALWAYS_DENIED: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.0.2.0/24",
-    "192.88.99.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "255.255.255.255/32",
-    "::/128",
-    "::1/128",
-    "64:ff9b::/96",
-    "100::/64",
-    "2001:db8::/32",
-    "2002::/16",
-    "fc00::/7",
-    "fe80::/10",
-    "fec0::/10",
-    "ff00::/8",
-];
 
 /// Pages read at most (HTML or an image), and the image of a page.
 const MAX_PAGE_BYTES: u64 = 2 * 1024 * 1024;
@@ -67,26 +31,6 @@ const MAX_IMAGE_BYTES: u64 = 8 * 1024 * 1024;
 const CACHE_MS: i64 = 3600 * 1000;
 /// HTML nodes read at most (a page is bounded in size; this bounds the walk too).
 const MAX_NODES: usize = 50_000;
-
-/// Whether a preview may fetch from `ip` (IPv4-mapped IPv6 addresses count as the IPv4
-/// address they carry).
-pub fn address_allowed(ip: IpAddr, config: &UrlPreviewConfig) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    if config.allow.iter().any(|n| n.contains(&ip)) {
-        return true;
-    }
-    static BUILT_IN: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
-        ALWAYS_DENIED
-            .iter()
-            .filter_map(|n| n.parse::<IpNet>().ok())
-            .collect()
-    });
-    let built_in = BUILT_IN.iter().any(|n| n.contains(&ip));
-    !(built_in || config.deny.iter().any(|n| n.contains(&ip)))
-}
 
 fn refused(e: FetchError) -> Error {
     match e {
@@ -296,47 +240,6 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_and_special_addresses_are_refused() {
-        let c = UrlPreviewConfig::default();
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "fe80::1",
-            "fd00::1",
-            "ff02::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "64:ff9b::a00:1",
-        ] {
-            assert!(!address_allowed(ip.parse().expect("ip"), &c), "{ip}");
-        }
-        for ip in [
-            "93.184.216.34",
-            "2606:2800:220:1::1",
-            "::ffff:93.184.216.34",
-        ] {
-            assert!(address_allowed(ip.parse().expect("ip"), &c), "{ip}");
-        }
-        let c = UrlPreviewConfig {
-            enabled: true,
-            deny: vec!["93.184.0.0/16".parse().expect("net")],
-            allow: vec!["127.0.0.1/32".parse().expect("net")],
-        };
-        assert!(address_allowed("127.0.0.1".parse().expect("ip"), &c));
-        assert!(!address_allowed("127.0.0.2".parse().expect("ip"), &c));
-        assert!(!address_allowed("93.184.216.34".parse().expect("ip"), &c));
-    }
 
     #[test]
     fn reads_open_graph_with_an_html_parser() {

@@ -157,3 +157,38 @@ impl Homeserver {
         Ok(out)
     }
 }
+
+impl Homeserver {
+    /// The user's unread notifications across the rooms they are joined to, as push
+    /// gateways show on the app's badge (spec: `counts.unread`): the same outcomes as
+    /// [`Homeserver::unread_counts`] (after their join and their read receipts, a
+    /// thread's own receipt for its thread), counted in one query up to [`MAX_COUNTED`].
+    pub(crate) async fn unread_badge(&self, user: &UserId) -> Result<u64> {
+        let rows = self
+            .db
+            .query(
+                "SELECT COUNT(*) FROM (
+                   SELECT 1 FROM memberships m
+                   JOIN push_events e ON e.room_id = m.room_id AND e.stream_pos > m.stream_pos
+                   LEFT JOIN push_exceptions x
+                     ON x.room_id = e.room_id AND x.user_id = $1 AND x.stream_pos = e.stream_pos
+                   WHERE m.user_id = $1 AND m.membership = 'join' AND e.sender <> $1
+                     AND COALESCE(x.notify, e.notify) = 1
+                     AND NOT EXISTS (
+                       SELECT 1 FROM receipts r JOIN events re ON re.event_id = r.event_id
+                       WHERE r.room_id = e.room_id AND r.user_id = $1
+                         AND r.receipt_type IN ('m.read', 'm.read.private')
+                         AND (r.thread_id = '' OR r.thread_id = e.thread_id)
+                         AND re.stream_pos >= e.stream_pos)
+                   LIMIT $2) t",
+                vec![user.as_str().into(), Value::Int(MAX_COUNTED)],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| r.int(0))
+            .transpose()?
+            .unwrap_or(0)
+            .max(0) as u64)
+    }
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ruma::{
     events::StateEventType,
-    push::{Action, FlattenedJson, PushConditionRoomCtx, Ruleset},
+    push::{Action, FlattenedJson, PushConditionRoomCtx, Ruleset, Tweak},
     serde::Raw,
     OwnedUserId, UInt, UserId,
 };
@@ -37,19 +37,26 @@ pub(crate) const CACHED_RULESETS: usize = 20_000;
 const THREAD_HOPS: usize = 3;
 
 /// What an event does for one member.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub notify: bool,
     pub highlight: bool,
+    /// The `sound` tweak, passed on to push gateways.
+    pub sound: Option<String>,
 }
 
 impl Outcome {
     /// Spec: `notify` makes a notification; a highlight counts only if it notifies.
     fn of(actions: &[Action]) -> Self {
         let notify = actions.iter().any(Action::should_notify);
+        let sound = actions.iter().find_map(|a| match a {
+            Action::SetTweak(Tweak::Sound(s)) if notify => Some(s.as_str().to_owned()),
+            _ => None,
+        });
         Outcome {
             notify,
             highlight: notify && actions.iter().any(Action::is_highlight),
+            sound,
         }
     }
 }
@@ -68,8 +75,8 @@ impl PushRows {
     pub(crate) fn statements(&self, room: &str, pdu: &Pdu, pos: i64) -> Vec<Statement> {
         let flag = |b: bool| Value::Int(i64::from(b));
         let mut b = vec![Statement::new(
-            "INSERT INTO push_events (room_id, stream_pos, event_id, thread_id, sender, notify, highlight)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO push_events (room_id, stream_pos, event_id, thread_id, sender, notify, highlight, sound)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             vec![
                 room.into(),
                 Value::Int(pos),
@@ -78,18 +85,20 @@ impl PushRows {
                 pdu.sender.as_str().into(),
                 flag(self.usual.notify),
                 flag(self.usual.highlight),
+                self.usual.sound.as_deref().into(),
             ],
         )];
         for (user, o) in &self.exceptions {
             b.push(Statement::new(
-                "INSERT INTO push_exceptions (room_id, stream_pos, user_id, notify, highlight)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO push_exceptions (room_id, stream_pos, user_id, notify, highlight, sound)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 vec![
                     room.into(),
                     Value::Int(pos),
                     user.as_str().into(),
                     flag(o.notify),
                     flag(o.highlight),
+                    o.sound.as_deref().into(),
                 ],
             ));
         }
@@ -292,10 +301,16 @@ impl Homeserver {
         }
         let mut exceptions = Vec::new();
         for (user, stored) in evaluate {
-            let Some(member) = member_event(self, w, &user).await? else {
-                continue;
+            // The event itself, when it is the member's (an invite being planned).
+            let member = match member_event(self, w, &user, pdu).await? {
+                Some(m) => m,
+                None => continue,
             };
-            if user == pdu.sender || membership_of(&member) != "join" {
+            // Members, and a local user this very event invites (`.m.rule.invite_for_me`).
+            let invited = membership_of(&member) == "invite"
+                && pdu.state_key.as_deref() == Some(user.as_str())
+                && member.event_id == pdu.event_id;
+            if user == pdu.sender || (membership_of(&member) != "join" && !invited) {
                 continue;
             }
             let name = content_str(&member, "displayname").unwrap_or_default();
@@ -336,10 +351,17 @@ impl Homeserver {
     }
 }
 
-/// The user's member event in the room as the write leaves it.
-async fn member_event(hs: &Homeserver, w: &RoomWrite, user: &UserId) -> Result<Option<Arc<Pdu>>> {
+/// The user's member event in the room as the write leaves it; `planned` is the event
+/// being planned, not yet among the write's events.
+async fn member_event(
+    hs: &Homeserver,
+    w: &RoomWrite,
+    user: &UserId,
+    planned: &Pdu,
+) -> Result<Option<Arc<Pdu>>> {
     let key = (StateEventType::RoomMember, user.as_str().to_owned());
     match w.head().state.get(&key) {
+        Some(id) if *id == planned.event_id => Ok(Some(Arc::new(planned.clone()))),
         Some(id) => w.pdu(hs, id).await,
         None => Ok(None),
     }

@@ -55,6 +55,7 @@ impl Homeserver {
         // Whom the commit wakes, from the head it leaves (worked out once per state and
         // carried across joins), so the writer reads nothing to wake them.
         let members = head.local_members(self.server_name());
+        let push_members = members.clone();
         let queued = linear.then(|| {
             Queued::new(
                 steps
@@ -102,6 +103,17 @@ impl Homeserver {
                 }
             };
             hs.set_room_head(&room_id, head);
+            // Pushers of the members an event notifies have something to send once it
+            // is published (`push/delivery.rs`).
+            if let Some(last) = steps
+                .iter()
+                .zip(base..)
+                .filter(|(s, _)| s.push.is_some())
+                .map(|(_, p)| p)
+                .last()
+            {
+                hs.push_queue.mark_members(&push_members, last);
+            }
             for g in &groups {
                 hs.cache_group(g);
             }
