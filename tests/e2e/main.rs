@@ -14,6 +14,7 @@ mod e2ee;
 mod endpoints;
 mod errors;
 mod hostile;
+mod ignored_users;
 mod limits;
 mod login_token;
 mod malformed;

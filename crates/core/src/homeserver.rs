@@ -130,6 +130,8 @@ pub struct Homeserver {
     pub(crate) key_counts_epoch: std::sync::atomic::AtomicU64,
     /// Sends notifications to push gateways ([`Homeserver::with_push_gateway`]).
     pub(crate) push_gateway: Option<Arc<dyn crate::ports::PushGateway>>,
+    /// Who ignores whom (`ignored_users.rs`).
+    pub(crate) ignores: crate::ignored_users::IgnoreIndex,
     /// Users with pushers and what they have to push (`push/delivery.rs`).
     pub(crate) push_queue: crate::push::delivery::PushQueue,
     /// Fetches pages for URL previews ([`Homeserver::with_fetcher`]).
@@ -213,6 +215,7 @@ impl Homeserver {
         let signing_key = load_or_create_key(db.as_ref(), clock.now_ms()).await?;
         let (heads, pos) = load_positions(db.as_ref()).await?;
         let rulesets = crate::push::evaluate::Rulesets::new(&config.server_name);
+        let ignores = crate::ignored_users::IgnoreIndex::load(db.as_ref()).await?;
         Ok(Self {
             config,
             db,
@@ -232,6 +235,7 @@ impl Homeserver {
             fetcher: None,
             push_gateway: None,
             push_queue: Default::default(),
+            ignores,
             key_counts: crate::cache::BoundedCache::new(KEY_COUNT_DEVICES),
             rulesets,
             unread: crate::cache::BoundedCache::new(crate::push::counts::CACHED_COUNTS),

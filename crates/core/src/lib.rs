@@ -7,6 +7,7 @@ pub mod config;
 pub mod e2ee;
 pub mod error;
 pub mod homeserver;
+pub mod ignored_users;
 pub mod input;
 pub mod media;
 pub mod outbound;

@@ -32,6 +32,8 @@ impl Homeserver {
     /// The response is JSON text: built room by room, never as one tree, into one buffer
     /// that is never copied (a full sync of a big account is megabytes).
     pub async fn sync(&self, user: &UserId, device: &DeviceId, req: SyncRequest) -> Result<String> {
+        let mut req = req;
+        req.filter.timeline.ignoring(self.ignored_users(user));
         if let Some(state) = req.set_presence {
             self.mark_active(user, state).await?;
         }

@@ -268,10 +268,16 @@ impl Homeserver {
                 ],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(json!({ "sender": r.text(0)?, "type": r.text(1)?, "content": serde_json::from_str::<Json>(&r.text(2)?)? }))
-            })
-            .collect()
+        // Spec ("Ignoring Users"): nothing from ignored users.
+        let ignored = self.ignored_users(user);
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let sender = r.text(0)?;
+            if !ignored.is_empty() && ignored.iter().any(|i| i.as_str() == sender) {
+                continue;
+            }
+            out.push(json!({ "sender": sender, "type": r.text(1)?, "content": serde_json::from_str::<Json>(&r.text(2)?)? }));
+        }
+        Ok(out)
     }
 }

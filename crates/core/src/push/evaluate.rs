@@ -323,6 +323,15 @@ impl Homeserver {
                 exceptions.push((user, outcome));
             }
         }
+        // Spec ("Ignoring Users"): an ignored user's events notify nobody who ignores them.
+        for user in self.ignores.ignorers_of(&pdu.sender) {
+            if members.contains(user.as_str()) {
+                exceptions.retain(|(u, _)| *u != user);
+                if usual != Outcome::default() {
+                    exceptions.push((user, Outcome::default()));
+                }
+            }
+        }
         if !usual.notify && exceptions.is_empty() {
             return Ok(None);
         }

@@ -244,6 +244,11 @@ impl Homeserver {
         page: PageRequest,
         keep: &(dyn Fn(&Pdu) -> bool + Send + Sync),
     ) -> Result<Page> {
+        // Spec ("Ignoring Users"): no non-state event of an ignored user.
+        let ignored = self.ignored_users(user);
+        let keep_given = keep;
+        let keep: &(dyn Fn(&Pdu) -> bool + Send + Sync) =
+            &|p| keep_given(p) && !Homeserver::hidden_by_ignore(&ignored, p);
         let PageRequest {
             from,
             to,
@@ -366,6 +371,10 @@ impl Homeserver {
         keep: &(dyn Fn(&Pdu) -> bool + Send + Sync),
         lazy_members: bool,
     ) -> Result<Context> {
+        let ignored = self.ignored_users(user);
+        let keep_given = keep;
+        let keep: &(dyn Fn(&Pdu) -> bool + Send + Sync) =
+            &|p| keep_given(p) && !Homeserver::hidden_by_ignore(&ignored, p);
         let event = self.event_for_user(room_id, user, id).await?;
         let place = self
             .event_place(id)

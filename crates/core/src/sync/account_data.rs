@@ -34,13 +34,29 @@ impl Homeserver {
         }
         let room = room.map(|r| r.as_str().to_owned()).unwrap_or_default();
         let audience = [user.to_owned()];
-        self.commit(&[Stream::AccountData], Audience::Users(&audience), |pos| {
-            vec![Statement::new(
-                "INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos",
-                vec![user.as_str().into(), room.into(), kind.into(), text.into(), Value::Int(pos)],
-            )]
-        })
+        // The ignore index moves with the write, in commit order, before it is published.
+        let after: Option<crate::commit::AfterCommit> =
+            (room.is_empty() && kind == crate::ignored_users::IGNORED_USER_LIST).then(|| {
+                let (owner, list) = (user.to_owned(), crate::ignored_users::ignored_in(content));
+                Box::new(move |hs: &Homeserver, landed: crate::commit::Landed| {
+                    if !matches!(landed, crate::commit::Landed::Refused(_)) {
+                        hs.ignores.set(&owner, list);
+                    }
+                }) as crate::commit::AfterCommit
+            });
+        self.commit_then(
+            &[Stream::AccountData],
+            Audience::Users(&audience),
+            1,
+            |pos| {
+                vec![Statement::new(
+                    "INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos",
+                    vec![user.as_str().into(), room.into(), kind.into(), text.into(), Value::Int(pos)],
+                )]
+            },
+            after,
+        )
         .await?;
         Ok(())
     }

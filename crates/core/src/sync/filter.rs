@@ -12,7 +12,7 @@ use ruma::{
 };
 use serde_json::Value as Json;
 
-use crate::{input::MAX_TYPE_BYTES, rooms::Pdu, Error, Result};
+use crate::{input::MAX_TYPE_BYTES, rooms::Pdu, Error, Homeserver, Result};
 
 /// Most patterns in one `types` or `not_types` list.
 pub const MAX_PATTERNS: usize = 100;
@@ -83,6 +83,8 @@ pub struct EventFilter {
     pub unread_threads: bool,
     /// No condition on events at all (every event passes).
     everything: bool,
+    /// The viewer's ignored users, whose non-state events never pass.
+    ignored: Option<crate::ignored_users::Ignored>,
 }
 
 impl EventFilter {
@@ -136,12 +138,13 @@ impl EventFilter {
                 && not_types.is_empty()
                 && senders.is_none()
                 && not_senders.is_empty(),
+            ignored: None,
         })
     }
 
     /// Whether every event passes.
     pub fn is_everything(&self) -> bool {
-        self.everything
+        self.everything && self.ignored.is_none()
     }
 
     pub fn allows_type(&self, kind: &str) -> bool {
@@ -153,7 +156,17 @@ impl EventFilter {
             && self.senders.as_ref().is_none_or(|s| s.contains(sender))
     }
 
+    /// Hides the non-state events of these users too (spec: "Ignoring Users").
+    pub fn ignoring(&mut self, ignored: crate::ignored_users::Ignored) {
+        self.ignored = (!ignored.is_empty()).then_some(ignored);
+    }
+
     pub fn allows(&self, pdu: &Pdu) -> bool {
+        if let Some(ignored) = &self.ignored {
+            if Homeserver::hidden_by_ignore(ignored, pdu) {
+                return false;
+            }
+        }
         if self.everything {
             return true;
         }

@@ -214,6 +214,10 @@ impl Homeserver {
                     }
                 }
                 "invite" | "knock" if changed => {
+                    // Spec ("Ignoring Users"): invites from ignored users are not sent.
+                    if m.membership == "invite" && self.invite_ignored(user, &m.event_id).await? {
+                        continue;
+                    }
                     let stripped = self.stripped_state(&m.room_id, &m.event_id).await?;
                     let (key, section) = if m.membership == "invite" {
                         ("invite_state", &mut out.invite)
