@@ -36,3 +36,4 @@ mod sync_cost;
 mod sync_exact;
 mod upgrade;
 mod user_directory;
+mod voip;

@@ -26,6 +26,7 @@ mod timestamp;
 mod to_device;
 mod upgrade;
 mod user_directory;
+mod voip;
 
 use crate::Routes;
 
@@ -56,5 +57,6 @@ pub fn routes(r: Routes) -> Routes {
     let r = timestamp::routes(r);
     let r = to_device::routes(r);
     let r = media::routes(r);
+    let r = voip::routes(r);
     sync::routes(r)
 }

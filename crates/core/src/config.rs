@@ -27,6 +27,8 @@ pub struct Config {
     /// `user_directory.search_all_users`: every local user is found, not only those who
     /// share a room with the searcher or are in a public room.
     pub user_directory_all_users: bool,
+    /// `voip.*`: the TURN servers `/voip/turnServer` hands out.
+    pub turn: crate::voip::TurnConfig,
 }
 
 /// The content repository's limits (README, `media.*`).
@@ -76,6 +78,7 @@ impl Config {
             media: MediaConfig::default(),
             publication_rules: Vec::new(),
             user_directory_all_users: false,
+            turn: Default::default(),
         }
     }
 }

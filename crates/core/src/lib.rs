@@ -22,6 +22,7 @@ pub mod sync;
 pub mod thirdparty;
 pub mod to_device;
 pub mod user_directory;
+pub mod voip;
 
 pub use config::{Config, MediaConfig};
 pub use error::{Error, Result};

@@ -25,6 +25,7 @@ pub struct Config {
     pub room_directory: RoomDirectory,
     pub user_directory: UserDirectory,
     pub push: Push,
+    pub voip: Voip,
     pub public_base_url: Option<String>,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub log: String,
@@ -164,6 +165,31 @@ impl Default for Push {
     }
 }
 
+/// README, `voip.*`: TURN servers for calls (`/voip/turnServer`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Voip {
+    pub turn_uris: Vec<String>,
+    /// Shared with the TURN server (coturn's `static-auth-secret`).
+    pub turn_shared_secret: Option<String>,
+    /// Fixed credentials instead of a shared secret.
+    pub turn_username: Option<String>,
+    pub turn_password: Option<String>,
+    pub turn_user_lifetime_ms: u64,
+}
+
+impl Default for Voip {
+    fn default() -> Self {
+        Self {
+            turn_uris: Vec::new(),
+            turn_shared_secret: None,
+            turn_username: None,
+            turn_password: None,
+            turn_user_lifetime_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
 /// README, `room_directory.*`: the public room directory.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -279,6 +305,7 @@ impl Default for Config {
             room_directory: RoomDirectory::default(),
             user_directory: UserDirectory::default(),
             push: Push::default(),
+            voip: Voip::default(),
             public_base_url: None,
             // ruma logs every auth check at info; that would be two lines per event.
             log: "info,ruma_state_res=warn".into(),
@@ -486,6 +513,25 @@ impl Config {
             },
         };
         self.push_addresses()?;
+        let v = &self.voip;
+        for uri in &v.turn_uris {
+            if !(uri.starts_with("turn:") || uri.starts_with("turns:")) {
+                bail!("voip.turn_uris: {uri:?} is not a turn: or turns: URI");
+            }
+        }
+        if !v.turn_uris.is_empty()
+            && v.turn_shared_secret.is_none()
+            && (v.turn_username.is_none() || v.turn_password.is_none())
+        {
+            bail!("voip.turn_uris needs voip.turn_shared_secret, or voip.turn_username and voip.turn_password");
+        }
+        core.turn = tessera_core::voip::TurnConfig {
+            uris: v.turn_uris.clone(),
+            shared_secret: v.turn_shared_secret.clone(),
+            username: v.turn_username.clone(),
+            password: v.turn_password.clone(),
+            user_lifetime_ms: v.turn_user_lifetime_ms,
+        };
         Ok(core)
     }
 
