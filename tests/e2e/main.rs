@@ -21,6 +21,7 @@ mod malformed;
 mod media;
 mod members;
 mod moderation;
+mod mutual_rooms;
 mod notifications;
 mod push;
 mod pushers;

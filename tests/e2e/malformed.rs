@@ -119,6 +119,8 @@ fn valid_query(template: &str, ctx: &Ctx) -> String {
         format!("alias={}", urlencode("#walk:localhost"))
     } else if ends("/thirdparty/user") {
         format!("userid={}", ctx.user)
+    } else if ends("/mutual_rooms") {
+        format!("user_id={}", urlencode(&ctx.other_id))
     } else {
         String::new()
     }

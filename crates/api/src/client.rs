@@ -11,6 +11,7 @@ mod discovery;
 mod keys;
 mod media;
 mod membership;
+mod mutual_rooms;
 mod presence;
 mod profile;
 mod push;
@@ -58,5 +59,6 @@ pub fn routes(r: Routes) -> Routes {
     let r = to_device::routes(r);
     let r = media::routes(r);
     let r = voip::routes(r);
+    let r = mutual_rooms::routes(r);
     sync::routes(r)
 }

@@ -10,6 +10,7 @@ pub mod homeserver;
 pub mod ignored_users;
 pub mod input;
 pub mod media;
+pub mod mutual_rooms;
 pub mod outbound;
 pub mod ports;
 pub mod presence;
