@@ -10,6 +10,7 @@ mod client_flow;
 mod client_format;
 mod create_room;
 mod directory;
+mod discovery;
 mod e2ee;
 mod endpoints;
 mod errors;

@@ -29,6 +29,8 @@ pub struct Config {
     pub user_directory_all_users: bool,
     /// `voip.*`: the TURN servers `/voip/turnServer` hands out.
     pub turn: crate::voip::TurnConfig,
+    /// `/.well-known/matrix/support` (spec: "Support information"), when configured.
+    pub support: Option<serde_json::Value>,
 }
 
 /// The content repository's limits (README, `media.*`).
@@ -79,6 +81,7 @@ impl Config {
             publication_rules: Vec::new(),
             user_directory_all_users: false,
             turn: Default::default(),
+            support: None,
         }
     }
 }

@@ -26,6 +26,7 @@ pub struct Config {
     pub user_directory: UserDirectory,
     pub push: Push,
     pub voip: Voip,
+    pub support: Support,
     pub public_base_url: Option<String>,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub log: String,
@@ -163,6 +164,23 @@ impl Default for Push {
             ip_range_whitelist: Vec::new(),
         }
     }
+}
+
+/// README, `support.*`: `/.well-known/matrix/support`, served when either is set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Support {
+    pub contacts: Vec<SupportContact>,
+    pub page: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportContact {
+    pub matrix_id: Option<String>,
+    pub email_address: Option<String>,
+    /// `m.role.admin`, `m.role.security`, or a namespaced role of one's own.
+    pub role: String,
 }
 
 /// README, `voip.*`: TURN servers for calls (`/voip/turnServer`).
@@ -306,6 +324,7 @@ impl Default for Config {
             user_directory: UserDirectory::default(),
             push: Push::default(),
             voip: Voip::default(),
+            support: Support::default(),
             public_base_url: None,
             // ruma logs every auth check at info; that would be two lines per event.
             log: "info,ruma_state_res=warn".into(),
@@ -525,6 +544,7 @@ impl Config {
         {
             bail!("voip.turn_uris needs voip.turn_shared_secret, or voip.turn_username and voip.turn_password");
         }
+        core.support = self.support_json()?;
         core.turn = tessera_core::voip::TurnConfig {
             uris: v.turn_uris.clone(),
             shared_secret: v.turn_shared_secret.clone(),
@@ -533,6 +553,46 @@ impl Config {
             user_lifetime_ms: v.turn_user_lifetime_ms,
         };
         Ok(core)
+    }
+
+    /// `support.*` as the spec's body, checked: each contact has a role and a Matrix ID
+    /// or an email address.
+    fn support_json(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        let s = &self.support;
+        if s.contacts.is_empty() && s.page.is_none() {
+            return Ok(None);
+        }
+        let mut contacts = Vec::new();
+        for c in &s.contacts {
+            if c.matrix_id.is_none() && c.email_address.is_none() {
+                bail!("support.contacts: each contact needs matrix_id or email_address");
+            }
+            if let Some(id) = &c.matrix_id {
+                ruma::UserId::parse(id.as_str())
+                    .with_context(|| format!("support.contacts: {id:?} is not a user ID"))?;
+            }
+            if c.role.is_empty() {
+                bail!("support.contacts: each contact needs a role");
+            }
+            let mut v = serde_json::json!({ "role": c.role });
+            if let Some(id) = &c.matrix_id {
+                v["matrix_id"] = id.as_str().into();
+            }
+            if let Some(e) = &c.email_address {
+                v["email_address"] = e.as_str().into();
+            }
+            contacts.push(v);
+        }
+        let mut body = serde_json::json!({});
+        if !contacts.is_empty() {
+            body["contacts"] = contacts.into();
+        }
+        if let Some(page) = &s.page {
+            url::Url::parse(page)
+                .with_context(|| format!("support.page: {page:?} is not a URL"))?;
+            body["support_page"] = page.as_str().into();
+        }
+        Ok(Some(body))
     }
 
     /// Where push gateways may be reached (`push.ip_range_*`).
