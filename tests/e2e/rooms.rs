@@ -767,3 +767,49 @@ async fn timestamp_to_event_finds_the_nearest_visible_event() {
         .await;
     assert_eq!(status, 403, "not a member of a private room");
 }
+
+/// The deprecated `GET /events/{eventId}` answers as `/rooms/{roomId}/event/{eventId}`.
+#[tokio::test]
+async fn deprecated_event_by_id_is_the_rooms_event() {
+    let server = harness::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, carol) = server.register("carol").await;
+    let room = server.create_room(&alice, serde_json::json!({})).await;
+    let id = server.send_text(&alice, &room, "t1", "hello").await;
+    let enc = harness::urlencode(&id);
+    let by_room = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/event/{enc}"),
+            &alice,
+            None,
+        )
+        .await;
+    let by_id = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/events/{enc}"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(by_id, by_room);
+    assert_eq!(by_id["content"]["body"], "hello");
+    for (token, path, status) in [
+        (&carol, format!("/_matrix/client/v3/events/{enc}"), 404),
+        (
+            &alice,
+            "/_matrix/client/v3/events/%24nope%3Alocalhost".to_owned(),
+            404,
+        ),
+        (
+            &alice,
+            "/_matrix/client/v3/events/not-an-id".to_owned(),
+            400,
+        ),
+    ] {
+        let (s, body) = server.req("GET", &path, Some(token), None).await;
+        assert_eq!(s, status, "{path}: {body}");
+    }
+    server.stop().await;
+}

@@ -70,6 +70,7 @@ pub fn routes(r: Routes) -> Routes {
             )
             .route(&p("/rooms/{room_id}/messages"), get(messages))
             .route(&p("/rooms/{room_id}/event/{event_id}"), get(event))
+            .route(&p("/events/{event_id}"), get(event_by_id))
             .route(&p("/rooms/{room_id}/context/{event_id}"), get(context))
             .limited(
                 &p("/rooms/{room_id}/redact/{event_id}/{txn_id}"),
@@ -425,6 +426,22 @@ async fn event(
     s.hs.add_relations(&room, &a.user_id, &mut event).await?;
     let [event] = event;
     Ok(Json(event))
+}
+
+/// The deprecated `GET /events/{eventId}`: as `/rooms/{roomId}/event/{eventId}` for the
+/// room the event is in (404 alike when it is unknown or not visible).
+async fn event_by_id(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(event_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id =
+        ruma::EventId::parse(&event_id).map_err(|_| Error::invalid_param("Invalid event ID"))?;
+    let room =
+        s.hs.room_of_event(&id)
+            .await?
+            .ok_or_else(|| Error::not_found("Event not found"))?;
+    event(State(s), auth, Path((room.to_string(), event_id))).await
 }
 
 #[derive(Deserialize)]

@@ -182,6 +182,21 @@ impl Homeserver {
     }
 
     /// `/event/{eventId}`, subject to history visibility.
+    /// The room an event was stored in, for endpoints that name no room (the deprecated
+    /// `GET /events/{eventId}`).
+    pub async fn room_of_event(&self, id: &EventId) -> Result<Option<ruma::OwnedRoomId>> {
+        let row = crate::storage::query_opt(
+            self.db.as_ref(),
+            "SELECT room_id FROM events WHERE event_id = $1",
+            vec![id.as_str().into()],
+        )
+        .await?;
+        Ok(row
+            .map(|r| r.text(0))
+            .transpose()?
+            .and_then(|r| ruma::OwnedRoomId::try_from(r).ok()))
+    }
+
     pub async fn event_for_user(
         &self,
         room_id: &RoomId,
