@@ -17,6 +17,8 @@ use tessera_core::{
 
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
+/// Resolving a name before the checks.
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
 /// A whole fetch, redirects included.
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -68,11 +70,13 @@ pub(crate) async fn check_name(url: &Url, policy: &AddressPolicy) -> Result<(), 
     let Some(url::Host::Domain(name)) = url.host() else {
         return Ok(());
     };
-    let found: Vec<SocketAddr> =
-        tokio::net::lookup_host((name, url.port_or_known_default().unwrap_or(0)))
-            .await
-            .map_err(|e| FetchError::Failed(format!("{name}: {e}")))?
-            .collect();
+    // A slow name server must not hold the caller past its own deadline.
+    let lookup = tokio::net::lookup_host((name, url.port_or_known_default().unwrap_or(0)));
+    let found: Vec<SocketAddr> = tokio::time::timeout(RESOLVE_DEADLINE, lookup)
+        .await
+        .map_err(|_| FetchError::Failed(format!("{name}: name resolution timed out")))?
+        .map_err(|e| FetchError::Failed(format!("{name}: {e}")))?
+        .collect();
     if found.iter().any(|a| address_allowed(a.ip(), policy)) {
         Ok(())
     } else {

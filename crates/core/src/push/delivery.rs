@@ -38,6 +38,8 @@ const USERS_PER_ROUND: usize = 64;
 const FIRST_RETRY_MS: i64 = 1_000;
 const MAX_RETRY_MS: i64 = 3_600_000;
 const GIVE_UP_MS: i64 = 24 * 3_600_000;
+/// How long one user's turn may take before the others get theirs (a slow gateway).
+const TURN_BUDGET_MS: i64 = 15_000;
 /// The longest the task sleeps without looking (it is woken by commits anyway).
 const IDLE_WAIT: Duration = Duration::from_secs(60);
 
@@ -307,19 +309,31 @@ impl Homeserver {
             return Ok(());
         };
         let now = self.now();
+        // The badge is counted once per turn, when something is sent.
+        let mut badge = None;
         for r in &rows {
+            // A slow gateway holds back this user's other pushers for a while only.
+            if self.now() - now > TURN_BUDGET_MS {
+                self.push_queue.mark(user);
+                break;
+            }
             if r.opt_int(7)?.is_some_and(|t| t > now) {
                 self.push_queue.retry_by(r.opt_int(7)?.unwrap_or(now));
                 continue;
             }
             let pusher = Pusher::of(r)?;
-            self.push_pusher(&user_id, pusher).await?;
+            self.push_pusher(&user_id, pusher, &mut badge).await?;
         }
         Ok(())
     }
 
     /// One pusher's turn.
-    async fn push_pusher(&self, user: &UserId, mut pusher: Pusher) -> Result<()> {
+    async fn push_pusher(
+        &self,
+        user: &UserId,
+        mut pusher: Pusher,
+        badge: &mut Option<u64>,
+    ) -> Result<()> {
         let Some(gateway) = self.push_gateway.clone() else {
             return Ok(());
         };
@@ -332,7 +346,11 @@ impl Homeserver {
             let Some(url) = pusher.url().map(str::to_owned) else {
                 break;
             };
-            let body = self.notification_body(user, &pusher, n).await?;
+            let unread = match *badge {
+                Some(b) => b,
+                None => *badge.insert(self.unread_badge(user).await?),
+            };
+            let body = self.notification_body(user, &pusher, n, unread).await?;
             match gateway.notify(&url, serde_json::to_vec(&body)?).await {
                 Ok(rejected) if rejected.contains(&pusher.pushkey) => {
                     // Spec: the homeserver must stop and remove the pusher.
@@ -348,13 +366,19 @@ impl Homeserver {
                         .await?;
                     return Ok(());
                 }
-                Ok(_) => self.pushed(user, &mut pusher, n.pos).await?,
+                Ok(_) => {
+                    if !self.pushed(user, &mut pusher, n.pos).await? {
+                        return Ok(());
+                    }
+                }
                 Err(PushError::Refused(why)) => {
                     tracing::warn!(
                         "push gateway of {user}'s pusher {} refused a notification: {why}",
                         pusher.app_id
                     );
-                    self.pushed(user, &mut pusher, n.pos).await?;
+                    if !self.pushed(user, &mut pusher, n.pos).await? {
+                        return Ok(());
+                    }
                 }
                 Err(PushError::Failed(why)) => {
                     let now = self.now();
@@ -364,7 +388,9 @@ impl Homeserver {
                             "push gateway of {user}'s pusher {} failed for a day; dropping a notification: {why}",
                             pusher.app_id
                         );
-                        self.pushed(user, &mut pusher, n.pos).await?;
+                        if !self.pushed(user, &mut pusher, n.pos).await? {
+                            return Ok(());
+                        }
                         continue;
                     }
                     let failures = pusher.failures + 1;
@@ -404,9 +430,11 @@ impl Homeserver {
         Ok(())
     }
 
-    /// The pusher has sent everything up to `pos`.
-    async fn pushed(&self, user: &UserId, pusher: &mut Pusher, pos: i64) -> Result<()> {
-        self.db
+    /// The pusher has sent everything up to `pos`; `false` when its row is gone (deleted
+    /// meanwhile): its turn ends.
+    async fn pushed(&self, user: &UserId, pusher: &mut Pusher, pos: i64) -> Result<bool> {
+        let changed = self
+            .db
             .execute(
                 "UPDATE pushers SET pushed_upto = $4, failures = 0, failing_since = NULL, retry_at = NULL
                  WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 AND pushed_upto < $4",
@@ -421,7 +449,7 @@ impl Homeserver {
         pusher.pushed_upto = pos;
         pusher.failures = 0;
         pusher.failing_since = None;
-        Ok(())
+        Ok(changed > 0)
     }
 
     /// The events in `(after, upto]` that notify the user, oldest first: in rooms they
@@ -463,7 +491,13 @@ impl Homeserver {
 
     /// The request body (spec: `POST /_matrix/push/v1/notify`): with `data.format`
     /// `event_id_only`, only the event's and room's IDs, the counts and the device.
-    async fn notification_body(&self, user: &UserId, pusher: &Pusher, n: &Due) -> Result<Json> {
+    async fn notification_body(
+        &self,
+        user: &UserId,
+        pusher: &Pusher,
+        n: &Due,
+        unread: u64,
+    ) -> Result<Json> {
         let mut tweaks = Map::new();
         if let Some(sound) = &n.sound {
             tweaks.insert("sound".into(), sound.clone().into());
@@ -474,7 +508,6 @@ impl Homeserver {
         let mut data = pusher.data.clone();
         data.remove("url");
         let event_id_only = data.get("format").and_then(Json::as_str) == Some("event_id_only");
-        let unread = self.unread_badge(user).await?;
         let mut counts = Map::new();
         // Spec: counts that are zero are left out.
         if unread > 0 {

@@ -249,6 +249,8 @@ impl Homeserver {
         ));
         self.db.batch(batch).await?;
         self.push_queue.note_user(user);
+        // The delivery task looks at once (its catch-up starts at the new position).
+        self.wakeups.notify();
         Ok(())
     }
 }
