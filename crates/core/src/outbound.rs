@@ -39,6 +39,12 @@ const ALWAYS_DENIED: &[&str] = &[
     "255.255.255.255/32",
     "::/128",
     "::1/128",
+    // IPv4-compatible and IPv4-translated (SIIT) forms, and local-use NAT64.
+    "::/96",
+    "::ffff:0:0:0/96",
+    "64:ff9b:1::/48",
+    // Teredo, benchmarking, ORCHID and other IETF protocol assignments.
+    "2001::/23",
     "64:ff9b::/96",
     "100::/64",
     "2001:db8::/32",
@@ -94,6 +100,10 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "::7f00:1",
+            "::ffff:0:a00:1",
+            "64:ff9b:1::a00:1",
+            "2001::1",
         ] {
             assert!(!address_allowed(ip.parse().expect("ip"), &c), "{ip}");
         }
