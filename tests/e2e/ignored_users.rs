@@ -6,13 +6,38 @@ use serde_json::{json, Value};
 
 use crate::harness::{self, next_batch, sync, urlencode};
 
-fn timeline_ids(body: &Value, room: &str) -> Vec<String> {
-    body["rooms"]["join"][room]["timeline"]["events"]
+/// The `key` field of each event in a JSON list (absent or not a list: none).
+fn fields(events: &Value, key: &str) -> Vec<String> {
+    events
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+        .filter_map(|e| e[key].as_str().map(str::to_owned))
         .collect()
+}
+
+fn timeline_ids(body: &Value, room: &str) -> Vec<String> {
+    fields(
+        &body["rooms"]["join"][room]["timeline"]["events"],
+        "event_id",
+    )
+}
+
+/// Sets the user's `m.ignored_user_list` to exactly `ignored`.
+async fn set_ignored(server: &harness::TestServer, user_id: &str, token: &str, ignored: &[&str]) {
+    let list: serde_json::Map<String, Value> =
+        ignored.iter().map(|u| (u.to_string(), json!({}))).collect();
+    server
+        .ok(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.ignored_user_list",
+                urlencode(user_id)
+            ),
+            token,
+            Some(json!({ "ignored_users": list })),
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -31,17 +56,7 @@ async fn ignored_users_are_hidden_wherever_events_are_served() {
     server.membership(&bob, &room, "join").await;
     let before = next_batch(&sync(&server, &alice, "").await);
 
-    server
-        .ok(
-            "PUT",
-            &format!(
-                "/_matrix/client/v3/user/{}/account_data/m.ignored_user_list",
-                urlencode(&alice_id)
-            ),
-            &alice,
-            Some(json!({ "ignored_users": { bob_id.clone(): {} } })),
-        )
-        .await;
+    set_ignored(&server, &alice_id, &alice, &[&bob_id]).await;
     let hidden = server
         .send_text(&bob, &room, "b1", "you cannot see me")
         .await;
@@ -80,16 +95,8 @@ async fn ignored_users_are_hidden_wherever_events_are_served() {
             None,
         )
         .await;
-    let ids: Vec<&str> = page["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["event_id"].as_str())
-        .collect();
-    assert!(
-        !ids.contains(&hidden.as_str()) && ids.contains(&topic.as_str()),
-        "{page}"
-    );
+    let ids = fields(&page["chunk"], "event_id");
+    assert!(ids.contains(&topic) && !ids.contains(&hidden), "{page}");
     let ctx = server
         .ok(
             "GET",
@@ -101,14 +108,9 @@ async fn ignored_users_are_hidden_wherever_events_are_served() {
             None,
         )
         .await;
-    let before_ids: Vec<&str> = ctx["events_before"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["event_id"].as_str())
-        .collect();
+    let before_ids = fields(&ctx["events_before"], "event_id");
     assert!(
-        !before_ids.contains(&hidden.as_str()) && before_ids.contains(&topic.as_str()),
+        before_ids.contains(&topic) && !before_ids.contains(&hidden),
         "{ctx}"
     );
     // Others still see bob.
@@ -149,26 +151,11 @@ async fn ignored_users_are_hidden_wherever_events_are_served() {
             .await;
     }
     let body = sync(&server, &alice, &format!("since={since}")).await;
-    let senders: Vec<&str> = body["to_device"]["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["sender"].as_str())
-        .collect();
-    assert_eq!(senders, [carol_id.as_str()], "{body}");
+    let senders = fields(&body["to_device"]["events"], "sender");
+    assert_eq!(senders, std::slice::from_ref(&carol_id), "{body}");
 
     // Unignored: what bob sends from now on is shown again.
-    server
-        .ok(
-            "PUT",
-            &format!(
-                "/_matrix/client/v3/user/{}/account_data/m.ignored_user_list",
-                urlencode(&alice_id)
-            ),
-            &alice,
-            Some(json!({ "ignored_users": {} })),
-        )
-        .await;
+    set_ignored(&server, &alice_id, &alice, &[]).await;
     let since = next_batch(&body);
     let again = server.send_text(&bob, &room, "b2", "back again").await;
     let body = sync(&server, &alice, &format!("since={since}")).await;
@@ -186,17 +173,7 @@ async fn ignoring_survives_a_restart() {
         .create_room(&bob, json!({ "preset": "public_chat" }))
         .await;
     server.membership(&alice, &room, "join").await;
-    server
-        .ok(
-            "PUT",
-            &format!(
-                "/_matrix/client/v3/user/{}/account_data/m.ignored_user_list",
-                urlencode(&alice_id)
-            ),
-            &alice,
-            Some(json!({ "ignored_users": { bob_id: {} } })),
-        )
-        .await;
+    set_ignored(&server, &alice_id, &alice, &[&bob_id]).await;
     server.restart().await;
     let hidden = server.send_text(&bob, &room, "b1", "still hidden").await;
     let body = sync(&server, &alice, "").await;

@@ -27,6 +27,7 @@ mod notifications;
 mod push;
 mod pushers;
 mod relations;
+mod room_events;
 mod rooms;
 mod search;
 mod spaces;

@@ -51,6 +51,26 @@ impl Resolve for CheckedResolver {
     }
 }
 
+/// A client for the server's own outbound requests: names resolve through
+/// [`CheckedResolver`], no proxy from the environment, no redirects followed (callers that
+/// follow them check each hop), a connection and a whole-request deadline.
+pub(crate) fn checked_client(
+    policy: &Arc<AddressPolicy>,
+    deadline: Duration,
+    purpose: &str,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver {
+            policy: policy.clone(),
+        }))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(deadline)
+        .user_agent(format!("Tessera (Matrix homeserver; {purpose})"))
+        .build()
+}
+
 /// Refuses a URL whose host is an IP literal the policy refuses (literals are connected
 /// to without resolution) or that has no host. Names are checked as they resolve
 /// ([`CheckedResolver`], at connection: a name that resolves anew cannot slip past).
@@ -89,16 +109,7 @@ pub(crate) async fn check_name(url: &Url, policy: &AddressPolicy) -> Result<(), 
 impl PreviewFetcher {
     pub fn new(policy: AddressPolicy) -> anyhow::Result<Self> {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
-            .redirect(redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(CheckedResolver {
-                policy: policy.clone(),
-            }))
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(DEADLINE)
-            .user_agent("Tessera (Matrix homeserver; URL previews)")
-            .build()?;
+        let client = checked_client(&policy, DEADLINE, "URL previews")?;
         Ok(Self { client, policy })
     }
 

@@ -6,13 +6,13 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use reqwest::{header, redirect, Url};
+use reqwest::{header, Url};
 use tessera_core::{
     outbound::AddressPolicy,
     ports::{FetchError, PushError, PushGateway},
 };
 
-use crate::fetch::{check_literal, check_name, CheckedResolver};
+use crate::fetch::{check_literal, check_name, checked_client};
 
 /// A gateway's whole answer.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -27,16 +27,7 @@ pub struct HttpPushGateway {
 impl HttpPushGateway {
     pub fn new(policy: AddressPolicy) -> anyhow::Result<Self> {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
-            .redirect(redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(CheckedResolver {
-                policy: policy.clone(),
-            }))
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(DEADLINE)
-            .user_agent("Tessera (Matrix homeserver; push)")
-            .build()?;
+        let client = checked_client(&policy, DEADLINE, "push")?;
         Ok(Self { client, policy })
     }
 }
