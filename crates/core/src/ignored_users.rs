@@ -132,12 +132,12 @@ impl Homeserver {
             .await?
             .is_some_and(|p| ignored.contains(&p.sender)))
     }
+}
 
-    /// Whether a viewer ignoring `ignored` must not be shown `pdu`: a non-state event of a
-    /// user they ignore (spec: state events are still sent).
-    pub(crate) fn hidden_by_ignore(ignored: &Ignored, pdu: &crate::rooms::Pdu) -> bool {
-        pdu.state_key.is_none() && !ignored.is_empty() && ignored.contains(&pdu.sender)
-    }
+/// Whether a viewer ignoring `ignored` must not be shown `pdu`: a non-state event of a
+/// user they ignore (spec: state events are still sent).
+pub(crate) fn hidden(ignored: &Ignored, pdu: &crate::rooms::Pdu) -> bool {
+    pdu.state_key.is_none() && !ignored.is_empty() && ignored.contains(&pdu.sender)
 }
 
 #[cfg(test)]

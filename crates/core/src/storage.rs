@@ -84,6 +84,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0019_pushers.sql"),
         include_str!("storage/migrations/0019_pushers.sql"),
     ),
+    (
+        include_str!("storage/migrations/0020_account_data_type.sql"),
+        include_str!("storage/migrations/0020_account_data_type.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -263,7 +263,7 @@ impl Homeserver {
         let ignored = self.ignored_users(user);
         let keep_given = keep;
         let keep: &(dyn Fn(&Pdu) -> bool + Send + Sync) =
-            &|p| keep_given(p) && !Homeserver::hidden_by_ignore(&ignored, p);
+            &|p| keep_given(p) && !crate::ignored_users::hidden(&ignored, p);
         let PageRequest {
             from,
             to,
@@ -389,7 +389,7 @@ impl Homeserver {
         let ignored = self.ignored_users(user);
         let keep_given = keep;
         let keep: &(dyn Fn(&Pdu) -> bool + Send + Sync) =
-            &|p| keep_given(p) && !Homeserver::hidden_by_ignore(&ignored, p);
+            &|p| keep_given(p) && !crate::ignored_users::hidden(&ignored, p);
         let event = self.event_for_user(room_id, user, id).await?;
         let place = self
             .event_place(id)

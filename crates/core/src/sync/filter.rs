@@ -12,7 +12,7 @@ use ruma::{
 };
 use serde_json::Value as Json;
 
-use crate::{input::MAX_TYPE_BYTES, rooms::Pdu, Error, Homeserver, Result};
+use crate::{input::MAX_TYPE_BYTES, rooms::Pdu, Error, Result};
 
 /// Most patterns in one `types` or `not_types` list.
 pub const MAX_PATTERNS: usize = 100;
@@ -163,7 +163,7 @@ impl EventFilter {
 
     pub fn allows(&self, pdu: &Pdu) -> bool {
         if let Some(ignored) = &self.ignored {
-            if Homeserver::hidden_by_ignore(ignored, pdu) {
+            if crate::ignored_users::hidden(ignored, pdu) {
                 return false;
             }
         }
