@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod account_moderation;
 mod accounts;
 mod backup;
 mod client_flow;
@@ -14,8 +15,11 @@ mod discovery;
 mod e2ee;
 mod endpoints;
 mod errors;
+mod guests;
 mod hostile;
 mod ignored_users;
+mod join_rules;
+mod legacy_sync;
 mod limits;
 mod login_token;
 mod malformed;

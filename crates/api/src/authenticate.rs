@@ -146,6 +146,24 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
     }
 }
 
+/// `POST /logout` and `/logout/all`, the requests a locked account may still make.
+fn is_logout(parts: &http::request::Parts) -> bool {
+    let path = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or(parts.uri.path(), |p| p.as_str());
+    parts.method == http::Method::POST
+        && (path.ends_with("/logout") || path.ends_with("/logout/all"))
+}
+
+/// Whether a guest may make this request (`guests.rs`).
+fn guest_route(parts: &http::request::Parts) -> bool {
+    parts
+        .extensions
+        .get::<MatchedPath>()
+        .is_some_and(|p| crate::guests::allowed(&parts.method, p.as_str()))
+}
+
 async fn gate(s: &AppState, req: Request) -> Result<Request, ApiError> {
     let (mut parts, body) = req.into_parts();
     let limiter = &s.limiter;
@@ -166,6 +184,15 @@ async fn gate(s: &AppState, req: Request) -> Result<Request, ApiError> {
     let credentials = match access_token(&parts) {
         None => Credentials::None,
         Some(token) => match s.hs.authenticate(&token).await {
+            // Spec ("Account locking"): a locked account may only log out.
+            Ok(session) if session.locked && !is_logout(&parts) => Credentials::Rejected(
+                ErrorKind::UserLocked,
+                tessera_core::accounts::moderation::LOCKED_MESSAGE.into(),
+            ),
+            Ok(session) if session.is_guest && !guest_route(&parts) => Credentials::Rejected(
+                ErrorKind::GuestAccessForbidden,
+                "Guest accounts may not use this endpoint".into(),
+            ),
             Ok(session) => Credentials::Session(session),
             Err(Error::Matrix(kind @ ErrorKind::UnknownToken(_), msg)) => {
                 Credentials::Rejected(kind, msg)

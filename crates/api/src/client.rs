@@ -9,6 +9,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod keys;
+mod legacy_sync;
 mod media;
 mod membership;
 mod mutual_rooms;
@@ -60,5 +61,6 @@ pub fn routes(r: Routes) -> Routes {
     let r = media::routes(r);
     let r = voip::routes(r);
     let r = mutual_rooms::routes(r);
+    let r = legacy_sync::routes(r);
     sync::routes(r)
 }

@@ -25,10 +25,9 @@ impl<E: Into<Error>> From<E> for ApiError {
 pub fn status_for(kind: &ErrorKind) -> StatusCode {
     use ErrorKind::*;
     match kind {
-        Forbidden | GuestAccessForbidden | UserDeactivated | ThreepidDenied | InviteBlocked => {
-            StatusCode::FORBIDDEN
-        }
-        UnknownToken(_) | MissingToken | Unauthorized => StatusCode::UNAUTHORIZED,
+        Forbidden | GuestAccessForbidden | UserDeactivated | ThreepidDenied | InviteBlocked
+        | UserSuspended => StatusCode::FORBIDDEN,
+        UnknownToken(_) | MissingToken | Unauthorized | UserLocked => StatusCode::UNAUTHORIZED,
         NotFound | Unrecognized => StatusCode::NOT_FOUND,
         LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         WrongRoomKeysVersion(_) => StatusCode::FORBIDDEN,

@@ -4,6 +4,7 @@ pub mod authenticate;
 pub mod client;
 pub mod error;
 pub mod extract;
+mod guests;
 pub mod rate_limit;
 mod routing;
 mod ruma_wrapper;

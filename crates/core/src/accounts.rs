@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod devices;
+pub mod guests;
 pub mod login;
 pub mod login_token;
+pub mod moderation;
 pub mod openid;
 pub mod password;
 pub mod profile;

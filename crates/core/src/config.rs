@@ -9,6 +9,8 @@ pub struct Config {
     pub registration_open: bool,
     /// Registration needs `m.login.registration_token`.
     pub registration_token_required: bool,
+    /// Guest accounts may be registered (spec: "Guest Access"); off by default.
+    pub guest_access: bool,
     /// Lifetime of access tokens issued with a refresh token, in ms.
     pub access_token_lifetime_ms: u64,
     /// Longest `/sync` long-poll honoured, in ms.
@@ -72,6 +74,7 @@ impl Config {
             server_name,
             registration_open: false,
             registration_token_required: true,
+            guest_access: false,
             access_token_lifetime_ms: 24 * 3600 * 1000,
             max_sync_timeout_ms: 60_000,
             max_timeline_limit: 100,

@@ -132,6 +132,8 @@ pub struct Homeserver {
     pub(crate) push_gateway: Option<Arc<dyn crate::ports::PushGateway>>,
     /// Who ignores whom (`ignored_users.rs`).
     pub(crate) ignores: crate::ignored_users::IgnoreIndex,
+    /// Suspended accounts (`accounts/moderation.rs`).
+    pub(crate) suspensions: crate::accounts::moderation::Suspensions,
     /// Users with pushers and what they have to push (`push/delivery.rs`).
     pub(crate) push_queue: crate::push::delivery::PushQueue,
     /// Fetches pages for URL previews ([`Homeserver::with_fetcher`]).
@@ -216,6 +218,7 @@ impl Homeserver {
         let (heads, pos) = load_positions(db.as_ref()).await?;
         let rulesets = crate::push::evaluate::Rulesets::new(&config.server_name);
         let ignores = crate::ignored_users::IgnoreIndex::load(db.as_ref()).await?;
+        let suspensions = crate::accounts::moderation::Suspensions::load(db.as_ref()).await?;
         Ok(Self {
             config,
             db,
@@ -236,6 +239,7 @@ impl Homeserver {
             push_gateway: None,
             push_queue: Default::default(),
             ignores,
+            suspensions,
             key_counts: crate::cache::BoundedCache::new(KEY_COUNT_DEVICES),
             rulesets,
             unread: crate::cache::BoundedCache::new(crate::push::counts::CACHED_COUNTS),

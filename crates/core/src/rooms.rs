@@ -6,6 +6,7 @@ pub mod create;
 pub mod directory;
 pub mod events;
 pub mod head;
+pub mod join_rules;
 pub mod membership;
 pub mod pdu;
 pub mod power;

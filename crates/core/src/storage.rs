@@ -88,6 +88,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0020_account_data_type.sql"),
         include_str!("storage/migrations/0020_account_data_type.sql"),
     ),
+    (
+        include_str!("storage/migrations/0021_account_moderation.sql"),
+        include_str!("storage/migrations/0021_account_moderation.sql"),
+    ),
+    (
+        include_str!("storage/migrations/0022_guests.sql"),
+        include_str!("storage/migrations/0022_guests.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

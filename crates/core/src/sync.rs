@@ -4,6 +4,7 @@
 
 pub mod account_data;
 pub mod filter;
+pub mod legacy;
 pub mod rooms;
 pub mod token;
 pub mod typing;

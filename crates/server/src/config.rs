@@ -64,6 +64,8 @@ pub struct Database {
 pub struct Registration {
     pub open: bool,
     pub token_required: bool,
+    /// `kind=guest` registration (spec: "Guest Access").
+    pub allow_guests: bool,
 }
 
 /// README, `rate_limits.*`. `per_second` and `burst` are every user's budget for all
@@ -346,6 +348,7 @@ impl Default for Registration {
         Self {
             open: false,
             token_required: true,
+            allow_guests: false,
         }
     }
 }
@@ -489,6 +492,7 @@ impl Config {
         let mut core = tessera_core::Config::new(name);
         core.registration_open = self.registration.open;
         core.registration_token_required = self.registration.token_required;
+        core.guest_access = self.registration.allow_guests;
         core.max_sync_timeout_ms = self.sync.max_timeout_ms;
         core.public_base_url = self.public_base_url.clone();
         core.fast_password_hashing = self.bench.insecure_fast_password_hashing;

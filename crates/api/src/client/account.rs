@@ -83,10 +83,40 @@ async fn register(
 ) -> Result<Json<Value>, ApiError> {
     let req = req.body;
     if req.kind == register::RegistrationKind::Guest {
-        return Err(ApiError(Error::Matrix(
-            ErrorKind::GuestAccessForbidden,
-            "Guest access is disabled".into(),
-        )));
+        let (user_id, tokens) = s.hs.register_guest(req.initial_device_display_name).await?;
+        return Ok(Json(tokens_json(&user_id, &tokens)));
+    }
+    // Spec ("Guest Access"): a guest becomes a full account by registering with its token,
+    // through the same registration rules as anyone.
+    if let Some(guest_token) = &req.guest_access_token {
+        let done =
+            s.hs.user_interactive_auth(
+                &registration_flows(&s),
+                req.auth.as_ref(),
+                None,
+                "POST /register",
+            )
+            .await?;
+        let user_id =
+            s.hs.upgrade_guest(
+                guest_token,
+                req.username.as_deref(),
+                req.password.as_deref(),
+                done.registration_token.as_deref(),
+            )
+            .await?;
+        if req.inhibit_login {
+            return Ok(Json(json!({ "user_id": user_id })));
+        }
+        let tokens =
+            s.hs.open_device(
+                &user_id,
+                req.device_id,
+                req.initial_device_display_name,
+                req.refresh_token,
+            )
+            .await?;
+        return Ok(Json(tokens_json(&user_id, &tokens)));
     }
     let user_id = match &req.username {
         Some(name) => s.hs.user_id_for_localpart(&name.to_lowercase())?,

@@ -21,12 +21,12 @@ async fn versions() -> Json<Value> {
     }))
 }
 
-async fn capabilities(_auth: Auth) -> Json<Value> {
+async fn capabilities(Auth(a): Auth) -> Json<Value> {
     let available: serde_json::Map<String, Value> = SUPPORTED_VERSIONS
         .iter()
         .map(|v| (v.to_string(), Value::from("stable")))
         .collect();
-    Json(json!({
+    let mut caps = json!({
         "capabilities": {
             "m.room_versions": { "default": DEFAULT_VERSION, "available": available },
             "m.change_password": { "enabled": true },
@@ -36,5 +36,10 @@ async fn capabilities(_auth: Auth) -> Json<Value> {
             "m.get_login_token": { "enabled": true },
             "m.profile_fields": { "enabled": true },
         }
-    }))
+    });
+    // Spec (v1.18): present only for those who may moderate accounts.
+    if a.is_admin {
+        caps["capabilities"]["m.account_moderation"] = json!({ "suspend": true, "lock": true });
+    }
+    Json(caps)
 }

@@ -296,13 +296,8 @@ async fn put_state_inner(
     let content = Value::Object(body.object()?);
     require_room(s, &room).await?;
     let id =
-        s.hs.send_event(
-            &room,
-            &a.user_id,
-            NewEvent::state(StateEventType::from(kind), key, content),
-            None,
-        )
-        .await?;
+        s.hs.put_state(&room, &a.user_id, StateEventType::from(kind), key, content)
+            .await?;
     Ok(Json(json!({ "event_id": id })))
 }
 

@@ -63,6 +63,8 @@ impl Homeserver {
         if let Some(name) = &display_name {
             crate::input::display_name(name)?;
         }
+        // Spec ("Account locking"): no new token until the lock is lifted.
+        self.ensure_not_locked(user).await?;
         let device_id =
             device_id.unwrap_or_else(|| tokens::random_string(10).to_uppercase().into());
         let (count, exists) = match query_opt(
@@ -150,6 +152,7 @@ impl Homeserver {
         .ok_or_else(unknown)?;
         let user = UserId::parse(row.text(0)?).map_err(Error::internal)?;
         let device_id: OwnedDeviceId = row.text(1)?.into();
+        self.ensure_not_locked(&user).await?;
         let access_token = tokens::new_token("syt");
         let new_refresh = tokens::new_token("syr");
         let batch = vec![

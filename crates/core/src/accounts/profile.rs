@@ -32,6 +32,13 @@ impl Homeserver {
         if key.is_empty() || key.len() > 255 {
             return Err(Error::invalid_param("Invalid profile key"));
         }
+        self.ensure_not_suspended(user)?;
+        // Spec ("Guest Access"): a guest may change their display name, nothing else.
+        if key != "displayname" && self.is_guest(user).await? {
+            return Err(super::guests::forbidden(
+                "Guests may only set a display name",
+            ));
+        }
         let mut profile = self.get_profile(user).await?;
         match value {
             Some(Json::Null) | None => profile.remove(key),

@@ -55,6 +55,17 @@ impl Homeserver {
         .is_some())
     }
 
+    /// One use of a registration token, if it has one left; a conflict otherwise.
+    pub(crate) fn spend_registration_token(&self, token: &str) -> Statement {
+        Statement::new(
+            "UPDATE registration_tokens SET completed = completed + 1
+             WHERE token = $1 AND (uses_allowed IS NULL OR completed < uses_allowed)
+               AND (expiry_ts IS NULL OR expiry_ts > $2)",
+            vec![Value::from(token), Value::Int(self.now())],
+        )
+        .expecting_change()
+    }
+
     /// Creates an account. With `registration_token`, one use of it is consumed in the same
     /// transaction, so a token's use limit holds under concurrency.
     pub async fn create_user_with(
@@ -70,15 +81,7 @@ impl Homeserver {
         };
         let mut batch = Vec::new();
         if let Some(token) = registration_token {
-            batch.push(
-                Statement::new(
-                    "UPDATE registration_tokens SET completed = completed + 1
-                     WHERE token = $1 AND (uses_allowed IS NULL OR completed < uses_allowed)
-                       AND (expiry_ts IS NULL OR expiry_ts > $2)",
-                    vec![Value::from(token), Value::Int(self.now())],
-                )
-                .expecting_change(),
-            );
+            batch.push(self.spend_registration_token(token));
         }
         let displayname = serde_json::json!({ "displayname": user_id.localpart() }).to_string();
         batch.push(Statement::new(

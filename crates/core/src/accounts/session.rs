@@ -11,6 +11,10 @@ pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub is_admin: bool,
+    /// Locked by an admin: the session may only log out (`moderation.rs`).
+    pub locked: bool,
+    /// A guest account's (`guests.rs`).
+    pub is_guest: bool,
 }
 
 /// Access tokens resolved recently: every request needs its session, and reading it from
@@ -71,7 +75,7 @@ impl Homeserver {
         let read_at = self.token_cache.generation();
         let row = query_opt(
             self.db.as_ref(),
-            "SELECT t.user_id, t.device_id, t.expires_at, u.is_admin, u.deactivated
+            "SELECT t.user_id, t.device_id, t.expires_at, u.is_admin, u.deactivated, u.locked, u.is_guest
              FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
             vec![Value::from(hash.as_str())],
         )
@@ -88,6 +92,8 @@ impl Homeserver {
             user_id: OwnedUserId::try_from(row.text(0)?).map_err(Error::internal)?,
             device_id: row.text(1)?.into(),
             is_admin: row.int(3)? != 0,
+            locked: row.int(5)? != 0,
+            is_guest: row.int(6)? != 0,
         };
         self.token_cache
             .put(hash, (session.clone(), expires), read_at);

@@ -42,6 +42,7 @@ pub struct CreateRoom {
 
 impl Homeserver {
     pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
+        self.ensure_not_suspended(creator)?;
         let version = req.room_version.clone().unwrap_or(RoomVersionId::V12);
         if !super::SUPPORTED_VERSIONS.contains(&version.as_str()) {
             return Err(Error::Matrix(

@@ -188,9 +188,53 @@ impl Homeserver {
         if self.membership(&room_id, user).await?.as_deref() == Some("join") && reason.is_none() {
             return Ok(room_id);
         }
-        self.set_membership(&room_id, user, user, "join", reason, None)
+        self.ensure_guest_may_join(&room_id, user).await?;
+        let extra = self.join_authorisation(&room_id, user).await?.map(|via| {
+            Map::from_iter([(
+                "join_authorised_via_users_server".to_owned(),
+                Json::from(via.as_str()),
+            )])
+        });
+        self.set_membership(&room_id, user, user, "join", reason, extra)
             .await?;
         Ok(room_id)
+    }
+
+    /// A state event from the client's state API. A member event's
+    /// `join_authorised_via_users_server` is the server's word, never the client's: it is
+    /// dropped, and a join of oneself gets the one `/join` would give.
+    pub async fn put_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        kind: StateEventType,
+        state_key: &str,
+        mut content: Json,
+    ) -> Result<ruma::OwnedEventId> {
+        if kind == StateEventType::RoomMember {
+            if let Some(c) = content.as_object_mut() {
+                c.remove("join_authorised_via_users_server");
+            }
+            if state_key == sender.as_str() && content["membership"] == "join" {
+                self.ensure_guest_may_join(room_id, sender).await?;
+                if let Some(via) = self.join_authorisation(room_id, sender).await? {
+                    content["join_authorised_via_users_server"] = via.as_str().into();
+                }
+            }
+        }
+        let guest_access = kind == StateEventType::RoomGuestAccess;
+        let id = self
+            .send_event(
+                room_id,
+                sender,
+                NewEvent::state(kind, state_key, content),
+                None,
+            )
+            .await?;
+        if guest_access {
+            self.remove_guests(room_id).await?;
+        }
+        Ok(id)
     }
 
     pub async fn knock(

@@ -28,6 +28,7 @@ impl Homeserver {
             .rules()
             .ok_or_else(|| Error::internal("room version without rules"))?;
         if pdu.sender != sender {
+            self.ensure_not_suspended(sender)?;
             let state = self.current_state_ids(room_id).await?;
             if !self
                 .power_levels(&state, &rules)

@@ -92,6 +92,9 @@ impl Homeserver {
         if let Some(t) = &txn {
             crate::input::txn_id(t.txn_id)?;
         }
+        if self.is_suspended(sender) {
+            self.suspended_may_send(room_id, sender, &event).await?;
+        }
         let (mut replans, mut waits) = (0, 0);
         loop {
             let txn = txn.as_ref().map(|t| Txn {
@@ -118,6 +121,41 @@ impl Homeserver {
                 Ok(Sent::Event(id)) => return Ok(id),
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// What a suspended user may still send (spec: "Account suspension"): leaving a room
+    /// or rejecting an invite, and redacting their own events.
+    async fn suspended_may_send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: &NewEvent,
+    ) -> Result<()> {
+        let allowed = match &event.kind {
+            TimelineEventType::RoomMember => {
+                event.state_key.as_deref() == Some(sender.as_str())
+                    && event.content["membership"] == "leave"
+            }
+            TimelineEventType::RoomRedaction => {
+                let target = event.redacts.clone().or_else(|| {
+                    event.content["redacts"]
+                        .as_str()
+                        .and_then(|r| OwnedEventId::try_from(r).ok())
+                });
+                match target {
+                    Some(t) => self.get_pdu(&t).await?.is_some_and(|p| {
+                        p.sender == sender && p.room_id.as_deref() == Some(room_id)
+                    }),
+                    None => false,
+                }
+            }
+            _ => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(crate::accounts::moderation::suspended())
         }
     }
 

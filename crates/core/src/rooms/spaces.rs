@@ -69,24 +69,11 @@ impl Homeserver {
             return Ok(true);
         }
         let state = self.current_state(room_id).await?;
-        let rules = match state.get(&(StateEventType::RoomJoinRules, String::new())) {
-            Some(id) => self.get_pdu(id).await?,
-            None => None,
-        };
-        let content: Json = rules
-            .map(|p| serde_json::from_str(p.content.get()).unwrap_or_default())
-            .unwrap_or_default();
+        let content = self.join_rules_content(&state).await?;
         match content["join_rule"].as_str() {
             Some("public" | "knock" | "knock_restricted") => Ok(true),
             Some("restricted") => match user {
-                Some(u) => {
-                    for allowed in allowed_rooms(&content) {
-                        if self.membership(&allowed, u).await?.as_deref() == Some("join") {
-                            return Ok(true);
-                        }
-                    }
-                    Ok(false)
-                }
+                Some(u) => self.in_allowed_room(&content, u).await,
                 None => Ok(false),
             },
             _ => Ok(false),
@@ -258,7 +245,7 @@ impl Homeserver {
         if let Some(id) = state.get(&(StateEventType::RoomJoinRules, String::new())) {
             if let Some(p) = self.get_pdu(id).await? {
                 let content: Json = serde_json::from_str(p.content.get()).unwrap_or_default();
-                let allowed = allowed_rooms(&content);
+                let allowed = super::join_rules::allowed_rooms(&content);
                 if !allowed.is_empty() {
                     e["allowed_room_ids"] = json!(allowed);
                 }
@@ -281,18 +268,4 @@ impl Homeserver {
         }
         Ok(e)
     }
-}
-
-/// The room IDs a `restricted` or `knock_restricted` join rule allows (spec:
-/// `m.room_membership` entries of `allow`).
-fn allowed_rooms(join_rules: &Json) -> Vec<OwnedRoomId> {
-    join_rules["allow"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(100)
-        .filter(|a| a["type"] == "m.room_membership")
-        .filter_map(|a| a["room_id"].as_str())
-        .filter_map(|r| RoomId::parse(r).ok())
-        .collect()
 }

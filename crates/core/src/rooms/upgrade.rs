@@ -31,6 +31,7 @@ impl Homeserver {
         version: RoomVersionId,
         additional_creators: Vec<OwnedUserId>,
     ) -> Result<OwnedRoomId> {
+        self.ensure_not_suspended(user)?;
         if !super::SUPPORTED_VERSIONS.contains(&version.as_str()) {
             return Err(Error::Matrix(
                 ruma::api::error::ErrorKind::UnsupportedRoomVersion,
