@@ -34,6 +34,7 @@ mod relations;
 mod room_events;
 mod rooms;
 mod search;
+mod server_notices;
 mod spaces;
 mod state_groups;
 mod state_res;

@@ -250,6 +250,8 @@ fn sample_body(template: &str, ctx: &Ctx) -> Option<Value> {
         json!({ "kind": "http", "app_id": "org.example.walk", "pushkey": "walk", "app_display_name": "w",
                 "device_display_name": "w", "lang": "en", "profile_tag": "t", "append": false,
                 "data": { "url": "https://push.example.org/_matrix/push/v1/notify", "format": "event_id_only" } })
+    } else if has("/send_server_notice") {
+        json!({ "user_id": ctx.other_id, "content": { "body": "walk" } })
     } else if ends("/report") {
         json!({ "reason": "walk" })
     } else if ends("/search") && !has("user_directory") {
@@ -547,11 +549,19 @@ async fn every_route_answers_malformed_input_with_a_matrix_error() {
             // Long-polls end fast whatever `timeout` says; commits need not wait for fsync.
             c.sync.max_timeout_ms = 100;
             c.database.sqlite_synchronous = tessera_server::db::sqlite::Synchronous::Normal;
+            c.server_notices.localpart = Some("walknotices".into());
         },
         ..Default::default()
     })
     .await;
-    let (user_id, token) = server.register("walkuser").await;
+    // A server admin, so the admin endpoints are walked past their permission check.
+    let user_id = server
+        .hs()
+        .create_user("walkuser", Some("correct horse battery"), true)
+        .await
+        .expect("walker")
+        .to_string();
+    let token = server.login("walkuser").await;
     let (other_id, other_token) = server.register("walkother").await;
     let room_id = server
         .create_room(&token, json!({ "preset": "public_chat" }))

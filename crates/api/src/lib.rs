@@ -1,5 +1,6 @@
 //! Tessera's HTTP surface: an axum [`Router`] over the core's [`Homeserver`].
 
+mod admin;
 pub mod authenticate;
 pub mod client;
 pub mod error;
@@ -47,7 +48,7 @@ pub struct AppState {
 }
 
 fn routes() -> Routes {
-    well_known::routes(client::routes(Routes::new()))
+    admin::routes(well_known::routes(client::routes(Routes::new())))
 }
 
 /// Every path template the router serves (for tests that walk them all).

@@ -33,6 +33,8 @@ pub struct Config {
     pub turn: crate::voip::TurnConfig,
     /// `/.well-known/matrix/support` (spec: "Support information"), when configured.
     pub support: Option<serde_json::Value>,
+    /// Who sends server notices and how their room is named (`server_notices.rs`).
+    pub server_notices: Option<crate::server_notices::ServerNoticesConfig>,
 }
 
 /// The content repository's limits (README, `media.*`).
@@ -85,6 +87,7 @@ impl Config {
             user_directory_all_users: false,
             turn: Default::default(),
             support: None,
+            server_notices: None,
         }
     }
 }

@@ -142,6 +142,8 @@ pub struct Homeserver {
     pub(crate) media_offload: Option<Arc<dyn Offload>>,
     /// One thumbnail made at a time: the original is read into memory only with it held.
     pub(crate) thumbnailing: async_lock::Semaphore,
+    /// Held while a server notice finds or creates its room (`server_notices.rs`).
+    pub(crate) notice_lock: async_lock::Mutex<()>,
     /// Thumbnails made since start (tests: made once under concurrent requests).
     pub thumbnails_made: std::sync::atomic::AtomicU64,
     /// Uploads streaming now, per user (bounded: each holds a buffer).
@@ -245,6 +247,7 @@ impl Homeserver {
             unread: crate::cache::BoundedCache::new(crate::push::counts::CACHED_COUNTS),
             key_counts_epoch: Default::default(),
             thumbnailing: async_lock::Semaphore::new(1),
+            notice_lock: async_lock::Mutex::new(()),
             thumbnails_made: Default::default(),
             uploading: Default::default(),
             media_landed: event_listener::Event::new(),

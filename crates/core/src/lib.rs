@@ -18,6 +18,7 @@ pub mod push;
 pub mod reports;
 pub mod rooms;
 pub mod search;
+pub mod server_notices;
 pub mod storage;
 pub mod sync;
 pub mod thirdparty;

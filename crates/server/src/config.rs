@@ -27,6 +27,7 @@ pub struct Config {
     pub push: Push,
     pub voip: Voip,
     pub support: Support,
+    pub server_notices: ServerNotices,
     pub public_base_url: Option<String>,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub log: String,
@@ -185,6 +186,26 @@ pub struct SupportContact {
     pub role: String,
 }
 
+/// README, `server_notices.*`: the user and room server notices come from; off until
+/// `localpart` is set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ServerNotices {
+    pub localpart: Option<String>,
+    pub display_name: String,
+    pub room_name: String,
+}
+
+impl Default for ServerNotices {
+    fn default() -> Self {
+        Self {
+            localpart: None,
+            display_name: "Server Notices".into(),
+            room_name: "Server Notices".into(),
+        }
+    }
+}
+
 /// README, `voip.*`: TURN servers for calls (`/voip/turnServer`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
@@ -327,6 +348,7 @@ impl Default for Config {
             push: Push::default(),
             voip: Voip::default(),
             support: Support::default(),
+            server_notices: ServerNotices::default(),
             public_base_url: None,
             // ruma logs every auth check at info; that would be two lines per event.
             log: "info,ruma_state_res=warn".into(),
@@ -549,6 +571,23 @@ impl Config {
             bail!("voip.turn_uris needs voip.turn_shared_secret, or voip.turn_username and voip.turn_password");
         }
         core.support = self.support_json()?;
+        core.server_notices = match &self.server_notices.localpart {
+            None => None,
+            Some(localpart) => {
+                let user_id =
+                    ruma::UserId::parse_with_server_name(localpart.as_str(), &core.server_name)
+                        .with_context(|| {
+                            format!(
+                                "server_notices.localpart {localpart:?} is not a valid localpart"
+                            )
+                        })?;
+                Some(tessera_core::server_notices::ServerNoticesConfig {
+                    user_id,
+                    display_name: self.server_notices.display_name.clone(),
+                    room_name: self.server_notices.room_name.clone(),
+                })
+            }
+        };
         core.turn = tessera_core::voip::TurnConfig {
             uris: v.turn_uris.clone(),
             shared_secret: v.turn_shared_secret.clone(),

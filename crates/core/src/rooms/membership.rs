@@ -257,6 +257,14 @@ impl Homeserver {
         reason: Option<String>,
     ) -> Result<()> {
         match self.membership(room_id, user).await?.as_deref() {
+            Some("invite") if self.is_server_notice_room(room_id).await? => {
+                // Spec ("Server Notices"): the invite cannot be rejected.
+                return Err(Error::WithStatus {
+                    status: 403,
+                    kind: ruma::api::error::ErrorKind::CannotLeaveServerNoticeRoom,
+                    message: "The server notices room cannot be rejected".into(),
+                });
+            }
             Some("join" | "invite" | "knock") => {}
             Some("leave") => return Ok(()),
             _ => return Err(Error::forbidden("You are not in this room")),
