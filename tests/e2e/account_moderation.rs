@@ -347,6 +347,46 @@ async fn a_suspended_account_reads_but_does_not_act() {
             .await,
     );
 
+    refused(
+        "alias",
+        server
+            .req(
+                "PUT",
+                "/_matrix/client/v3/directory/room/%23mine:localhost",
+                Some(&alice),
+                Some(json!({ "room_id": room })),
+            )
+            .await,
+    );
+    refused(
+        "publish",
+        server
+            .req(
+                "PUT",
+                &format!("/_matrix/client/v3/directory/list/room/{room}"),
+                Some(&alice),
+                Some(json!({ "visibility": "public" })),
+            )
+            .await,
+    );
+    refused(
+        "media",
+        server
+            .req("POST", "/_matrix/media/v1/create", Some(&alice), None)
+            .await,
+    );
+    refused(
+        "knock",
+        server
+            .req(
+                "POST",
+                &format!("/_matrix/client/v3/knock/{other}"),
+                Some(&alice),
+                Some(json!({})),
+            )
+            .await,
+    );
+
     // Still allowed: reading, redacting her own event, rejecting the invite, leaving.
     let bodies = server.message_bodies(&alice, &room).await;
     assert!(bodies.contains(&"bob's".to_owned()), "{bodies:?}");
@@ -362,7 +402,24 @@ async fn a_suspended_account_reads_but_does_not_act() {
         )
         .await;
     server.membership(&alice, &invited, "leave").await;
-    server.membership(&alice, &room, "leave").await;
+    // Leaving through the state API carries no profile change along.
+    server
+        .ok(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice_id}"),
+            &alice,
+            Some(json!({ "membership": "leave", "displayname": "Mallory", "reason": "bye" })),
+        )
+        .await;
+    let member = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice_id}"),
+            &bob,
+            None,
+        )
+        .await;
+    assert_eq!(member, json!({ "membership": "leave", "reason": "bye" }));
     // Logging in again works, and the new session is suspended too.
     let fresh = server.login("alice").await;
     refused(

@@ -183,6 +183,19 @@ async fn guests_join_can_join_rooms_and_reach_only_listed_endpoints() {
             .await,
     );
 
+    // Nor invites through the state API.
+    guest_forbidden(
+        "invite by state",
+        server
+            .req(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{open}/state/m.room.member/@alice2:localhost"),
+                Some(&guest),
+                Some(json!({ "membership": "invite" })),
+            )
+            .await,
+    );
+
     // Guest access revoked: the guest is made to leave.
     server
         .ok(
@@ -212,6 +225,49 @@ async fn guests_join_can_join_rooms_and_reach_only_listed_endpoints() {
             )
             .await,
     );
+
+    // Redacting the guest access event ends `can_join` too.
+    let other = server
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.guest_access", "content": { "guest_access": "can_join" } }] }),
+        )
+        .await;
+    server.membership(&guest, &other, "join").await;
+    let state = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{other}/state"),
+            &alice,
+            None,
+        )
+        .await;
+    let access = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.guest_access")
+        .unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .ok(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{other}/redact/{access}/x1"),
+            &alice,
+            Some(json!({})),
+        )
+        .await;
+    let member = server
+        .ok(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{other}/state/m.room.member/{guest_id}"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(member["membership"], "leave", "{member}");
     server.stop().await;
 }
 
@@ -236,14 +292,11 @@ async fn a_guest_upgrades_to_a_full_account() {
             "auth": { "type": "m.login.dummy" },
         })
     };
-    // Another name than its own is refused.
+    // Another name than its own is refused, before any user-interactive auth.
+    let mut wrong = upgrade("someoneelse");
+    wrong.as_object_mut().unwrap().remove("auth");
     let (status, body) = server
-        .req(
-            "POST",
-            "/_matrix/client/v3/register",
-            None,
-            Some(upgrade("someoneelse")),
-        )
+        .req("POST", "/_matrix/client/v3/register", None, Some(wrong))
         .await;
     assert_eq!(
         (status, body["errcode"].as_str()),

@@ -210,6 +210,49 @@ async fn events_streams_what_happens_after_from() {
         .await;
     assert_eq!(bodies(&body["chunk"]), ["again"], "{body}");
 
+    // `/events` has no place for to-device messages, so it acknowledges none: `/sync`
+    // still delivers them afterwards.
+    let bob_device = server
+        .ok("GET", "/_matrix/client/v3/account/whoami", &bob, None)
+        .await["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .ok(
+            "PUT",
+            "/_matrix/client/v3/sendToDevice/org.example.key/td1",
+            &alice,
+            Some(json!({ "messages": { "@bob:localhost": { bob_device: { "k": "v" } } } })),
+        )
+        .await;
+    let body = server
+        .ok("GET", "/_matrix/client/v3/events?timeout=0", &bob, None)
+        .await;
+    server
+        .ok(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/events?from={}&timeout=0",
+                body["end"].as_str().unwrap()
+            ),
+            &bob,
+            None,
+        )
+        .await;
+    server
+        .ok("GET", "/_matrix/client/v3/initialSync", &bob, None)
+        .await;
+    let s = crate::harness::sync(&server, &bob, "").await;
+    assert!(
+        s["to_device"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "org.example.key"),
+        "{s}"
+    );
+
     // Bad tokens and timeouts are 400s.
     for q in ["from=garbage", "timeout=soon"] {
         let (status, b) = server

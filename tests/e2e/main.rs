@@ -42,6 +42,7 @@ mod storage;
 mod sync;
 mod sync_cost;
 mod sync_exact;
+mod timeline;
 mod upgrade;
 mod user_directory;
 mod voip;

@@ -26,6 +26,9 @@ pub struct SyncRequest {
     pub use_state_after: bool,
     /// `set_presence`: the presence syncing marks the user with, if any.
     pub set_presence: Option<&'static str>,
+    /// Whether the answer carries (and `since` acknowledges) the device's to-device
+    /// messages: not for the deprecated endpoints, whose answers have no place for them.
+    pub to_device: bool,
 }
 
 impl Homeserver {
@@ -41,7 +44,7 @@ impl Homeserver {
         let timeout = req.timeout_ms.min(self.config.max_sync_timeout_ms);
         let deadline = self.clock.now_ms() + timeout;
         // A `since` acknowledges every to-device message before it (spec: "Send-to-Device").
-        if let Some(since) = req.since {
+        if let Some(since) = req.since.filter(|_| req.to_device) {
             self.ack_to_device(user, device, since.pos.min(self.current_pos()))
                 .await?;
         }
@@ -56,10 +59,14 @@ impl Homeserver {
             if last.is_none() || self.changed_since(user, seen) {
                 seen = self.tick();
                 let from = req.since.map_or(0, |s| s.pos);
+                let pos = if req.to_device {
+                    self.to_device_cap(user, device, from, self.current_pos())
+                        .await?
+                } else {
+                    self.current_pos()
+                };
                 let now = SyncToken {
-                    pos: self
-                        .to_device_cap(user, device, from, self.current_pos())
-                        .await?,
+                    pos,
                     typing: self.typing.serial(),
                 };
                 let (body, empty) = self.sync_once(user, device, &req, now).await?;
@@ -115,7 +122,14 @@ impl Homeserver {
             self.sync_rooms(user, device, req, since, now),
             account_data,
             self.presence_since(user, since.map(|s| s.pos), now.pos),
-            self.to_device_since(user, device, since.map_or(0, |s| s.pos), now.pos),
+            async {
+                if req.to_device {
+                    self.to_device_since(user, device, since.map_or(0, |s| s.pos), now.pos)
+                        .await
+                } else {
+                    Ok(vec![])
+                }
+            },
             device_lists,
             self.sync_key_counts(user, device),
         )?;

@@ -89,6 +89,9 @@ async fn register(
     // Spec ("Guest Access"): a guest becomes a full account by registering with its token,
     // through the same registration rules as anyone.
     if let Some(guest_token) = &req.guest_access_token {
+        let user_id =
+            s.hs.guest_for_upgrade(guest_token, req.username.as_deref())
+                .await?;
         let done =
             s.hs.user_interactive_auth(
                 &registration_flows(&s),
@@ -97,14 +100,12 @@ async fn register(
                 "POST /register",
             )
             .await?;
-        let user_id =
-            s.hs.upgrade_guest(
-                guest_token,
-                req.username.as_deref(),
-                req.password.as_deref(),
-                done.registration_token.as_deref(),
-            )
-            .await?;
+        s.hs.upgrade_guest(
+            &user_id,
+            req.password.as_deref(),
+            done.registration_token.as_deref(),
+        )
+        .await?;
         if req.inhibit_login {
             return Ok(Json(json!({ "user_id": user_id })));
         }

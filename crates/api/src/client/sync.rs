@@ -56,6 +56,7 @@ async fn sync(
                     PresenceState::Unavailable => Some("unavailable"),
                     _ => Some("online"),
                 },
+                to_device: true,
             },
         )
         .await?;

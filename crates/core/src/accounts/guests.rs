@@ -13,8 +13,8 @@ use crate::{
     Error, Homeserver, Result,
 };
 
-/// Guests made to leave a room in one change of its guest access at most.
-const MAX_GUESTS_REMOVED: i64 = 1_000;
+/// Guests read per round when a room stops letting guests in.
+const GUESTS_PER_ROUND: i64 = 500;
 
 pub fn forbidden(message: &str) -> Error {
     Error::Matrix(ErrorKind::GuestAccessForbidden, message.into())
@@ -91,57 +91,89 @@ impl Homeserver {
 
     /// Spec ("Server behaviour"): once a room's guest access is no longer `can_join`, its
     /// guests' membership becomes `leave`. They leave themselves, so no member's power to
-    /// kick is needed.
+    /// kick is needed; in rounds, each read again, until none is left.
     pub(crate) async fn remove_guests(&self, room_id: &RoomId) -> Result<()> {
-        if self.guests_can_join(room_id).await? {
-            return Ok(());
-        }
-        let rows = self
-            .db
-            .query(
-                "SELECT m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
-                 WHERE m.room_id = $1 AND m.membership = 'join' AND u.is_guest <> 0 LIMIT $2",
-                vec![
-                    Value::from(room_id.as_str()),
-                    Value::from(MAX_GUESTS_REMOVED),
-                ],
-            )
-            .await?;
-        for r in &rows {
-            let Ok(guest) = OwnedUserId::try_from(r.text(0)?) else {
-                continue;
-            };
-            match self.leave_room(&guest, room_id, None).await {
-                Ok(()) => {}
-                // Gone meanwhile.
-                Err(Error::Matrix(ErrorKind::Forbidden, _)) => {}
-                Err(e) => return Err(e),
+        loop {
+            if self.guests_can_join(room_id).await? {
+                return Ok(());
+            }
+            let rows = self
+                .db
+                .query(
+                    "SELECT m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
+                     WHERE m.room_id = $1 AND m.membership = 'join' AND u.is_guest <> 0
+                     ORDER BY m.user_id LIMIT $2",
+                    vec![Value::from(room_id.as_str()), Value::from(GUESTS_PER_ROUND)],
+                )
+                .await?;
+            let mut left = 0;
+            for r in &rows {
+                let Ok(guest) = OwnedUserId::try_from(r.text(0)?) else {
+                    continue;
+                };
+                match self.leave_room(&guest, room_id, None).await {
+                    Ok(()) => left += 1,
+                    // Gone meanwhile.
+                    Err(Error::Matrix(ErrorKind::Forbidden, _)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // A short round, or one that moved nobody, ends it.
+            if (rows.len() as i64) < GUESTS_PER_ROUND || left == 0 {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
-    /// The guest behind `guest_token` becomes a full account named `localpart` with
-    /// `password` (spec: "Guest Access", `/register` with `guest_access_token`). The
-    /// registration rules were passed by the caller; the guest's tokens keep working.
-    pub async fn upgrade_guest(
+    /// After a join of `user`: a guest whose room stopped letting guests in while the join
+    /// was on its way leaves again (the removal may have looked before the join landed).
+    pub(crate) async fn guest_joined(&self, room_id: &RoomId, user: &UserId) {
+        let check = async {
+            if self.is_guest(user).await? && !self.guests_can_join(room_id).await? {
+                self.leave_room(user, room_id, None).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = check.await {
+            tracing::warn!(%room_id, %user, "re-checking a guest's join failed: {e}");
+        }
+    }
+
+    /// The guest a `/register` with `guest_access_token` upgrades, checked before any
+    /// user-interactive auth: the token is a guest's, not locked, and `localpart` is the
+    /// guest's own (spec: "Guest Access": the username must be given and be theirs).
+    pub async fn guest_for_upgrade(
         &self,
         guest_token: &str,
         localpart: Option<&str>,
-        password: Option<&str>,
-        registration_token: Option<&str>,
     ) -> Result<OwnedUserId> {
         let session = self.authenticate(guest_token).await?;
+        if session.locked {
+            return Err(Error::Matrix(
+                ErrorKind::UserLocked,
+                super::moderation::LOCKED_MESSAGE.into(),
+            ));
+        }
         if !self.is_guest(&session.user_id).await? {
             return Err(forbidden("This access token is not a guest's"));
         }
-        // Spec: the username must be given, and be the guest's own localpart.
         if localpart.map(str::to_lowercase).as_deref() != Some(session.user_id.localpart()) {
             return Err(Error::Matrix(
                 ErrorKind::InvalidUsername,
                 "A guest upgrades to their own user ID".into(),
             ));
         }
+        Ok(session.user_id)
+    }
+
+    /// The guest `user` (from [`Self::guest_for_upgrade`]) becomes a full account with
+    /// `password`, once the registration rules were passed; its tokens keep working.
+    pub async fn upgrade_guest(
+        &self,
+        user: &UserId,
+        password: Option<&str>,
+        registration_token: Option<&str>,
+    ) -> Result<()> {
         let hash = match password {
             Some(pw) => Some(self.hash_password(pw).await?),
             None => None,
@@ -154,7 +186,7 @@ impl Homeserver {
         batch.push(
             Statement::new(
                 "UPDATE users SET is_guest = 0, password_hash = $2 WHERE user_id = $1 AND is_guest <> 0",
-                vec![Value::from(session.user_id.as_str()), Value::from(hash)],
+                vec![Value::from(user.as_str()), Value::from(hash)],
             )
             .expecting_change(),
         );
@@ -165,7 +197,7 @@ impl Homeserver {
             e => e.into(),
         })?;
         // Sessions remember that they were a guest's.
-        self.token_cache.forget(&session.user_id, None);
-        Ok(session.user_id)
+        self.token_cache.forget(user, None);
+        Ok(())
     }
 }

@@ -2,7 +2,10 @@
 //! `/admin/lock/{userId}` and `/admin/suspend/{userId}`, v1.18). A locked account can only
 //! log out: every other request answers 401 `M_USER_LOCKED` (in `api/authenticate.rs`,
 //! from [`super::Session::locked`]). A suspended account can read, manage its devices and
-//! keys, leave rooms and redact its own events, and nothing else that others would see.
+//! keys, send receipts and typing, leave rooms and redact its own events; it may not join,
+//! knock, invite, send events, change its profile, create or upgrade rooms, set aliases or
+//! directory entries, upload media or redact others' events (spec's recommended list, and
+//! what else others would see).
 
 use std::collections::HashSet;
 
@@ -34,9 +37,13 @@ impl Restriction {
 const MAX_SUSPENDED: i64 = 100_000;
 
 /// The suspended accounts, checked by every write a user makes, so kept in memory; this
-/// node's copy moves with every change made through it.
+/// node's copy moves with every change made through it. `changing` is held across a
+/// change's database write and its memory update, so the two never disagree.
 #[derive(Default)]
-pub(crate) struct Suspensions(std::sync::RwLock<HashSet<OwnedUserId>>);
+pub(crate) struct Suspensions {
+    set: std::sync::RwLock<HashSet<OwnedUserId>>,
+    changing: async_lock::Mutex<()>,
+}
 
 impl Suspensions {
     pub(crate) async fn load(db: &dyn Database) -> Result<Self> {
@@ -46,23 +53,31 @@ impl Suspensions {
                 vec![Value::from(MAX_SUSPENDED)],
             )
             .await?;
+        if rows.len() as i64 >= MAX_SUSPENDED {
+            tracing::warn!(
+                "more than {MAX_SUSPENDED} suspended accounts: only that many are enforced"
+            );
+        }
         let set = rows
             .iter()
             .filter_map(|r| r.text(0).ok())
             .filter_map(|u| OwnedUserId::try_from(u).ok())
             .collect();
-        Ok(Self(std::sync::RwLock::new(set)))
+        Ok(Self {
+            set: std::sync::RwLock::new(set),
+            changing: async_lock::Mutex::new(()),
+        })
     }
 
     fn contains(&self, user: &UserId) -> bool {
-        self.0
+        self.set
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(user)
     }
 
     fn set(&self, user: &UserId, on: bool) {
-        let mut set = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
         if on {
             set.insert(user.to_owned());
         } else {
@@ -182,6 +197,7 @@ impl Homeserver {
         if target == requester {
             return Err(Error::forbidden("You cannot lock or suspend yourself"));
         }
+        let _changing = self.suspensions.changing.lock().await;
         self.db
             .execute(
                 &format!(

@@ -35,6 +35,7 @@ impl Homeserver {
         meta: UploadMeta<'_>,
         body: ByteStream,
     ) -> Result<OwnedMxcUri> {
+        self.ensure_not_suspended(uploader)?;
         let meta = check_meta(meta)?;
         let media_id = new_media_id();
         let stored = self.store_body(uploader, body).await?;
@@ -59,6 +60,7 @@ impl Homeserver {
     /// `POST /create`: reserves a media ID for a later upload by `uploader`; answers it
     /// and when it lapses. A user may hold only so many reservations at once (429).
     pub async fn create_media(&self, uploader: &UserId) -> Result<(OwnedMxcUri, i64)> {
+        self.ensure_not_suspended(uploader)?;
         // Counted and reserved under the user's lock: concurrent requests cannot pass the
         // limit together.
         let lock = self.media_lock(&format!("user:{uploader}"));
@@ -109,6 +111,7 @@ impl Homeserver {
         meta: UploadMeta<'_>,
         body: ByteStream,
     ) -> Result<()> {
+        self.ensure_not_suspended(uploader)?;
         let meta = check_meta(meta)?;
         check_media_id(media_id)?;
         let reserved = self.reserved_media(server, media_id).await?;

@@ -257,8 +257,16 @@ impl Homeserver {
             json!({ "guest_access": guest }),
         ));
 
-        // 6. initial_state, then 7. name and topic
-        events.extend(req.initial_state);
+        // 6. initial_state, then 7. name and topic. Who authorised a join is the
+        // server's word, never the client's (`join_rules.rs`).
+        events.extend(req.initial_state.into_iter().map(|mut e| {
+            if e.kind == ruma::events::TimelineEventType::RoomMember {
+                if let Some(c) = e.content.as_object_mut() {
+                    c.remove("join_authorised_via_users_server");
+                }
+            }
+            e
+        }));
         if let Some(name) = req.name {
             events.push(NewEvent::state(
                 StateEventType::RoomName,

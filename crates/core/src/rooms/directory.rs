@@ -146,6 +146,7 @@ impl Homeserver {
         server_admin: bool,
         public: bool,
     ) -> Result<()> {
+        self.ensure_not_suspended(user)?;
         self.room_visibility(room_id).await?;
         if !server_admin {
             if self.membership(room_id, user).await?.as_deref() != Some("join") {

@@ -102,7 +102,7 @@ impl Homeserver {
             let rows = self
                 .db
                 .query(
-                    "SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join' LIMIT 20",
+                    "SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join' ORDER BY user_id LIMIT 20",
                     vec![Value::from(room_id.as_str())],
                 )
                 .await?;
@@ -112,11 +112,14 @@ impl Homeserver {
                 }
             }
         }
-        for u in candidates.into_iter().take(MAX_CANDIDATES) {
-            if u.server_name() == self.server_name()
-                && levels.user_can_invite(&u)
-                && self.membership(room_id, &u).await?.as_deref() == Some("join")
-            {
+        // Only local members who may invite, and may act at all, are asked about.
+        let candidates = candidates.into_iter().filter(|u| {
+            u.server_name() == self.server_name()
+                && levels.user_can_invite(u)
+                && !self.is_suspended(u)
+        });
+        for u in candidates.take(MAX_CANDIDATES) {
+            if self.membership(room_id, &u).await?.as_deref() == Some("join") {
                 return Ok(Some(u));
             }
         }

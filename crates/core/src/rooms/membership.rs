@@ -29,6 +29,7 @@ impl Homeserver {
         room_id: &RoomId,
         creator: &UserId,
     ) -> Result<()> {
+        self.ensure_not_suspended(creator)?;
         if alias.server_name() != self.server_name() {
             return Err(Error::invalid_param("Alias must be on this server"));
         }
@@ -188,6 +189,7 @@ impl Homeserver {
         if self.membership(&room_id, user).await?.as_deref() == Some("join") && reason.is_none() {
             return Ok(room_id);
         }
+        self.ensure_not_suspended(user)?;
         self.ensure_guest_may_join(&room_id, user).await?;
         let extra = self.join_authorisation(&room_id, user).await?.map(|via| {
             Map::from_iter([(
@@ -197,12 +199,14 @@ impl Homeserver {
         });
         self.set_membership(&room_id, user, user, "join", reason, extra)
             .await?;
+        self.guest_joined(&room_id, user).await;
         Ok(room_id)
     }
 
     /// A state event from the client's state API. A member event's
     /// `join_authorised_via_users_server` is the server's word, never the client's: it is
-    /// dropped, and a join of oneself gets the one `/join` would give.
+    /// dropped, and a join of oneself gets the one `/join` would give. A suspended user may
+    /// only leave (with no profile riding along), a guest only join or leave.
     pub async fn put_state(
         &self,
         room_id: &RoomId,
@@ -211,11 +215,36 @@ impl Homeserver {
         state_key: &str,
         mut content: Json,
     ) -> Result<ruma::OwnedEventId> {
-        if kind == StateEventType::RoomMember {
+        let member = kind == StateEventType::RoomMember;
+        let own = member && state_key == sender.as_str();
+        let membership = content["membership"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if self.is_suspended(sender) {
+            if !(own && membership == "leave") {
+                return Err(crate::accounts::moderation::suspended());
+            }
+            let mut bare = Map::new();
+            bare.insert("membership".into(), "leave".into());
+            if let Some(r) = content.get("reason").filter(|r| r.is_string()) {
+                bare.insert("reason".into(), r.clone());
+            }
+            content = Json::Object(bare);
+        }
+        let joining = own && membership == "join";
+        if member {
+            if !(own && matches!(membership.as_str(), "join" | "leave"))
+                && self.is_guest(sender).await?
+            {
+                return Err(crate::accounts::guests::forbidden(
+                    "Guests may only join or leave",
+                ));
+            }
             if let Some(c) = content.as_object_mut() {
                 c.remove("join_authorised_via_users_server");
             }
-            if state_key == sender.as_str() && content["membership"] == "join" {
+            if joining {
                 self.ensure_guest_may_join(room_id, sender).await?;
                 if let Some(via) = self.join_authorisation(room_id, sender).await? {
                     content["join_authorised_via_users_server"] = via.as_str().into();
@@ -231,8 +260,14 @@ impl Homeserver {
                 None,
             )
             .await?;
+        if joining {
+            self.guest_joined(room_id, sender).await;
+        }
         if guest_access {
-            self.remove_guests(room_id).await?;
+            // The change is made; guests leaving after it is the server's follow-up.
+            if let Err(e) = self.remove_guests(room_id).await {
+                tracing::warn!(%room_id, "removing guests failed: {e}");
+            }
         }
         Ok(id)
     }
@@ -243,6 +278,7 @@ impl Homeserver {
         target: &RoomOrAliasId,
         reason: Option<String>,
     ) -> Result<OwnedRoomId> {
+        self.ensure_not_suspended(user)?;
         let room_id = self.resolve_room(target).await?;
         self.set_membership(&room_id, user, user, "knock", reason, None)
             .await?;
@@ -280,6 +316,7 @@ impl Homeserver {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<()> {
+        self.ensure_not_suspended(sender)?;
         if target.server_name() == self.server_name() && !self.user_exists(target).await? {
             return Err(Error::not_found("Unknown user"));
         }

@@ -52,7 +52,14 @@ impl Homeserver {
             redacts: Some(target.to_owned()),
             origin_server_ts: None,
         };
-        self.send_event(room_id, sender, event, Some(txn)).await
+        let id = self.send_event(room_id, sender, event, Some(txn)).await?;
+        // A redacted `m.room.guest_access` has no `can_join` left (spec: "Guest Access").
+        if pdu.kind == TimelineEventType::RoomGuestAccess && pdu.state_key.as_deref() == Some("") {
+            if let Err(e) = self.remove_guests(room_id).await {
+                tracing::warn!(%room_id, "removing guests failed: {e}");
+            }
+        }
+        Ok(id)
     }
 
     /// For an accepted redaction, the statement that replaces its target with the redacted

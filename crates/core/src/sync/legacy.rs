@@ -104,6 +104,7 @@ impl Homeserver {
             filter: sync_filter(limit, archived)?,
             use_state_after: false,
             set_presence: None,
+            to_device: false,
         };
         let s = self.sync_json(user, device, req).await?;
         let end = s["next_batch"].clone();
@@ -144,15 +145,18 @@ impl Homeserver {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|e| e["type"] == "m.room.member" && e["state_key"] == user.as_str())
-                    .cloned()
-                    .unwrap_or(Json::Null);
-                rooms.push(json!({
+                    .find(|e| e["type"] == "m.room.member" && e["state_key"] == user.as_str());
+                let mut entry = json!({
                     "room_id": room_id,
                     "membership": "invite",
-                    "invite": invite,
                     "state": with_room(&room["invite_state"]["events"], room_id),
-                }));
+                });
+                if let Some(invite) = invite {
+                    let mut invite = invite.clone();
+                    invite["room_id"] = room_id.as_str().into();
+                    entry["invite"] = invite;
+                }
+                rooms.push(entry);
             }
         }
         Ok(json!({
@@ -200,6 +204,7 @@ impl Homeserver {
             filter: sync_filter(EVENTS_LIMIT, false)?,
             use_state_after: false,
             set_presence: None,
+            to_device: false,
         };
         let s = self.sync_json(user, device, req).await?;
         let mut chunk = Vec::new();
@@ -238,6 +243,9 @@ impl Homeserver {
         let timeout = timeout_ms.min(self.config.max_sync_timeout_ms);
         let deadline = self.clock.now_ms() + timeout;
         let keep = |_: &crate::rooms::Pdu| true;
+        // Where the next pass starts: rows a pass read and found nothing to show in are
+        // not read again.
+        let mut from = since.pos;
         loop {
             let ticket = self.wakeups.ticket();
             let now = self.current_pos();
@@ -246,7 +254,7 @@ impl Homeserver {
                     room,
                     user,
                     PageRequest {
-                        from: Some(since.pos),
+                        from: Some(from),
                         to: Some(now),
                         dir: Direction::Forward,
                         limit: EVENTS_LIMIT as usize,
@@ -267,6 +275,7 @@ impl Homeserver {
                     "chunk": chunk,
                 }));
             }
+            from = page.end.unwrap_or(now);
             self.wakeups
                 .wait(ticket, Duration::from_millis(remaining))
                 .await;
