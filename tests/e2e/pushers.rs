@@ -69,8 +69,11 @@ fn check_notification(body: &Value) -> Result<(), String> {
     }
     if let Some(counts) = n.get("counts") {
         let counts = counts.as_object().ok_or("counts must be an object")?;
+        // A notification of an event leaves zero counts out; a badge update (no event)
+        // sends the zero that clears the badge, as Synapse does for Sygnal.
+        let badge_only = !n.contains_key("event_id");
         for (k, v) in counts {
-            if v.as_u64().is_none_or(|c| c == 0) {
+            if v.as_u64().is_none_or(|c| c == 0 && !badge_only) {
                 return Err(format!(
                     "count {k} must be a positive integer (zero is left out)"
                 ));
@@ -171,6 +174,33 @@ impl Gateway {
             .filter(|b| b["notification"]["event_id"] == event_id)
             .cloned()
             .collect()
+    }
+
+    /// Waits (up to 30 s) until a badge update (no event) with `unread` was taken for
+    /// `pushkey`.
+    async fn wait_for_badge(&self, pushkey: &str, unread: u64) -> Value {
+        for _ in 0..300 {
+            let found = self
+                .state()
+                .taken
+                .iter()
+                .rev()
+                .find(|b| {
+                    let n = &b["notification"];
+                    n.get("event_id").is_none()
+                        && n["devices"][0]["pushkey"] == pushkey
+                        && n["counts"]["unread"] == unread
+                })
+                .cloned();
+            if let Some(b) = found {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no badge {unread} for {pushkey}; taken: {:?}",
+            self.state().taken
+        );
     }
 
     /// Waits (up to 30 s) until a notification for `event_id` was taken.
@@ -438,7 +468,7 @@ async fn notifications_reach_the_push_gateway_as_the_spec_says() {
         json!({ "unread": 2 }),
         "{body}"
     );
-    // Reading clears the badge.
+    // Reading clears the badge: the phone is told at once, with the count alone.
     server
         .ok(
             "POST",
@@ -450,6 +480,35 @@ async fn notifications_reach_the_push_gateway_as_the_spec_says() {
             Some(json!({})),
         )
         .await;
+    let badge = gateway.wait_for_badge("alice-key", 0).await;
+    assert_eq!(badge["notification"]["prio"], "low", "{badge}");
+    assert_eq!(
+        badge["notification"]["devices"][0]["app_id"],
+        "org.example.app"
+    );
+    // Reading again changes nothing, so nothing is sent again.
+    server
+        .ok(
+            "POST",
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read.private/{}",
+                harness::urlencode(&second)
+            ),
+            &alice,
+            Some(json!({})),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let badges = gateway
+        .state()
+        .taken
+        .iter()
+        .filter(|b| {
+            b["notification"].get("event_id").is_none()
+                && b["notification"]["devices"][0]["pushkey"] == "alice-key"
+        })
+        .count();
+    assert_eq!(badges, 1, "an unchanged badge is not sent again");
     let third = server
         .send_text(&bob, &room, "t3", "alice: a mention")
         .await;

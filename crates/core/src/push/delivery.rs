@@ -10,6 +10,10 @@
 //! pusher. A gateway that fails is retried with exponential back-off, kept in the pusher's
 //! row so that it survives restarts; a notification that has failed for a day is dropped.
 //! A pushkey the gateway rejects loses its pusher.
+//!
+//! A read receipt that changes the user's badge sends each pusher the new count alone (as
+//! Synapse does, so phones clear their badges); best effort, in memory only: a lost one
+//! is made good by the next notification's count.
 
 use std::{
     collections::HashMap,
@@ -60,6 +64,10 @@ struct QueueState {
     marked: HashMap<String, i64>,
     /// The earliest `retry_at` of a failing pusher, if known.
     next_retry: Option<i64>,
+    /// Users whose badge may have changed through a read receipt.
+    badges: std::collections::HashSet<String>,
+    /// The badge each pusher (user, app ID, pushkey) was last sent.
+    sent_badges: HashMap<(String, String, String), u64>,
 }
 
 impl PushQueue {
@@ -76,6 +84,41 @@ impl PushQueue {
 
     fn mark(&self, user: &str) {
         self.lock().marked.entry(user.to_owned()).or_insert(0);
+    }
+
+    /// The user read something: if they have pushers, their badge is sent again.
+    pub(crate) fn mark_badge(&self, user: &str) {
+        let mut s = self.lock();
+        if s.users.contains_key(user) {
+            s.badges.insert(user.to_owned());
+            s.marked.entry(user.to_owned()).or_insert(0);
+        }
+    }
+
+    fn take_badge(&self, user: &str) -> bool {
+        self.lock().badges.remove(user)
+    }
+
+    fn badge_sent(&self, user: &UserId, pusher: &Pusher, badge: u64) {
+        let key = (
+            user.to_string(),
+            pusher.app_id.clone(),
+            pusher.pushkey.clone(),
+        );
+        self.lock().sent_badges.insert(key, badge);
+    }
+
+    fn last_badge(&self, user: &UserId, pusher: &Pusher) -> Option<u64> {
+        let key = (
+            user.to_string(),
+            pusher.app_id.clone(),
+            pusher.pushkey.clone(),
+        );
+        self.lock().sent_badges.get(&key).copied()
+    }
+
+    fn forget_pushers(&self, user: &str) {
+        self.lock().sent_badges.retain(|(u, _, _), _| u != user);
     }
 
     /// An event that notifies someone committed at `pos` in a room with these local
@@ -111,6 +154,7 @@ impl PushQueue {
 }
 
 /// A pusher as delivery reads it.
+#[derive(Clone)]
 struct Pusher {
     app_id: String,
     pushkey: String,
@@ -150,6 +194,20 @@ struct Due {
     event_id: String,
     highlight: bool,
     sound: Option<String>,
+}
+
+/// The pusher as the notification's `devices` entry names it (spec: `Device`): its
+/// `data` without the `url`.
+fn device_json(pusher: &Pusher, tweaks: Map<String, Json>) -> Json {
+    let mut data = pusher.data.clone();
+    data.remove("url");
+    json!({
+        "app_id": pusher.app_id,
+        "pushkey": pusher.pushkey,
+        "pushkey_ts": pusher.updated_ts / 1000,
+        "data": data,
+        "tweaks": tweaks,
+    })
 }
 
 /// The delay before retry number `failures` (1 for the first).
@@ -298,7 +356,9 @@ impl Homeserver {
                 ],
             )
             .await?;
+        let badge_due = self.push_queue.take_badge(user);
         if rows.is_empty() {
+            self.push_queue.forget_pushers(user);
             let mut s = self.push_queue.lock();
             if s.users.get(user).copied() == noted {
                 s.users.remove(user);
@@ -322,7 +382,48 @@ impl Homeserver {
                 continue;
             }
             let pusher = Pusher::of(r)?;
-            self.push_pusher(&user_id, pusher, &mut badge).await?;
+            self.push_pusher(&user_id, pusher.clone(), &mut badge)
+                .await?;
+            if badge_due {
+                self.push_badge(&user_id, pusher, &mut badge).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the pusher the user's badge alone, if it is not what it was last sent.
+    async fn push_badge(
+        &self,
+        user: &UserId,
+        pusher: Pusher,
+        badge: &mut Option<u64>,
+    ) -> Result<()> {
+        let (Some(gateway), Some(url)) = (self.push_gateway.clone(), pusher.url()) else {
+            return Ok(());
+        };
+        let unread = match *badge {
+            Some(b) => b,
+            None => *badge.insert(self.unread_badge(user).await?),
+        };
+        if self.push_queue.last_badge(user, &pusher) == Some(unread) {
+            return Ok(());
+        }
+        // Unlike a notification's, a zero count is sent: it is what clears the badge
+        // (push gateways such as Sygnal leave a badge alone when the count is absent).
+        let body = json!({ "notification": {
+            "counts": { "unread": unread },
+            "prio": "low",
+            "devices": [device_json(&pusher, Map::new())],
+        } });
+        match gateway.notify(url, serde_json::to_vec(&body)?).await {
+            Ok(_) | Err(PushError::Refused(_)) => self.push_queue.badge_sent(user, &pusher, unread),
+            // Best effort: the next notification carries the count anyway.
+            Err(PushError::Failed(why)) => {
+                tracing::info!(
+                    "push gateway of {user}'s pusher {} failed a badge: {why}",
+                    pusher.app_id
+                );
+            }
         }
         Ok(())
     }
@@ -367,6 +468,7 @@ impl Homeserver {
                     return Ok(());
                 }
                 Ok(_) => {
+                    self.push_queue.badge_sent(user, &pusher, unread);
                     if !self.pushed(user, &mut pusher, n.pos).await? {
                         return Ok(());
                     }
@@ -505,9 +607,8 @@ impl Homeserver {
         if n.highlight {
             tweaks.insert("highlight".into(), true.into());
         }
-        let mut data = pusher.data.clone();
-        data.remove("url");
-        let event_id_only = data.get("format").and_then(Json::as_str) == Some("event_id_only");
+        let event_id_only =
+            pusher.data.get("format").and_then(Json::as_str) == Some("event_id_only");
         let mut counts = Map::new();
         // Spec: counts that are zero are left out.
         if unread > 0 {
@@ -517,13 +618,7 @@ impl Homeserver {
             "event_id": n.event_id,
             "room_id": n.room,
             "counts": counts,
-            "devices": [{
-                "app_id": pusher.app_id,
-                "pushkey": pusher.pushkey,
-                "pushkey_ts": pusher.updated_ts / 1000,
-                "data": data,
-                "tweaks": tweaks,
-            }],
+            "devices": [device_json(pusher, tweaks)],
         });
         let pdu = match ruma::EventId::parse(&n.event_id) {
             Ok(id) => self.get_pdu(&id).await?,

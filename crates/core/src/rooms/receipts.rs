@@ -68,6 +68,10 @@ impl Homeserver {
                     )]
                 })
                 .await?;
+                // The badge may have changed: the push task sends it (woken again, as
+                // the commit's wake-up may have come before the mark).
+                self.push_queue.mark_badge(user.as_str());
+                self.wakeups.notify();
                 Ok(())
             }
             _ => Err(Error::invalid_param("Unknown receipt type")),
