@@ -387,6 +387,22 @@ async fn a_suspended_account_reads_but_does_not_act() {
             .await,
     );
 
+    // A retried request whose event was sent before the suspension gets that event.
+    let retried = server
+        .ok(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+            &alice,
+            Some(json!({ "msgtype": "m.text", "body": "mine" })),
+        )
+        .await;
+    assert_eq!(retried["event_id"], own.as_str());
+    let caps = server
+        .ok("GET", "/_matrix/client/v3/capabilities", &alice, None)
+        .await;
+    assert_eq!(caps["capabilities"]["m.set_displayname"]["enabled"], false);
+    assert_eq!(caps["capabilities"]["m.set_avatar_url"]["enabled"], false);
+
     // Still allowed: reading, redacting her own event, rejecting the invite, leaving.
     let bodies = server.message_bodies(&alice, &room).await;
     assert!(bodies.contains(&"bob's".to_owned()), "{bodies:?}");

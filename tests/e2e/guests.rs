@@ -142,6 +142,14 @@ async fn guests_join_can_join_rooms_and_reach_only_listed_endpoints() {
             .await,
     );
 
+    // The capabilities say so.
+    let caps = server
+        .ok("GET", "/_matrix/client/v3/capabilities", &guest, None)
+        .await;
+    assert_eq!(caps["capabilities"]["m.set_displayname"]["enabled"], true);
+    assert_eq!(caps["capabilities"]["m.set_avatar_url"]["enabled"], false);
+    assert_eq!(caps["capabilities"]["m.change_password"]["enabled"], false);
+
     // Endpoints the module does not list.
     guest_forbidden(
         "createRoom",

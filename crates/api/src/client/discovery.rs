@@ -1,11 +1,11 @@
 //! `/versions` and `/capabilities` (spec: "Capabilities negotiation").
 
-use axum::{routing::get, Json};
+use axum::{extract::State, routing::get, Json};
 use serde_json::{json, Value};
 use tessera_core::rooms::{DEFAULT_VERSION, SUPPORTED_VERSIONS};
 
 use super::Auth;
-use crate::Routes;
+use crate::{AppState, Routes};
 
 pub fn routes(r: Routes) -> Routes {
     r.route("/_matrix/client/versions", get(versions))
@@ -21,7 +21,10 @@ async fn versions() -> Json<Value> {
     }))
 }
 
-async fn capabilities(Auth(a): Auth) -> Json<Value> {
+async fn capabilities(State(s): State<AppState>, Auth(a): Auth) -> Json<Value> {
+    // What this user may change: guests only their display name (spec: "Guest Access"),
+    // suspended users nothing of their profile ("Account suspension").
+    let suspended = s.hs.is_suspended(&a.user_id);
     let available: serde_json::Map<String, Value> = SUPPORTED_VERSIONS
         .iter()
         .map(|v| (v.to_string(), Value::from("stable")))
@@ -29,12 +32,12 @@ async fn capabilities(Auth(a): Auth) -> Json<Value> {
     let mut caps = json!({
         "capabilities": {
             "m.room_versions": { "default": DEFAULT_VERSION, "available": available },
-            "m.change_password": { "enabled": true },
-            "m.set_displayname": { "enabled": true },
-            "m.set_avatar_url": { "enabled": true },
+            "m.change_password": { "enabled": !a.is_guest },
+            "m.set_displayname": { "enabled": !suspended },
+            "m.set_avatar_url": { "enabled": !a.is_guest && !suspended },
             "m.3pid_changes": { "enabled": false },
-            "m.get_login_token": { "enabled": true },
-            "m.profile_fields": { "enabled": true },
+            "m.get_login_token": { "enabled": !a.is_guest },
+            "m.profile_fields": { "enabled": !a.is_guest && !suspended },
         }
     });
     // Spec (v1.18): present only for those who may moderate accounts.

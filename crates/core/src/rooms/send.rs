@@ -92,9 +92,6 @@ impl Homeserver {
         if let Some(t) = &txn {
             crate::input::txn_id(t.txn_id)?;
         }
-        if self.is_suspended(sender) {
-            self.suspended_may_send(room_id, sender, &event).await?;
-        }
         let (mut replans, mut waits) = (0, 0);
         loop {
             let txn = txn.as_ref().map(|t| Txn {
@@ -184,7 +181,11 @@ impl Homeserver {
                     .map_err(Error::internal);
             }
         }
-        // After the transaction check: a retried annotation is no duplicate.
+        // After the transaction check: a retried request whose event was sent before the
+        // suspension gets its event; a retried annotation is no duplicate.
+        if self.is_suspended(sender) {
+            self.suspended_may_send(room_id, sender, event).await?;
+        }
         self.check_new_relation(room_id, sender, &event.kind.to_string(), &event.content)
             .await?;
         let version = self.room_version(room_id).await?;
