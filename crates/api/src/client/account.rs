@@ -88,45 +88,22 @@ async fn register(
     }
     // Spec ("Guest Access"): a guest becomes a full account by registering with its token,
     // through the same registration rules as anyone.
-    if let Some(guest_token) = &req.guest_access_token {
-        let user_id =
-            s.hs.guest_for_upgrade(guest_token, req.username.as_deref())
-                .await?;
-        let done =
-            s.hs.user_interactive_auth(
-                &registration_flows(&s),
-                req.auth.as_ref(),
-                None,
-                "POST /register",
-            )
-            .await?;
-        s.hs.upgrade_guest(
-            &user_id,
-            req.password.as_deref(),
-            done.registration_token.as_deref(),
-        )
-        .await?;
-        if req.inhibit_login {
-            return Ok(Json(json!({ "user_id": user_id })));
-        }
-        let tokens =
-            s.hs.open_device(
-                &user_id,
-                req.device_id,
-                req.initial_device_display_name,
-                req.refresh_token,
-            )
-            .await?;
-        return Ok(Json(tokens_json(&user_id, &tokens)));
-    }
-    let user_id = match &req.username {
-        Some(name) => s.hs.user_id_for_localpart(&name.to_lowercase())?,
-        None => s.hs.user_id_for_localpart(
+    let upgrading = match &req.guest_access_token {
+        Some(token) => Some(
+            s.hs.guest_for_upgrade(token, req.username.as_deref())
+                .await?,
+        ),
+        None => None,
+    };
+    let user_id = match (&upgrading, &req.username) {
+        (Some(guest), _) => guest.clone(),
+        (None, Some(name)) => s.hs.user_id_for_localpart(&name.to_lowercase())?,
+        (None, None) => s.hs.user_id_for_localpart(
             &tessera_core::accounts::tokens::random_string(12).to_lowercase(),
         )?,
     };
     // Spec: check the username before starting user-interactive auth.
-    if s.hs.user_exists(&user_id).await? {
+    if upgrading.is_none() && s.hs.user_exists(&user_id).await? {
         return Err(ApiError(Error::Matrix(
             ErrorKind::UserInUse,
             "User ID already taken".into(),
@@ -140,13 +117,14 @@ async fn register(
             "POST /register",
         )
         .await?;
-    s.hs.create_user_with(
-        &user_id,
-        req.password.as_deref(),
-        false,
-        done.registration_token.as_deref(),
-    )
-    .await?;
+    let token = done.registration_token.as_deref();
+    if upgrading.is_some() {
+        s.hs.upgrade_guest(&user_id, req.password.as_deref(), token)
+            .await?;
+    } else {
+        s.hs.create_user_with(&user_id, req.password.as_deref(), false, token)
+            .await?;
+    }
     if req.inhibit_login {
         return Ok(Json(json!({ "user_id": user_id })));
     }
