@@ -77,16 +77,17 @@ impl Homeserver {
     }
 
     /// Spec ("Server behaviour"): a guest joins only a room whose guest access is
-    /// `can_join`.
+    /// `can_join`. Tells whether `user` is a guest, for [`Self::guest_joined`].
     pub(crate) async fn ensure_guest_may_join(
         &self,
         room_id: &RoomId,
         user: &UserId,
-    ) -> Result<()> {
-        if self.is_guest(user).await? && !self.guests_can_join(room_id).await? {
+    ) -> Result<bool> {
+        let guest = self.is_guest(user).await?;
+        if guest && !self.guests_can_join(room_id).await? {
             return Err(forbidden("Guests may not join this room"));
         }
-        Ok(())
+        Ok(guest)
     }
 
     /// Spec ("Server behaviour"): once a room's guest access is no longer `can_join`, its
@@ -125,11 +126,12 @@ impl Homeserver {
         }
     }
 
-    /// After a join of `user`: a guest whose room stopped letting guests in while the join
-    /// was on its way leaves again (the removal may have looked before the join landed).
+    /// After a join of the guest `user`: if their room stopped letting guests in while the
+    /// join was on its way, they leave again (the removal may have looked before the join
+    /// landed).
     pub(crate) async fn guest_joined(&self, room_id: &RoomId, user: &UserId) {
         let check = async {
-            if self.is_guest(user).await? && !self.guests_can_join(room_id).await? {
+            if !self.guests_can_join(room_id).await? {
                 self.leave_room(user, room_id, None).await?;
             }
             Ok::<_, Error>(())
@@ -154,7 +156,7 @@ impl Homeserver {
                 super::moderation::LOCKED_MESSAGE.into(),
             ));
         }
-        if !self.is_guest(&session.user_id).await? {
+        if !session.is_guest {
             return Err(forbidden("This access token is not a guest's"));
         }
         if localpart.map(str::to_lowercase).as_deref() != Some(session.user_id.localpart()) {

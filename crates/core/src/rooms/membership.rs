@@ -190,7 +190,7 @@ impl Homeserver {
             return Ok(room_id);
         }
         self.ensure_not_suspended(user)?;
-        self.ensure_guest_may_join(&room_id, user).await?;
+        let guest = self.ensure_guest_may_join(&room_id, user).await?;
         let extra = self.join_authorisation(&room_id, user).await?.map(|via| {
             Map::from_iter([(
                 "join_authorised_via_users_server".to_owned(),
@@ -199,7 +199,9 @@ impl Homeserver {
         });
         self.set_membership(&room_id, user, user, "join", reason, extra)
             .await?;
-        self.guest_joined(&room_id, user).await;
+        if guest {
+            self.guest_joined(&room_id, user).await;
+        }
         Ok(room_id)
     }
 
@@ -233,6 +235,7 @@ impl Homeserver {
             content = Json::Object(bare);
         }
         let joining = own && membership == "join";
+        let mut guest = false;
         if member {
             if !(own && matches!(membership.as_str(), "join" | "leave"))
                 && self.is_guest(sender).await?
@@ -245,7 +248,7 @@ impl Homeserver {
                 c.remove("join_authorised_via_users_server");
             }
             if joining {
-                self.ensure_guest_may_join(room_id, sender).await?;
+                guest = self.ensure_guest_may_join(room_id, sender).await?;
                 if let Some(via) = self.join_authorisation(room_id, sender).await? {
                     content["join_authorised_via_users_server"] = via.as_str().into();
                 }
@@ -260,7 +263,7 @@ impl Homeserver {
                 None,
             )
             .await?;
-        if joining {
+        if guest {
             self.guest_joined(room_id, sender).await;
         }
         if guest_access {
