@@ -200,6 +200,67 @@ async fn sync(ctx: &Ctx, token: &str, query: &str) -> Result<(Duration, usize, V
     Ok((took, bytes.len(), body))
 }
 
+/// A sliding sync request (MSC4186); returns (wall time, response bytes, body).
+async fn sliding(
+    ctx: &Ctx,
+    token: &str,
+    pos: Option<&str>,
+    body: &Value,
+) -> Result<(Duration, usize, Value), String> {
+    let mut url = format!(
+        "{}/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+        ctx.url
+    );
+    if let Some(p) = pos {
+        url.push_str(&format!("?pos={}&timeout=0", enc(p)));
+    }
+    let t = Instant::now();
+    let res = ctx
+        .http
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .map_err(|e| format!("sliding sync: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!("sliding sync: {}", res.status()));
+    }
+    let bytes = res
+        .bytes()
+        .await
+        .map_err(|e| format!("sliding sync: {e}"))?;
+    let took = t.elapsed();
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| format!("sliding sync: {e}"))?;
+    Ok((took, bytes.len(), body))
+}
+
+/// What Element X's room list asks for (matrix-sdk-ui 0.18's `RoomListService`): one list
+/// over `range`, a timeline of one event, its required state, the e2ee and to-device
+/// extensions on another connection (here: on this one).
+fn room_list_request(range: usize) -> Value {
+    json!({
+        "conn_id": "room-list",
+        "lists": { "all_rooms": {
+            "ranges": [[0, range]],
+            "timeline_limit": 1,
+            "required_state": [
+                ["m.room.name", ""], ["m.room.encryption", ""], ["m.room.member", "$LAZY"],
+                ["m.room.member", "$ME"], ["m.room.topic", ""], ["m.room.avatar", ""],
+                ["m.room.canonical_alias", ""], ["m.room.power_levels", ""], ["org.matrix.msc3401.call.member", "*"],
+                ["m.room.join_rules", ""], ["m.room.tombstone", ""], ["m.room.create", ""],
+                ["m.room.history_visibility", ""], ["io.element.functional_members", ""],
+                ["m.space.parent", "*"], ["m.space.child", "*"], ["org.matrix.msc3672.beacon_info", "*"]
+            ],
+        } },
+        "extensions": {
+            "account_data": { "enabled": true }, "receipts": { "enabled": true, "rooms": ["*"] },
+            "typing": { "enabled": true }
+        }
+    })
+}
+
 pub(crate) async fn login(ctx: &Ctx, name: &str) -> Result<String, String> {
     let v = ctx
         .call(
@@ -398,10 +459,70 @@ pub async fn rooms(args: RoomsArgs) -> Result<std::process::ExitCode, String> {
         after_200.push(ms(acked.elapsed()));
         since = next_batch(&body)?;
     }
+    // Sliding sync (MSC4186), as Element X's room list does it: the first request on a
+    // fresh device ([0, 19]), the list grown to every room, then one room changed.
+    let device = login(&ctx, &names[0]).await?;
+    let (r, first_cpu) = cpu_of(pid, sliding(&ctx, &device, None, &room_list_request(19))).await;
+    let (first_took, first_bytes, body) = r?;
+    let mut pos = body["pos"].as_str().unwrap_or_default().to_owned();
+    let all = args.rooms.saturating_sub(1);
+    let (r, grow_cpu) = cpu_of(
+        pid,
+        sliding(&ctx, &device, Some(&pos), &room_list_request(all)),
+    )
+    .await;
+    let (grow_took, grow_bytes, body) = r?;
+    let listed = body["lists"]["all_rooms"]["count"].as_u64().unwrap_or(0);
+    pos = body["pos"].as_str().unwrap_or_default().to_owned();
+    let (sends_ok2, sends_cpu2) = cpu_of(pid, async {
+        let mut ok = 0;
+        for i in 0..args.incremental {
+            let r = (i * 11 + 5) % rooms.len();
+            ok += usize::from(send(&ctx, &sender_of(r), &rooms[r], &format!("d{i}")).await);
+        }
+        ok
+    })
+    .await;
+    let (_, _, body) = sliding(&ctx, &device, Some(&pos), &room_list_request(all)).await?;
+    pos = body["pos"].as_str().unwrap_or_default().to_owned();
+    let mut ss_lat = Vec::new();
+    let mut ss_rooms = 0usize;
+    let mut ss_bytes = 0usize;
+    let (r, ss_cpu) = cpu_of(pid, async {
+        for i in 0..args.incremental {
+            let r = (i * 7 + 3) % rooms.len();
+            if !send(&ctx, &sender_of(r), &rooms[r], &format!("e{i}")).await {
+                return Err(setup_failed(&ctx, "send"));
+            }
+            let (took, bytes, body) =
+                sliding(&ctx, &device, Some(&pos), &room_list_request(all)).await?;
+            ss_rooms += body["rooms"].as_object().map_or(0, |j| j.len());
+            ss_bytes += bytes;
+            pos = body["pos"].as_str().unwrap_or_default().to_owned();
+            ss_lat.push(ms(took));
+        }
+        Ok::<_, String>(())
+    })
+    .await;
+    r?;
+    let ss_cpu_us = ss_cpu
+        .zip(sends_cpu2)
+        .map(|(b, s)| (b - s).max(0.0) * 1e6 / args.incremental.max(1) as f64);
+    let n = args.incremental.max(1) as f64;
     let peak = server::status_kb(pid, "VmHWM");
 
     let report = json!({
         "scenario": "rooms",
+        "sliding_first_ms": ms(first_took), "sliding_first_cpu_ms": first_cpu.map(|c| c * 1e3),
+        "sliding_first_bytes": first_bytes,
+        "sliding_all_ms": ms(grow_took), "sliding_all_cpu_ms": grow_cpu.map(|c| c * 1e3),
+        "sliding_all_bytes": grow_bytes, "sliding_listed": listed,
+        "sliding_incremental_ms_p50": percentile(&mut ss_lat.clone(), 0.5),
+        "sliding_incremental_ms_p95": percentile(&mut ss_lat.clone(), 0.95),
+        "sliding_incremental_cpu_us": ss_cpu_us,
+        "sliding_incremental_rooms": ss_rooms as f64 / n,
+        "sliding_incremental_bytes": ss_bytes as f64 / n,
+        "sliding_sends_ok": sends_ok2,
         "rooms": args.rooms, "members": args.members, "messages_per_room": args.messages,
         "setup_s": setup.as_secs_f64(),
         "rooms_in_initial_sync": joined,
@@ -423,6 +544,8 @@ pub async fn rooms(args: RoomsArgs) -> Result<std::process::ExitCode, String> {
              initial /sync:  {} ms wall; {} ms server CPU; {} bytes; {} rooms (filter: timeline 10, lazy members)\n\
              incremental:    {:.2} ms p50, {:.2} ms p95 wall; {} µs server CPU per sync; {:.2} rooms per sync\n\
              after the 200:  {:.2} ms p50, {:.2} ms p95 (long-poll answered after the sender's 200)\n\
+             sliding sync:   first request [0,19] {:.1} ms wall, {} ms CPU, {} bytes; grown to all {} rooms {:.1} ms wall, {} ms CPU, {} bytes\n\
+             sliding incr.:  {:.2} ms p50, {:.2} ms p95 wall; {} µs server CPU; {:.2} rooms, {:.0} bytes per answer\n\
              peak RSS:       {} (after setup)\n",
             r["rooms"], r["members"], r["messages_per_room"], r["setup_s"].as_f64().unwrap_or(0.0),
             list(&r["initial_sync_ms"]), list(&r["initial_sync_cpu_ms"]), r["initial_sync_bytes"], r["rooms_in_initial_sync"],
@@ -430,6 +553,15 @@ pub async fn rooms(args: RoomsArgs) -> Result<std::process::ExitCode, String> {
             r["incremental_sync_cpu_us"].as_f64().map_or("?".into(), |v| format!("{v:.0}")),
             r["incremental_rooms_per_sync"].as_f64().unwrap_or(0.0),
             r["after_200_ms_p50"].as_f64().unwrap_or(0.0), r["after_200_ms_p95"].as_f64().unwrap_or(0.0),
+            r["sliding_first_ms"].as_f64().unwrap_or(0.0),
+            r["sliding_first_cpu_ms"].as_f64().map_or("?".into(), |v| format!("{v:.1}")),
+            r["sliding_first_bytes"], r["sliding_listed"],
+            r["sliding_all_ms"].as_f64().unwrap_or(0.0),
+            r["sliding_all_cpu_ms"].as_f64().map_or("?".into(), |v| format!("{v:.1}")),
+            r["sliding_all_bytes"],
+            r["sliding_incremental_ms_p50"].as_f64().unwrap_or(0.0), r["sliding_incremental_ms_p95"].as_f64().unwrap_or(0.0),
+            r["sliding_incremental_cpu_us"].as_f64().map_or("?".into(), |v| format!("{v:.0}")),
+            r["sliding_incremental_rooms"].as_f64().unwrap_or(0.0), r["sliding_incremental_bytes"].as_f64().unwrap_or(0.0),
             mib(r["peak_rss_kb"].as_u64()),
         )
     })

@@ -35,6 +35,8 @@ mod room_events;
 mod rooms;
 mod search;
 mod server_notices;
+mod sliding_sync;
+mod sliding_sync_wire;
 mod spaces;
 mod state_groups;
 mod state_res;

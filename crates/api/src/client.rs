@@ -21,6 +21,7 @@ mod reporting;
 mod rooms;
 mod search;
 mod session;
+mod sliding_sync;
 mod spaces;
 mod sync;
 mod thirdparty;
@@ -62,5 +63,6 @@ pub fn routes(r: Routes) -> Routes {
     let r = voip::routes(r);
     let r = mutual_rooms::routes(r);
     let r = legacy_sync::routes(r);
+    let r = sliding_sync::routes(r);
     sync::routes(r)
 }

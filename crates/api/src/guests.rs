@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &str)] = &[
     ("GET", "/rooms/*/members"),
     ("GET", "/rooms/*/initialSync"),
     ("GET", "/sync"),
+    ("POST", "/org.matrix.simplified_msc3575/sync"),
     ("GET", "/events"),
     ("GET", "/media/download/*/*"),
     ("GET", "/media/download/*/*/*"),

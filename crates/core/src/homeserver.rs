@@ -181,6 +181,8 @@ pub struct Homeserver {
     /// Users' last committed presence state, so a sync's `set_presence` that changes
     /// nothing skips the database.
     pub(crate) presence_states: crate::cache::BoundedCache<ruma::OwnedUserId, String>,
+    /// Sliding sync connections in use (`sync/sliding/connection.rs`).
+    pub(crate) sliding: crate::sync::sliding::connection::ConnCache,
 }
 
 /// Offloaded jobs (password hashes, each about 12 MiB and tens of milliseconds) allowed
@@ -273,6 +275,9 @@ impl Homeserver {
             presence_states: crate::cache::BoundedCache::new(LAST_ACTIVE_USERS),
             token_cache: Default::default(),
             to_device_pending: crate::cache::BoundedCache::new(TO_DEVICE_DEVICES),
+            sliding: crate::cache::BoundedCache::new(
+                crate::sync::sliding::connection::CACHED_CONNECTIONS,
+            ),
         })
     }
 

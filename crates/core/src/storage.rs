@@ -96,6 +96,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("storage/migrations/0022_guests.sql"),
         include_str!("storage/migrations/0022_guests.sql"),
     ),
+    (
+        include_str!("storage/migrations/0023_sliding_sync.sql"),
+        include_str!("storage/migrations/0023_sliding_sync.sql"),
+    ),
 ];
 
 /// Attempts at creating the version table when nodes start together.

@@ -6,6 +6,7 @@ pub mod account_data;
 pub mod filter;
 pub mod legacy;
 pub mod rooms;
+pub mod sliding;
 pub mod token;
 pub mod typing;
 

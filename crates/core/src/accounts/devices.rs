@@ -84,6 +84,9 @@ impl Homeserver {
                 "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2",
                 // Spec ("Pushers"): a pusher belongs to the session that set it.
                 "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2",
+                // Sliding sync connections are the device's (MSC4186).
+                "DELETE FROM sliding_connections WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM sliding_rooms WHERE user_id = $1 AND device_id = $2",
             ] {
                 batch.push(Statement::new(sql, vec![user.as_str().into(), d.into()]));
             }

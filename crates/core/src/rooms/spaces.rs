@@ -167,6 +167,16 @@ impl Homeserver {
         Ok(entry)
     }
 
+    /// The room IDs of a space's children (see [`Self::space_children`]).
+    pub(crate) async fn space_child_ids(&self, room_id: &RoomId) -> Result<Vec<OwnedRoomId>> {
+        Ok(self
+            .space_children(room_id)
+            .await?
+            .into_iter()
+            .map(|(c, _)| c.room_id)
+            .collect())
+    }
+
     /// The children a space's `m.space.child` events name (a `via` list makes a child),
     /// in the spec's order; none for a room that is not a space.
     async fn space_children(&self, room_id: &RoomId) -> Result<Vec<(Child, std::sync::Arc<Pdu>)>> {

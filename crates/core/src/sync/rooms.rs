@@ -19,13 +19,11 @@ mod state;
 mod summary;
 mod timeline;
 
-use memberships::Membership;
+pub(in crate::sync) use memberships::Membership;
 use state::{End, StateQuery};
+pub(in crate::sync) use timeline::TimelineEvent;
 
-use self::{
-    prefetch::Prefetched,
-    timeline::{timeline_block, TimelineEvent},
-};
+use self::{prefetch::Prefetched, timeline::timeline_block};
 use super::{SyncRequest, SyncToken};
 use crate::{
     homeserver::Stream,
@@ -430,7 +428,7 @@ impl Homeserver {
         })
     }
 
-    async fn stripped_state(
+    pub(in crate::sync) async fn stripped_state(
         &self,
         room_id: &RoomId,
         member_event: &ruma::EventId,

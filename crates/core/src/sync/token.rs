@@ -4,7 +4,7 @@ use std::{fmt, str::FromStr};
 
 use crate::Error;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncToken {
     pub pos: i64,
     pub typing: u64,
@@ -57,6 +57,10 @@ pub fn parse_position(s: &str, backward: bool) -> Result<i64, Error> {
     if let Ok(t) = s.parse::<SyncToken>() {
         return Ok(t.pos);
     }
+    // A sliding sync `pos` serves as a `/sync` `next_batch` (MSC4186).
+    if let Some(pos) = super::sliding::pos_position(s) {
+        return Ok(pos);
+    }
     let pos: i64 = match s.strip_prefix('t') {
         Some(n) => n.parse().map_err(|_| bad())?,
         None => {
@@ -89,5 +93,6 @@ mod tests {
         assert!(parse_position("x9", true).is_err());
         assert!(parse_position("t-1", true).is_err());
         assert_eq!(position_token(12), "t12");
+        assert_eq!(parse_position("p7.3.42.1", true).unwrap(), 42);
     }
 }

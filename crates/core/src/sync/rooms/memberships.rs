@@ -6,13 +6,13 @@ use super::*;
 
 /// The user's membership of one room.
 #[derive(Clone, Debug)]
-pub(super) struct Membership {
-    pub(super) room_id: OwnedRoomId,
-    pub(super) membership: String,
+pub(in crate::sync) struct Membership {
+    pub(in crate::sync) room_id: OwnedRoomId,
+    pub(in crate::sync) membership: String,
     /// Where the membership last changed (not where the member event last changed).
-    pub(super) changed_pos: i64,
+    pub(in crate::sync) changed_pos: i64,
     /// The member event that set it.
-    pub(super) event_id: OwnedEventId,
+    pub(in crate::sync) event_id: OwnedEventId,
 }
 
 impl Membership {
@@ -34,7 +34,7 @@ const MEMBERSHIP_COLUMNS: &str =
 const ACTIVITY_SCAN_MAX: i64 = 256;
 
 impl Homeserver {
-    pub(super) async fn all_memberships(&self, user: &UserId) -> Result<Vec<Membership>> {
+    pub(in crate::sync) async fn all_memberships(&self, user: &UserId) -> Result<Vec<Membership>> {
         let sql = "SELECT room_id, membership, event_id, stream_pos FROM memberships WHERE user_id = $1 AND forgotten = 0";
         debug_assert!(sql.starts_with(MEMBERSHIP_COLUMNS));
         self.db
@@ -47,7 +47,7 @@ impl Homeserver {
 
     /// The rooms an incremental sync from `since` must look at, each with the user's
     /// membership row: a constant number of queries, each reading only what moved.
-    pub(super) async fn rooms_changed(
+    pub(in crate::sync) async fn rooms_changed(
         &self,
         user: &UserId,
         since: SyncToken,
@@ -131,7 +131,7 @@ impl Homeserver {
 
     /// The membership as it was at `pos`: the row, unless it changed after `pos` (the
     /// sync started before that commit); then the member event in the state at `pos`.
-    pub(super) async fn membership_as_of(
+    pub(in crate::sync) async fn membership_as_of(
         &self,
         user: &UserId,
         m: Membership,

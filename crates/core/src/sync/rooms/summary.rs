@@ -14,7 +14,7 @@ use crate::{
 impl Homeserver {
     /// `m.heroes` and member counts (spec: "Room summary") of one room: two index reads,
     /// whatever the room's size (member counts aside, which count index entries).
-    pub(super) async fn summary(&self, room_id: &RoomId, user: &UserId) -> Result<Json> {
+    pub(in crate::sync) async fn summary(&self, room_id: &RoomId, user: &UserId) -> Result<Json> {
         let counts = self
             .db
             .query(

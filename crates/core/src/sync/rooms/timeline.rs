@@ -21,13 +21,13 @@ const MAX_SCAN_FACTOR: usize = 20;
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
 /// An event of a timeline, with the client transaction that sent it, if any.
-pub(super) struct TimelineEvent {
-    pub(super) pos: i64,
-    pub(super) pdu: Arc<Pdu>,
+pub(in crate::sync) struct TimelineEvent {
+    pub(in crate::sync) pos: i64,
+    pub(in crate::sync) pdu: Arc<Pdu>,
     /// (device, transaction ID) of a local event sent with one.
-    pub(super) txn: Option<(String, String)>,
+    pub(in crate::sync) txn: Option<(String, String)>,
     /// Its bundled aggregations (`unsigned.m.relations`), if it has any.
-    pub(super) relations: Option<Box<serde_json::value::RawValue>>,
+    pub(in crate::sync) relations: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Homeserver {
@@ -40,7 +40,7 @@ impl Homeserver {
 
     /// Timeline events in `(from, upto]`, newest `limit` of them, oldest first; with the
     /// first page's rows (the newest `limit` + 1 up to `upto`) when they were read already.
-    pub(super) async fn timeline(
+    pub(in crate::sync) async fn timeline(
         &self,
         room_id: &RoomId,
         f: &EventFilter,
