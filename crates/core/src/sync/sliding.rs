@@ -13,6 +13,7 @@ mod room;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use futures_util::{StreamExt, TryStreamExt};
 use ruma::{DeviceId, OwnedRoomId, UserId};
 use serde_json::{value::RawValue, Value as Json};
 
@@ -24,6 +25,9 @@ use self::{
 };
 use super::{filter::EventFilter, SyncToken};
 use crate::{Homeserver, Result};
+
+/// Rooms built at once (each is a few reads).
+const ROOMS_AT_ONCE: usize = 8;
 
 #[derive(serde::Serialize)]
 struct Response<'a> {
@@ -193,6 +197,7 @@ impl Homeserver {
         let mut sent_now: Vec<(OwnedRoomId, Sent)> = Vec::new();
         let mut quiet: Vec<(OwnedRoomId, Sent)> = Vec::new();
         let mut initial: Vec<&OwnedRoomId> = Vec::new();
+        let mut work = Vec::new();
         for group in pairs.chunk_by(|a, b| addr(a.0) == addr(b.0)) {
             let Some(&(room, first, _)) = group.first() else {
                 continue;
@@ -228,14 +233,29 @@ impl Homeserver {
                 let rs = conn.intern(&c.required_state);
                 (std::borrow::Cow::Owned(c), rs)
             };
-            let names: Vec<&str> = group.iter().filter_map(|p| p.2).collect();
             let w = Wanted {
-                config: &config,
+                config,
                 required_state,
-                lists: &names,
+                lists: group.iter().filter_map(|p| p.2).collect(),
                 is_dm,
             };
-            match self.sliding_room(&ctx, room, entry, &w, sent).await? {
+            work.push((room, entry, w, sent));
+        }
+        // Rooms are built a few at once: on PostgreSQL each read is a round trip.
+        let mut builds = Vec::with_capacity(work.len());
+        for (room, entry, w, sent) in work {
+            let ctx = &ctx;
+            builds.push(async move {
+                let out = self.sliding_room(ctx, room, entry, &w, sent).await?;
+                Ok::<_, crate::Error>((room, sent, out))
+            });
+        }
+        let built: Vec<(&OwnedRoomId, Option<&Sent>, Outcome)> = futures_util::stream::iter(builds)
+            .buffered(ROOMS_AT_ONCE)
+            .try_collect()
+            .await?;
+        for (room, sent, outcome) in built {
+            match outcome {
                 Outcome::Sent(json, s) => {
                     if sent.is_none() || json.get().contains("\"initial\":true") {
                         initial.push(room);

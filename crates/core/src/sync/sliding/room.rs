@@ -40,9 +40,9 @@ pub(super) enum Outcome {
 
 /// A room's config and the lists it is in.
 pub(super) struct Wanted<'a> {
-    pub(super) config: &'a RoomConfig,
+    pub(super) config: std::borrow::Cow<'a, RoomConfig>,
     pub(super) required_state: Arc<RequiredState>,
-    pub(super) lists: &'a [&'a str],
+    pub(super) lists: Vec<&'a str>,
     pub(super) is_dm: bool,
 }
 
@@ -324,7 +324,7 @@ impl Homeserver {
         out.insert("membership".into(), membership.into());
         out.insert("is_dm".into(), w.is_dm.into());
         if !w.lists.is_empty() {
-            out.insert("lists".into(), w.lists.to_vec().into());
+            out.insert("lists".into(), w.lists.clone().into());
         }
     }
 
